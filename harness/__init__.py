@@ -1,0 +1,1 @@
+"""goldmig's harness: matrix -> cells -> (builds, host pair, guest) -> migration -> checks -> report."""

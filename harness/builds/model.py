@@ -1,0 +1,67 @@
+"""A provisioned build (where its QEMU lives) and what introspection found in it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Build:
+    """A runnable QEMU: its binary inside ``root`` ("/" unless it has a root of its own)."""
+
+    name: str
+    root: Path
+    binary: str
+    firmware_dir: str | None = None
+    package: str | None = None
+
+    @property
+    def has_own_root(self) -> bool:
+        return self.root != Path("/")
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """One machine type as the build reports it."""
+
+    name: str
+    alias: str | None
+    deprecated: bool
+    properties: frozenset[str] = field(default_factory=frozenset)
+
+    def has_property(self, name: str) -> bool:
+        return name in self.properties
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What a build supports, from ``-version`` and QMP (cached by build identity)."""
+
+    version: str
+    package: str | None
+    machines: dict[str, MachineInfo]
+    cpu_cores: tuple[str, ...]
+
+    @property
+    def short_version(self) -> str:
+        """``10.0`` from ``10.0.13``: major.minor."""
+        return ".".join(self.version.split(".")[:2])
+
+    def machine(self, name: str) -> MachineInfo | None:
+        """A machine type by name or alias (``pseries`` is the alias of the newest)."""
+        if name in self.machines:
+            return self.machines[name]
+        for info in self.machines.values():
+            if info.alias == name:
+                return info
+        return None
+
+    def pseries_versions(self) -> list[str]:
+        """Versioned pseries machine types, oldest first."""
+        names = [n for n in self.machines if n.startswith("pseries-")]
+        return sorted(names, key=_machine_version_key)
+
+
+def _machine_version_key(name: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in name.removeprefix("pseries-").split(".") if p.isdigit())

@@ -1,0 +1,151 @@
+"""Run one cell: builds -> host pair -> golden guest -> scenario -> checks, with its evidence.
+
+The runner never reports; it fills a :class:`CellRecord` that the pytest
+plugin turns into Allure results, pass or fail.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from harness.builds.introspect import introspect
+from harness.builds.model import Build, BuildInfo, MachineInfo
+from harness.builds.provision import provision
+from harness.builds.spec import BuildSpec
+from harness.checks import CheckResult, Observations, check_all, require_all
+from harness.guest.image import GoldenImage, ensure_golden_image
+from harness.hosts.local import LocalHost
+from harness.matrix.model import Cell, Matrix
+from harness.qemu.argv import SidePaths, qemu_argv
+from harness.qemu.machine import MachineSetup, common_properties
+from harness.qemu.process import QemuProcess
+from harness.scenarios import SCENARIOS
+from harness.scenarios.context import ScenarioContext
+from harness.timing import timed
+
+
+class CellImpossible(Exception):
+    """The cell cannot exist (e.g. a build lacks the machine type): skipped, with the reason."""
+
+
+@dataclass
+class CellRecord:
+    """Everything worth reporting about one cell, filled in as it runs."""
+
+    cell: Cell
+    evidence: Path
+    parameters: dict[str, str] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    observations: Observations | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+
+
+@cache
+def _provisioned(spec: BuildSpec) -> tuple[Build, BuildInfo]:
+    build = provision(spec)
+    return build, introspect(build)
+
+
+def resolve_machine(cell: Cell, src: BuildInfo, dst: BuildInfo) -> tuple[MachineInfo, MachineInfo]:
+    """The machine type on both sides, or :class:`CellImpossible` saying which side lacks it."""
+    name = cell.machine
+    if name == "latest-common":
+        common = sorted(set(src.pseries_versions()) & set(dst.pseries_versions()),
+                        key=src.pseries_versions().index)
+        if not common:
+            raise CellImpossible(f"{cell.src} and {cell.dst} share no versioned pseries machine")
+        name = common[-1]
+    sides = []
+    for build_name, info in ((cell.src, src), (cell.dst, dst)):
+        machine = info.machine(name)
+        if machine is None:
+            newest = info.pseries_versions()[-1:] or ["none"]
+            raise CellImpossible(
+                f"{build_name} (QEMU {info.version}) has no machine type {name} "
+                f"(its pseries types run up to {newest[0]})"
+            )
+        sides.append(machine)
+    return sides[0], sides[1]
+
+
+def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | None = None) -> None:
+    """Run ``cell`` to the end; raises ProductFailure, HarnessError or CellImpossible."""
+    host = host or LocalHost()
+    started = time.monotonic()
+    try:
+        with timed(record.phases, "provision"):
+            src_build, src_info = _provisioned(matrix.builds[cell.src])
+            dst_build, dst_info = _provisioned(matrix.builds[cell.dst])
+            image = ensure_golden_image()
+        src_machine, dst_machine = resolve_machine(cell, src_info, dst_info)
+        setup = _setup(matrix, image, src_machine, dst_machine)
+        record.parameters.update({
+            "source build": f"{cell.src} (QEMU {src_info.version}, {src_info.package or 'path'})",
+            "destination build": f"{cell.dst} (QEMU {dst_info.version}, {dst_info.package or 'path'})",
+            "machine": setup.machine_arg(),
+            "firmware": setup.firmware,
+            "guest image": image.image_id,
+        })
+        _run_pair(cell, matrix, record, host, (src_build, dst_build), setup)
+    finally:
+        record.phases["total"] = time.monotonic() - started
+
+
+def _setup(matrix: Matrix, image: GoldenImage, src: MachineInfo, dst: MachineInfo) -> MachineSetup:
+    guest = matrix.guest
+    props, firmware = common_properties(src, dst, accel="tcg", firmware=guest.firmware, extra={})
+    return MachineSetup(
+        machine=src.name, properties=props, firmware=firmware, cpu=guest.cpu,
+        memory_mb=guest.memory_mb, smp=guest.smp, maxcpus=guest.maxcpus, devices=guest.devices,
+        kernel=image.kernel, initrd=image.initrd, append=image.kernel_cmdline,
+    )
+
+
+def _run_pair(
+    cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost,
+    builds: tuple[Build, Build], setup: MachineSetup,
+) -> None:
+    # Sockets need short paths (108 bytes), so the cell runs in /tmp and its
+    # evidence is moved to reports/ afterwards, whatever happened.
+    rundir = Path(tempfile.mkdtemp(prefix="gm-"))
+    readable = sorted({setup.kernel.parent, setup.initrd.parent})
+    try:
+        with ExitStack() as stack:
+            sides = []
+            for role, build, incoming in (("src", builds[0], False), ("dst", builds[1], True)):
+                paths = SidePaths.for_role(rundir, role)
+                argv = qemu_argv(build, setup, paths, incoming=incoming)
+                (rundir / f"{role}-argv.txt").write_text("\n".join(argv) + "\n")
+                side = stack.enter_context(
+                    QemuProcess(role, host, build, argv, paths, writable=[rundir], readable=readable)
+                )
+                sides.append(side)
+            ctx = ScenarioContext(sides[0], sides[1], rundir, matrix.timeouts)
+            try:
+                with ctx.phase("boot"):
+                    for side in sides:
+                        side.start()
+                record.observations = SCENARIOS[cell.scenario](ctx)
+                with ctx.phase("check"):
+                    record.checks = check_all(record.observations, matrix.tb_slack_ms)
+            finally:
+                record.phases.update(ctx.phases)
+        require_all(record.checks)
+    finally:
+        _keep_evidence(rundir, record.evidence)
+
+
+def _keep_evidence(rundir: Path, evidence: Path) -> None:
+    shutil.rmtree(evidence, ignore_errors=True)
+    evidence.mkdir(parents=True)
+    for item in rundir.iterdir():
+        if item.is_file() and not item.is_socket():
+            shutil.move(str(item), evidence / item.name)
+    shutil.rmtree(rundir, ignore_errors=True)
+

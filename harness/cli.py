@@ -1,0 +1,86 @@
+"""goldmig's command line: run the matrix, benchmark it, list cells, build the guest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.errors import GoldmigError
+from harness.paths import REPO_ROOT, reports_root
+from harness.report.summary import read_cells_json
+
+PHASES = ("provision", "boot", "migrate", "check")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="goldmig", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run a selection of the matrix (default: its default_selection)"),
+                       ("bench", "run a selection and print where each cell's time went"),
+                       ("cells", "list the cell ids of a selection")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
+        p.add_argument("--select", default=None, help="named selection (smoke, nightly, ...)")
+        if name != "cells":
+            p.add_argument("-n", "--workers", default="0",
+                           help="parallel cells (pytest-xdist -n; 'auto' for one per core)")
+    sub.add_parser("guest", help="build (or find cached) the golden guest and print its identity")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.command == "guest":
+            return _guest()
+        if args.command == "cells":
+            return _pytest(args, ["--collect-only", "-q", *extra])
+        code = _pytest(args, extra)
+        if args.command == "bench":
+            _print_bench(reports_root() / "cells.json")
+        return code
+    except GoldmigError as exc:
+        print(f"goldmig: {exc}", file=sys.stderr)
+        return 2
+
+
+def _pytest(args: argparse.Namespace, extra: list[str]) -> int:
+    reports = reports_root()
+    options = [
+        str(REPO_ROOT / "suite"), "--matrix", args.matrix,
+        "-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "-q",
+    ]
+    if args.select:
+        options += ["--select", args.select]
+    if getattr(args, "workers", "0") != "0":
+        options += ["-n", args.workers]
+    if "--collect-only" not in extra:
+        options += ["--alluredir", str(reports / "allure-results"), "--clean-alluredir",
+                    "--junitxml", str(reports / "junit.xml")]
+        (reports / "cells.json").unlink(missing_ok=True)
+    return int(pytest.main([*options, *extra]))
+
+
+def _guest() -> int:
+    from harness.guest.image import ensure_golden_image
+
+    image = ensure_golden_image()
+    print(f"{image.image_id}\n  kernel {image.kernel}\n  initrd {image.initrd}")
+    return 0
+
+
+def _print_bench(path: Path) -> None:
+    if not path.exists():
+        print("goldmig bench: no cells ran", file=sys.stderr)
+        return
+    outcomes = read_cells_json(path)
+    width = max(len(o.cell) for o in outcomes)
+    print(f"\n{'cell':{width}}  " + "  ".join(f"{p:>9}" for p in (*PHASES, "overhead", "total")))
+    for o in outcomes:
+        total = o.phases.get("total", 0.0)
+        overhead = total - sum(o.phases.get(p, 0.0) for p in PHASES)
+        cols = [o.phases.get(p, 0.0) for p in PHASES] + [overhead, total]
+        print(f"{o.cell:{width}}  " + "  ".join(f"{c:9.2f}" for c in cols) + f"  {o.outcome}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The one error tree of the harness.
+
+::
+
+    GoldmigError
+     +-- HarnessError            our bug or the environment: Allure "broken"
+     |    +-- ConfigError        matrix.yaml or command-line input is wrong
+     |    +-- BuildError         a QEMU build cannot be provisioned or introspected
+     |    +-- HostError          a host cannot run what we asked
+     |    +-- QemuStartError     QEMU exited or refused to start (argv, caps, machine)
+     +-- ProductFailure          QEMU or the guest misbehaved: Allure "failed"
+          +-- QemuCrashed        a QEMU process died during the cell
+          +-- MigrationFailed    QEMU reported the migration failed, or the destination did not run
+          +-- MigrationTimeout   the migration did not finish in time
+          +-- GuestUnresponsive  the guest agent did not answer or beat in time
+          +-- CheckFailed        a guest-visible invariant does not hold
+
+ProductFailure derives from AssertionError so that pytest and Allure report it
+as a test failure, while every other error is reported as broken.
+"""
+
+from __future__ import annotations
+
+
+class GoldmigError(Exception):
+    """Root of every error the harness raises on purpose."""
+
+
+class HarnessError(GoldmigError):
+    """The harness or its environment is at fault, not QEMU."""
+
+
+class ConfigError(HarnessError):
+    """Invalid configuration: names the file, the key and what to do."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}")
+
+
+class BuildError(HarnessError):
+    """A build could not be provisioned or introspected."""
+
+
+class HostError(HarnessError):
+    """A host could not run a command or was unreachable."""
+
+
+class QemuStartError(HarnessError):
+    """QEMU exited during start-up; carries its exit code, argv and output."""
+
+    def __init__(self, message: str, argv: list[str], exitcode: int | None, output: str) -> None:
+        self.argv = argv
+        self.exitcode = exitcode
+        self.output = output
+        tail = output.strip()[-2000:] or "(no output)"
+        super().__init__(
+            f"{message} (exit code {exitcode})\ncommand: {' '.join(argv)}\nQEMU said:\n{tail}"
+        )
+
+
+class ProductFailure(GoldmigError, AssertionError):
+    """QEMU or the guest did something wrong: the cell fails (not broken)."""
+
+
+class QemuCrashed(ProductFailure):
+    """A QEMU process exited while the cell still needed it."""
+
+
+class MigrationFailed(ProductFailure):
+    """QEMU reported the migration as failed, or the destination is not running."""
+
+
+class MigrationTimeout(ProductFailure):
+    """The migration did not complete within its time limit."""
+
+
+class GuestUnresponsive(ProductFailure):
+    """The guest agent did not reply or beat within the time limit."""
+
+
+class CheckFailed(ProductFailure):
+    """A guest-visible invariant does not hold; says which, the values and the evidence."""
+
+    def __init__(self, invariant: str, before: object, after: object, evidence: str) -> None:
+        self.invariant = invariant
+        self.before = before
+        self.after = after
+        self.evidence = evidence
+        super().__init__(
+            f"{invariant}: before={before!r} after={after!r}\nevidence: {evidence}"
+        )

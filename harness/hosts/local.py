@@ -1,0 +1,88 @@
+"""The embedded default host: QEMU processes on this machine.
+
+A build with a root filesystem of its own (a Debian suite) runs inside that
+root with bubblewrap; the run and guest directories are bound at the same
+paths inside, so sockets and files need no path translation. bwrap's mount
+namespace dies with the process, so nothing stays mounted after a crash.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.builds.model import Build
+from harness.errors import HostError
+from harness.hosts.base import Process
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child: SIGKILL it if the harness dies, so no QEMU outlives a run."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class LocalHost:
+    """Runs processes on this machine, each in a process group of its own."""
+
+    def __init__(self, name: str = "local") -> None:
+        self.name = name
+
+    def command(
+        self, build: Build, argv: Sequence[str], writable: Sequence[Path], readable: Sequence[Path]
+    ) -> list[str]:
+        """The full command line: ``argv`` as is, or wrapped in bwrap for a rooted build."""
+        if not build.has_own_root:
+            return list(argv)
+        wrap = ["bwrap", "--bind", str(build.root), "/", "--dev", "/dev", "--proc", "/proc"]
+        for path in writable:
+            wrap += ["--bind", str(path), str(path)]
+        for path in readable:
+            wrap += ["--ro-bind", str(path), str(path)]
+        return [*wrap, "--die-with-parent", "--", *argv]
+
+    def spawn(
+        self,
+        build: Build,
+        argv: Sequence[str],
+        *,
+        writable: Sequence[Path],
+        readable: Sequence[Path],
+        output: Path,
+    ) -> Process:
+        cmd = self.command(build, argv, writable, readable)
+        with open(output, "ab") as out:
+            try:
+                return subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise HostError(f"host {self.name}: cannot run {cmd[0]}: {exc}") from exc
+
+    def run(
+        self, build: Build, argv: Sequence[str], timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a short command of the build to completion (introspection)."""
+        cmd = self.command(build, argv, [], [])
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise HostError(f"host {self.name}: {' '.join(cmd)}: {exc}") from exc
+
+    def kill(self, process: Process) -> None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()

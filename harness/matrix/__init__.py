@@ -1,0 +1,1 @@
+"""matrix.yaml: load and validate it into frozen objects, expand it into cells."""

@@ -1,0 +1,187 @@
+"""Read matrix.yaml and validate every key; errors name the file, the key and the fix."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild, PathBuild
+from harness.errors import ConfigError
+from harness.matrix.model import GuestSettings, Group, KnownFailure, Matrix
+from harness.scenarios import SCENARIOS
+from harness.scenarios.context import Timeouts
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_MACHINE = re.compile(r"^pseries(-\d+\.\d+)?$")
+FIRMWARES = ("auto", "vof", "slof")
+
+
+class _Reader:
+    """Typed access to a YAML mapping that reports errors as file: key: problem."""
+
+    def __init__(self, source: str, data: Any, path: str) -> None:
+        self.source = source
+        self.path = path
+        if not isinstance(data, dict):
+            raise self.error("", f"must be a mapping, got {type(data).__name__}")
+        self.data: dict[str, Any] = data
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        full = f"{self.path}.{key}" if self.path and key else (self.path or key)
+        return ConfigError(self.source, full, problem)
+
+    def only(self, *allowed: str) -> None:
+        for key in self.data:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+                raise self.error(str(key), f"unknown key{hint}")
+
+    def sub(self, key: str, default: Any = None) -> _Reader:
+        value = self.data.get(key, {} if default is None else default)
+        return _Reader(self.source, value, f"{self.path}.{key}" if self.path else key)
+
+    def get(self, key: str, kind: type, default: Any = ..., required: bool = False) -> Any:
+        if key not in self.data:
+            if required or default is ...:
+                raise self.error(key, "is required")
+            return default
+        value = self.data[key]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            raise self.error(key, f"must be a {kind.__name__}, got {value!r}")
+        return value
+
+    def names(self, key: str, known: dict[str, object] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+        value = self.get(key, list, required=True)
+        if not value:
+            raise self.error(key, "must not be empty")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(f"{key}[{i}]", f"must be a string, got {item!r}")
+            if known is not None and item not in known:
+                close = difflib.get_close_matches(item, list(known), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+                raise self.error(f"{key}[{i}]", f"{item!r} is not defined; {hint}")
+        return tuple(value)
+
+
+def load_matrix(path: Path) -> Matrix:
+    """Parse and validate ``path``; raises :class:`ConfigError` on any problem."""
+    source = str(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found; pass --matrix with the right path") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"is not valid YAML: {exc}") from None
+    top = _Reader(source, data, "")
+    top.only("builds", "guest", "checks", "timeouts", "groups", "selections",
+             "default_selection", "known_failures")
+    builds = _builds(top.sub("builds"))
+    groups = _groups(top, builds)
+    selections = _selections(top.sub("selections"))
+    default = top.get("default_selection", str, required=True)
+    if default not in selections:
+        raise top.error("default_selection", f"{default!r} is not one of selections: "
+                        f"{', '.join(selections)}")
+    checks = top.sub("checks")
+    checks.only("tb_slack_ms")
+    slack = checks.get("tb_slack_ms", int, 500)
+    return Matrix(source, builds, _guest(top.sub("guest")), slack, _timeouts(top.sub("timeouts")),
+                  groups, selections, default, _known(top, source))
+
+
+def _builds(r: _Reader) -> dict[str, BuildSpec]:
+    if not r.data:
+        raise r.error("", "must define at least one build")
+    builds: dict[str, BuildSpec] = {}
+    for name in r.data:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise r.error(str(name), "build names are letters, digits and . _ + - (e.g. qemu-7.2)")
+        b = r.sub(name)
+        kind = b.get("kind", str, required=True)
+        if kind == "host":
+            b.only("kind", "binary")
+            builds[name] = HostPackageBuild(name, b.get("binary", str, "/usr/bin/qemu-system-ppc64"))
+        elif kind == "debian":
+            b.only("kind", "suite", "mirror")
+            builds[name] = DebianSuiteBuild(name, b.get("suite", str, required=True),
+                                            b.get("mirror", str, "http://deb.debian.org/debian"))
+        elif kind == "path":
+            b.only("kind", "binary", "firmware")
+            builds[name] = PathBuild(name, Path(b.get("binary", str, required=True)),
+                                     Path(b.get("firmware", str, required=True)))
+        else:
+            raise b.error("kind", f"{kind!r} is not a build kind; use host, debian or path")
+    return builds
+
+
+def _groups(top: _Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
+    raw = top.get("groups", list, required=True)
+    groups = []
+    for i, item in enumerate(raw):
+        g = _Reader(top.source, item, f"groups[{i}]")
+        g.only("name", "builds", "machines", "scenarios")
+        machines = g.names("machines")
+        for j, machine in enumerate(machines):
+            if not _MACHINE.match(machine) and machine != "latest-common":
+                raise g.error(f"machines[{j}]", f"{machine!r} is not a pseries machine type "
+                              "(pseries-X.Y, pseries, or latest-common)")
+        groups.append(Group(g.get("name", str, required=True), g.names("builds", builds),
+                            machines, g.names("scenarios", tuple(SCENARIOS))))
+    if not groups:
+        raise top.error("groups", "must list at least one group")
+    return tuple(groups)
+
+
+def _selections(r: _Reader) -> dict[str, tuple[str, ...]]:
+    selections = {}
+    for name in r.data:
+        selections[str(name)] = r.names(str(name))
+    if not selections:
+        raise r.error("", "must define at least one selection (e.g. smoke, nightly)")
+    return selections
+
+
+def _guest(r: _Reader) -> GuestSettings:
+    r.only("cpu", "memory_mb", "smp", "maxcpus", "firmware", "devices")
+    default = GuestSettings()
+    firmware = r.get("firmware", str, default.firmware)
+    if firmware not in FIRMWARES:
+        raise r.error("firmware", f"{firmware!r} is not one of {', '.join(FIRMWARES)}")
+    smp = r.get("smp", int, default.smp)
+    return GuestSettings(
+        cpu=r.get("cpu", str, default.cpu),
+        memory_mb=r.get("memory_mb", int, default.memory_mb),
+        smp=smp,
+        maxcpus=r.get("maxcpus", int, max(smp, default.maxcpus)),
+        firmware=firmware,
+        devices=tuple(r.get("devices", list, list(default.devices))),
+    )
+
+
+def _timeouts(r: _Reader) -> Timeouts:
+    r.only("boot_s", "migrate_s", "beat_s")
+    d = Timeouts()
+    return Timeouts(float(r.get("boot_s", int, d.boot_s)), float(r.get("migrate_s", int, d.migrate_s)),
+                    float(r.get("beat_s", int, d.beat_s)))
+
+
+def _known(top: _Reader, source: str) -> tuple[KnownFailure, ...]:
+    known = []
+    for i, item in enumerate(top.get("known_failures", list, [])):
+        k = _Reader(source, item, f"known_failures[{i}]")
+        k.only("cells", "match", "reason", "evidence")
+        match = k.get("match", str, required=True)
+        try:
+            re.compile(match)
+        except re.error as exc:
+            raise k.error("match", f"is not a valid regular expression: {exc}") from None
+        known.append(KnownFailure(k.get("cells", str, required=True), match,
+                                  k.get("reason", str, required=True),
+                                  k.get("evidence", str, required=True)))
+    return tuple(known)

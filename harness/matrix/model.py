@@ -1,0 +1,90 @@
+"""The validated matrix: frozen data built once from matrix.yaml and passed down."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from harness.builds.spec import BuildSpec
+from harness.scenarios.context import Timeouts
+
+
+@dataclass(frozen=True)
+class GuestSettings:
+    cpu: str = "POWER9"
+    memory_mb: int = 512
+    smp: int = 1
+    maxcpus: int = 1
+    firmware: str = "auto"
+    devices: tuple[str, ...] = ("virtio-rng-pci",)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Every ordered pair of ``builds`` (same-build pairs too) x machines x scenarios."""
+
+    name: str
+    builds: tuple[str, ...]
+    machines: tuple[str, ...]
+    scenarios: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    """A declared expected failure: cells it covers, the failure it expects, why, and proof."""
+
+    cells: str
+    match: str
+    reason: str
+    evidence: str
+
+    def covers(self, cell_id: str) -> bool:
+        return fnmatch.fnmatchcase(cell_id, self.cells)
+
+    def explains(self, message: str) -> bool:
+        return re.search(self.match, message) is not None
+
+
+@dataclass(frozen=True)
+class Cell:
+    src: str
+    dst: str
+    machine: str
+    scenario: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.src}>{self.dst}/{self.machine}/{self.scenario}"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    source: str
+    builds: dict[str, BuildSpec]
+    guest: GuestSettings
+    tb_slack_ms: int
+    timeouts: Timeouts
+    groups: tuple[Group, ...]
+    selections: dict[str, tuple[str, ...]]
+    default_selection: str
+    known_failures: tuple[KnownFailure, ...]
+
+    def cells(self) -> list[Cell]:
+        """All cells, in matrix order, without duplicates."""
+        seen: dict[str, Cell] = {}
+        for group in self.groups:
+            for src in group.builds:
+                for dst in group.builds:
+                    for machine in group.machines:
+                        for scenario in group.scenarios:
+                            cell = Cell(src, dst, machine, scenario)
+                            seen.setdefault(cell.id, cell)
+        return list(seen.values())
+
+    def select(self, selection: str) -> list[Cell]:
+        patterns = self.selections[selection]
+        return [c for c in self.cells() if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)]
+
+    def known_failure(self, cell_id: str) -> KnownFailure | None:
+        return next((k for k in self.known_failures if k.covers(cell_id)), None)

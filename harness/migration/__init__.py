@@ -1,0 +1,1 @@
+"""One live migration end to end: transport, recording relay, QEMU's own figures."""

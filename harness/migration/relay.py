@@ -1,0 +1,117 @@
+"""A byte relay between source and destination that records the stream.
+
+The source migrates to the relay's socket; the relay connects to the
+destination's incoming socket and copies bytes both ways (the return path
+too), writing the source-to-destination direction to a file as it forwards.
+It is also where a link fault is injected (:meth:`Relay.cut`).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from harness.errors import HarnessError
+
+_CHUNK = 1 << 20
+
+
+class Relay:
+    """Accepts one connection on ``listen`` and forwards it to ``target``."""
+
+    def __init__(self, listen: Path, target: Path, record: Path | None) -> None:
+        self.listen = listen
+        self.target = target
+        self.record = record
+        self.forwarded = 0
+        self.returned = 0
+        self.error: str | None = None
+        self.first_byte_at: float | None = None
+        self.last_byte_at: float | None = None
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(listen))
+        self._server.listen(1)
+        self._conns: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._main = threading.Thread(target=self._serve, name="relay", daemon=True)
+        self._main.start()
+
+    def _serve(self) -> None:
+        try:
+            src, _ = self._server.accept()
+        except OSError:
+            return  # closed before the source connected
+        dst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            dst.connect(str(self.target))
+        except OSError as exc:
+            self.error = f"relay could not reach the destination at {self.target}: {exc}"
+            src.close()
+            return
+        self._conns = [src, dst]
+        back = threading.Thread(target=self._copy_back, args=(dst, src), daemon=True)
+        back.start()
+        self._threads.append(back)
+        self._copy_forward(src, dst)
+
+    def _copy_forward(self, src: socket.socket, dst: socket.socket) -> None:
+        buf = bytearray(_CHUNK)
+        view = memoryview(buf)
+        out = open(self.record, "wb") if self.record else None
+        try:
+            while (n := src.recv_into(buf)) > 0:
+                now = time.monotonic()
+                self.first_byte_at = self.first_byte_at or now
+                self.last_byte_at = now
+                dst.sendall(view[:n])
+                if out:
+                    out.write(view[:n])
+                self.forwarded += n
+            dst.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.error = f"relay forward direction broke after {self.forwarded} bytes: {exc}"
+        finally:
+            if out:
+                out.close()
+
+    def _copy_back(self, dst: socket.socket, src: socket.socket) -> None:
+        try:
+            while chunk := dst.recv(65536):
+                src.sendall(chunk)
+                self.returned += len(chunk)
+            src.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the forward direction reports; the return path is optional for QEMU
+
+    def cut(self) -> None:
+        """Take the link down: both connections reset, as a pulled cable would."""
+        for conn in self._conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes a pending accept(); close() alone does not
+        except OSError:
+            pass
+        self._server.close()
+        self.cut()
+        for conn in self._conns:
+            conn.close()
+        self._main.join(timeout=5)
+        if self._main.is_alive():
+            raise HarnessError("relay thread did not stop")
+        self.listen.unlink(missing_ok=True)
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,123 @@
+"""Drive one live migration between two started QEMU processes and collect QEMU's figures."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed
+from harness.migration.relay import Relay
+from harness.qemu.process import QemuProcess
+
+_FINAL = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class MigrationFigures:
+    """QEMU's own account of the migration (source's ``query-migrate``)."""
+
+    status: str
+    total_time_ms: int
+    downtime_ms: int
+    setup_time_ms: int
+    transferred_bytes: int
+    ram_total_bytes: int
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_query(cls, reply: dict[str, Any]) -> MigrationFigures:
+        ram = reply.get("ram", {})
+        return cls(
+            status=reply.get("status", "unknown"),
+            total_time_ms=int(reply.get("total-time", 0)),
+            downtime_ms=int(reply.get("downtime", 0)),
+            setup_time_ms=int(reply.get("setup-time", 0)),
+            transferred_bytes=int(ram.get("transferred", 0)),
+            ram_total_bytes=int(ram.get("total", 0)),
+            raw=reply,
+        )
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    figures: MigrationFigures
+    stream: Path | None
+    stream_bytes: int
+    wall_s: float
+
+
+def migrate(
+    src: QemuProcess, dst: QemuProcess, rundir: Path, *, timeout: float, record: bool = True
+) -> MigrationResult:
+    """Migrate ``src`` to ``dst`` (started with ``-incoming defer``) through a recording relay.
+
+    Returns once the destination runs. Raises :class:`MigrationFailed` when
+    QEMU reports failure or the destination does not come up, and
+    :class:`MigrationTimeout` when nothing final happens within ``timeout``.
+    """
+    for side in (src, dst):
+        side.monitor.cmd("migrate-set-capabilities",
+                         capabilities=[{"capability": "events", "state": True}])
+    incoming = rundir / "in.sock"
+    dst.monitor.cmd("migrate-incoming", uri=f"unix:{incoming}")
+    stream = rundir / "stream.bin" if record else None
+    started = time.monotonic()
+    with Relay(rundir / "relay.sock", incoming, stream) as relay:
+        src.monitor.cmd("migrate", uri=f"unix:{relay.listen}")
+        status = _wait_final(src, dst, started + timeout)
+        figures = MigrationFigures.from_query(src.monitor.cmd("query-migrate"))
+        if status != "completed":
+            raise MigrationFailed(
+                f"source reports migration {status}: {figures.raw.get('error-desc', 'no error-desc')}"
+                f"{_relay_note(relay)}\ndestination said: {dst.output()[-1500:] or '(nothing)'}"
+            )
+        _wait_destination_running(dst, started + timeout)
+    return MigrationResult(figures, stream, relay.forwarded, time.monotonic() - started)
+
+
+def _wait_final(src: QemuProcess, dst: QemuProcess, deadline: float) -> str:
+    while time.monotonic() < deadline:
+        event = src.monitor.wait_event(
+            lambda e: e["event"] == "MIGRATION" and e["data"]["status"] in _FINAL, timeout=0.5
+        )
+        if event is not None:
+            return str(event["data"]["status"])
+        _require_alive(src, "source")
+        if not dst.alive():
+            # The source may only notice later; the destination's exit is the finding.
+            raise MigrationFailed(
+                f"destination QEMU exited (code {dst.exitcode}) during migration:\n"
+                f"{dst.output()[-1500:]}"
+            )
+    reply = src.monitor.cmd("query-migrate")
+    src.monitor.cmd("migrate_cancel")
+    raise MigrationTimeout(f"migration not finished after its time limit; last status: {reply}")
+
+
+def _wait_destination_running(dst: QemuProcess, deadline: float) -> None:
+    while True:
+        if not dst.alive():
+            raise MigrationFailed(
+                f"destination QEMU exited (code {dst.exitcode}) after the source completed; "
+                f"it failed to load the stream:\n{dst.output()[-1500:]}"
+            )
+        status = dst.monitor.cmd("query-status")["status"]
+        if status == "running":
+            return
+        if status not in ("inmigrate", "paused", "prelaunch", "finish-migrate"):
+            raise MigrationFailed(f"destination is {status!r} after migration, not running")
+        if time.monotonic() > deadline:
+            raise MigrationTimeout(f"destination still {status!r} at the time limit")
+        dst.monitor.wait_event(lambda e: e["event"] in ("RESUME", "MIGRATION"), timeout=0.2)
+
+
+def _require_alive(side: QemuProcess, name: str) -> None:
+    if not side.alive():
+        raise QemuCrashed(f"{name} QEMU exited (code {side.exitcode}) during migration:\n"
+                          f"{side.output()[-1500:]}")
+
+
+def _relay_note(relay: Relay) -> str:
+    return f"\nrelay: {relay.error}" if relay.error else ""

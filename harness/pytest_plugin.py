@@ -1,0 +1,171 @@
+"""The pytest plugin behind suite/: options, cell parametrisation, known failures, reporting.
+
+Outcomes: a ProductFailure (QEMU or guest misbehaved) is *failed*; any other
+error is *broken*; a failure matching a known_failures entry is *known*
+(xfail); a known failure that passes is *fixed* and fails the run so the entry
+gets reviewed; an impossible cell is *skipped* with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cell import CellImpossible, CellRecord, run_cell
+from harness.errors import ConfigError, ProductFailure
+from harness.matrix.load import load_matrix
+from harness.matrix.model import Cell, Matrix
+from harness.paths import REPO_ROOT, reports_root
+from harness.report.summary import CellOutcome, summary_lines, write_cells_json
+
+_MATRIX_KEY = pytest.StashKey[Matrix]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("goldmig", "goldmig migration matrix")
+    group.addoption("--matrix", default=str(REPO_ROOT / "matrix.yaml"),
+                    help="matrix file (default: matrix.yaml at the top of the repo)")
+    group.addoption("--select", default=None,
+                    help="named selection of cells from the matrix (default: its default_selection)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cell(id): one goldmig matrix cell")
+    try:
+        matrix = load_matrix(Path(config.getoption("--matrix")))
+    except ConfigError as exc:
+        raise pytest.UsageError(f"goldmig: {exc}") from None
+    selection = config.getoption("--select") or matrix.default_selection
+    if selection not in matrix.selections:
+        raise pytest.UsageError(
+            f"goldmig: --select {selection!r}: no such selection in {matrix.source}; "
+            f"choose one of {', '.join(matrix.selections)}"
+        )
+    config.option.select = selection
+    config.stash[_MATRIX_KEY] = matrix
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cell" in metafunc.fixturenames:
+        matrix = metafunc.config.stash[_MATRIX_KEY]
+        cells = matrix.select(metafunc.config.option.select)
+        metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
+
+
+@pytest.fixture
+def matrix(request: pytest.FixtureRequest) -> Matrix:
+    return request.config.stash[_MATRIX_KEY]
+
+
+@pytest.fixture
+def cell_record(cell: Cell) -> Iterator[CellRecord]:
+    slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", cell.id)
+    yield CellRecord(cell, reports_root() / "runs" / slug)
+
+
+def run(cell: Cell, matrix: Matrix, record: CellRecord) -> None:
+    """Run a cell from a test; an impossible cell becomes a skip with its reason."""
+    try:
+        run_cell(cell, matrix, record)
+    except CellImpossible as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
+    from harness.report import allure as allure_report
+
+    record = getattr(item, "funcargs", {}).get("cell_record")
+    if record is not None:
+        allure_report.label_cell(record)
+    yield
+    if record is not None:
+        allure_report.attach_cell(record)
+        item.user_properties.append(("goldmig.phases", json.dumps(record.phases)))
+        item.user_properties.append(("goldmig.parameters", json.dumps(record.parameters)))
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    result = yield
+    report: pytest.TestReport = result.get_result()
+    callspec = getattr(item, "callspec", None)
+    cell = callspec.params.get("cell") if callspec else None
+    if not isinstance(cell, Cell) or report.when not in ("setup", "call"):
+        return
+    if report.when == "setup" and report.passed:
+        return
+    matrix = item.config.stash[_MATRIX_KEY]
+    known = matrix.known_failure(cell.id)
+    outcome, reason = _classify(report, call, known)
+    if outcome == "known" and known is not None:
+        report.outcome = "skipped"
+        report.wasxfail = f"known failure: {known.reason}"  # type: ignore[attr-defined]
+    elif outcome == "fixed" and known is not None:
+        report.outcome = "failed"
+        report.longrepr = (f"known failure now passes: {cell.id} matched known_failures entry "
+                           f"{known.cells!r} ({known.reason}); remove or narrow the entry")
+    report.user_properties.append(("goldmig.cell", cell.id))
+    report.user_properties.append(("goldmig.outcome", outcome))
+    report.user_properties.append(("goldmig.reason", reason))
+
+
+def _classify(report: pytest.TestReport, call: pytest.CallInfo[None], known: Any) -> tuple[str, str]:
+    if report.skipped:
+        return "skipped", str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""
+    exc = call.excinfo.value if call.excinfo else None
+    if exc is None:
+        return ("fixed", f"known failure now passes: {known.reason}") if known else ("passed", "")
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ProductFailure):
+        if known is not None and known.explains(message):
+            return "known", known.reason
+        return "failed", message
+    return "broken", message
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    props = dict(report.user_properties)
+    if "goldmig.outcome" not in props:
+        return
+    phases = json.loads(props.get("goldmig.phases", "{}"))
+    outcome = CellOutcome(props["goldmig.cell"], props["goldmig.outcome"], props["goldmig.reason"], phases)
+    _outcomes.append(outcome)
+    params = json.loads(props.get("goldmig.parameters", "{}"))
+    for key in ("source build", "destination build"):
+        if key in params:
+            name, _, rest = params[key].partition(" ")
+            _environment[f"build.{name}"] = rest.strip("()")
+    if "guest image" in params:
+        _environment["guest.image"] = params["guest image"]
+
+
+# Filled on the controller from the workers' reports (xdist forwards user_properties).
+_outcomes: list[CellOutcome] = []
+_environment: dict[str, str] = {}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workerinput"):
+        return
+    if _outcomes:
+        write_cells_json(reports_root() / "cells.json", _outcomes)
+    results = getattr(session.config.option, "allure_report_dir", None)
+    if results:
+        from harness.report.allure import write_environment
+
+        entries = dict(_environment)
+        entries["matrix"] = f"{session.config.option.matrix} selection={session.config.option.select}"
+        write_environment(Path(results), entries)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _outcomes:
+        terminalreporter.section("goldmig summary")
+        for line in summary_lines(_outcomes):
+            terminalreporter.write_line(line)

@@ -1,0 +1,1 @@
+"""QEMU processes: command lines, the QMP monitor, the serial console."""

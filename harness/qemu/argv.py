@@ -1,0 +1,57 @@
+"""The QEMU command line for one side of a migration (a list, never a shell string)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.builds.model import Build
+from harness.qemu.machine import MachineSetup
+
+
+@dataclass(frozen=True)
+class SidePaths:
+    """The files of one QEMU process inside the cell's run directory."""
+
+    qmp: Path
+    console: Path
+    serial_log: Path
+    output: Path
+    transcript: Path
+
+    @classmethod
+    def for_role(cls, rundir: Path, role: str) -> SidePaths:
+        return cls(
+            qmp=rundir / f"{role}.qmp",
+            console=rundir / f"{role}.con",
+            serial_log=rundir / f"{role}-serial.log",
+            output=rundir / f"{role}-qemu.log",
+            transcript=rundir / f"{role}-qmp.log",
+        )
+
+
+def qemu_argv(build: Build, setup: MachineSetup, paths: SidePaths, *, incoming: bool) -> list[str]:
+    """Start paused (-S) so the console is connected before the guest prints anything."""
+    argv = [build.binary]
+    if build.firmware_dir:
+        argv += ["-L", build.firmware_dir]
+    argv += [
+        "-accel", "tcg",
+        "-M", setup.machine_arg(),
+        "-cpu", setup.cpu,
+        "-m", str(setup.memory_mb),
+        "-smp", f"{setup.smp},maxcpus={setup.maxcpus}",
+        "-nodefaults", "-display", "none", "-S",
+        "-kernel", str(setup.kernel),
+        "-initrd", str(setup.initrd),
+        "-append", setup.append,
+        "-qmp", f"unix:{paths.qmp},server=on,wait=off",
+        "-chardev",
+        f"socket,id=console0,path={paths.console},server=on,wait=off,logfile={paths.serial_log}",
+        "-serial", "chardev:console0",
+    ]
+    for device in setup.devices:
+        argv += ["-device", device]
+    if incoming:
+        argv += ["-incoming", "defer"]
+    return argv

@@ -1,0 +1,119 @@
+"""The guest's serial console (hvc0) as seen through QEMU's socket chardev.
+
+QEMU itself logs every byte (chardev ``logfile=``); this reader only picks the
+agent's lines out of the stream and queues them for whoever waits.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from harness.errors import HarnessError
+from harness.guest.protocol import AgentMessage, ProtocolError, parse_line
+
+M = TypeVar("M", bound=AgentMessage)
+
+
+class Console:
+    """A connection to one QEMU's console socket, parsing agent messages as they arrive."""
+
+    def __init__(self, name: str, socket_path: Path) -> None:
+        self.name = name
+        self._path = socket_path
+        self._sock: socket.socket | None = None
+        self._reader: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._messages: list[AgentMessage] = []
+        self.corrupt_lines: list[str] = []
+        self.closed_by_peer = False
+
+    def connect(self, alive: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not alive():
+                raise HarnessError(f"{self.name}: QEMU exited before its console socket answered")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self._path))
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"{self.name}: console {self._path} not ready") from None
+                time.sleep(0.02)
+                continue
+            self._sock = sock
+            self._reader = threading.Thread(target=self._read, name=f"{self.name}-console", daemon=True)
+            self._reader.start()
+            return
+
+    def send(self, data: bytes) -> None:
+        if self._sock is None:
+            raise HarnessError(f"{self.name}: console used while not connected")
+        self._sock.sendall(data)
+
+    def messages(self) -> list[AgentMessage]:
+        with self._cond:
+            return list(self._messages)
+
+    def wait_for(
+        self, kind: type[M], match: Callable[[M], bool], timeout: float
+    ) -> M | None:
+        """The first queued or future message of ``kind`` satisfying ``match``, or None."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for message in self._messages[seen:]:
+                    if isinstance(message, kind) and match(message):
+                        return message
+                seen = len(self._messages)
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed_by_peer:
+                    return None
+                self._cond.wait(min(left, 0.5))
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+    def _read(self) -> None:
+        assert self._sock is not None
+        pending = b""
+        while True:
+            try:
+                chunk = self._sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                with self._cond:
+                    self.closed_by_peer = True
+                    self._cond.notify_all()
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                self._take(raw.decode("utf-8", errors="replace").rstrip("\r"))
+
+    def _take(self, line: str) -> None:
+        try:
+            message = parse_line(line)
+        except ProtocolError:
+            with self._cond:
+                self.corrupt_lines.append(line)
+            return
+        if message is None:
+            return
+        with self._cond:
+            self._messages.append(message)
+            self._cond.notify_all()

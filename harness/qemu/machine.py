@@ -1,0 +1,63 @@
+"""What both sides of a migration are started with: machine options and guest devices.
+
+Options come from introspection of both builds, so a cell asks only for what
+both builds have, and both sides get exactly the same command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.builds.model import MachineInfo
+
+# spapr capabilities TCG cannot provide. QEMU names the fix when one is wrong
+# ("TCG doesn't support requested feature, cap-cfpc=workaround"); each is set
+# only where both builds' machine type has the property.
+TCG_CAP_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("cap-cfpc", "broken"),
+    ("cap-sbbc", "broken"),
+    ("cap-ibs", "broken"),
+    ("cap-ccf-assist", "off"),
+    ("cap-htm", "off"),
+)
+
+
+@dataclass(frozen=True)
+class MachineSetup:
+    """Everything that must be identical on source and destination."""
+
+    machine: str
+    properties: tuple[tuple[str, str], ...]
+    firmware: str
+    cpu: str
+    memory_mb: int
+    smp: int
+    maxcpus: int
+    devices: tuple[str, ...]
+    kernel: Path
+    initrd: Path
+    append: str
+
+    def machine_arg(self) -> str:
+        return ",".join([self.machine, *(f"{k}={v}" for k, v in self.properties)])
+
+
+def common_properties(
+    src: MachineInfo, dst: MachineInfo, *, accel: str, firmware: str, extra: dict[str, str]
+) -> tuple[tuple[tuple[str, str], ...], str]:
+    """Machine properties valid on both sides, and the firmware actually used.
+
+    ``firmware``: ``vof`` (QEMU's Virtual Open Firmware, boots in ~2 s under
+    TCG), ``slof``, or ``auto`` (vof where both builds have it, else slof).
+    """
+    both = src.properties & dst.properties
+    props: list[tuple[str, str]] = []
+    if accel == "tcg":
+        props += [(cap, value) for cap, value in TCG_CAP_SETTINGS if cap in both]
+    used = "slof"
+    if firmware in ("auto", "vof") and "x-vof" in both:
+        props.append(("x-vof", "on"))
+        used = "vof"
+    props += sorted(extra.items())
+    return tuple(props), used

@@ -1,0 +1,140 @@
+"""A QMP monitor on top of ``qemu.qmp``'s sync shim that keeps a transcript.
+
+Every command, reply and event goes to a transcript file (attached to the
+cell's report). Events are queued by qemu.qmp from the moment of connection,
+so waiting for one after issuing the command that triggers it cannot miss it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import ConnectError, ExecuteError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from harness.errors import GoldmigError, HarnessError
+
+
+class QmpCommandError(GoldmigError):
+    """QEMU answered a QMP command with an error; carries command, arguments and reply."""
+
+    def __init__(self, monitor: str, command: str, args: dict[str, Any], error: str) -> None:
+        self.command = command
+        self.args = args
+        self.error = error
+        super().__init__(f"{monitor}: QMP {command} {json.dumps(args)} failed: {error}")
+
+
+class Monitor:
+    """One QMP connection to one QEMU process."""
+
+    def __init__(self, name: str, socket_path: Path, transcript: Path) -> None:
+        self.name = name
+        self._path = socket_path
+        self._transcript = transcript
+        self._qmp: QEMUMonitorProtocol | None = None
+        self._t0 = time.monotonic()
+        self._backlog: list[dict[str, Any]] = []
+
+    def connect(self, alive: Callable[[], bool], timeout: float) -> None:
+        """Connect once QEMU listens; give up early if ``alive()`` turns false."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not alive():
+                raise HarnessError(f"{self.name}: QEMU exited before its QMP socket answered")
+            if self._path.exists():
+                qmp = QEMUMonitorProtocol(str(self._path), nickname=self.name)
+                try:
+                    greeting = qmp.connect()
+                except (ConnectError, OSError):
+                    qmp.close()
+                else:
+                    self._qmp = qmp
+                    self._log("greeting", greeting)
+                    return
+            if time.monotonic() > deadline:
+                raise HarnessError(f"{self.name}: QMP socket {self._path} not ready in {timeout}s")
+            time.sleep(0.02)
+
+    @property
+    def connected(self) -> bool:
+        return self._qmp is not None
+
+    def cmd(self, command: str, timeout: float = 30.0, **args: Any) -> Any:
+        """Execute ``command``; raise :class:`QmpCommandError` on an error reply."""
+        qmp = self._require()
+        self._log("->", {"execute": command, "arguments": args})
+        qmp.settimeout(timeout)
+        try:
+            result = qmp.cmd(command, **args)
+        except ExecuteError as exc:
+            self._log("<-", {"error": exc.error.error.desc})
+            raise QmpCommandError(self.name, command, args, exc.error.error.desc) from exc
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            self._log("<-", {"timeout": timeout})
+            raise HarnessError(f"{self.name}: QMP {command} got no answer in {timeout}s") from exc
+        self._log("<-", {"return": result})
+        return result
+
+    def events(self) -> list[dict[str, Any]]:
+        """Events received so far and not yet taken."""
+        qmp = self._require()
+        events = self._backlog
+        self._backlog = []
+        while (event := qmp.pull_event(wait=False)) is not None:
+            self._log("event", event)
+            events.append(event)
+        return events
+
+    def wait_event(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any] | None:
+        """The first event for which ``match`` holds, or None after ``timeout`` seconds.
+
+        Events that do not match stay queued for the next call.
+        """
+        qmp = self._require()
+        deadline = time.monotonic() + timeout
+        kept: list[dict[str, Any]] = []
+        try:
+            for event in self.events():
+                if match(event):
+                    return event
+                kept.append(event)
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    event = qmp.pull_event(wait=min(left, 0.5))
+                except (asyncio.TimeoutError, TimeoutError):
+                    continue
+                if event is None:
+                    continue
+                self._log("event", event)
+                if match(event):
+                    return event
+                kept.append(event)
+            return None
+        finally:
+            self._backlog = kept + self._backlog
+
+    def close(self) -> None:
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection must not mask the cell's error
+                pass
+            self._qmp = None
+
+    def _require(self) -> QEMUMonitorProtocol:
+        if self._qmp is None:
+            raise HarnessError(f"{self.name}: QMP used while not connected")
+        return self._qmp
+
+    def _log(self, kind: str, payload: Any) -> None:
+        stamp = time.monotonic() - self._t0
+        with open(self._transcript, "a") as out:
+            out.write(f"{stamp:9.3f} {self.name} {kind} {json.dumps(payload, default=str)}\n")

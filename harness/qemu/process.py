@@ -1,0 +1,100 @@
+"""One QEMU process: started, watched, and always stopped (a context manager)."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from types import TracebackType
+
+from harness.builds.model import Build
+from harness.errors import HarnessError, QemuStartError
+from harness.hosts.base import Host, Process
+from harness.qemu.argv import SidePaths
+from harness.qemu.console import Console
+from harness.qemu.monitor import Monitor
+
+
+class State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class QemuProcess:
+    """A QEMU with its QMP monitor and console connected; killed on exit, whatever happens."""
+
+    def __init__(
+        self,
+        role: str,
+        host: Host,
+        build: Build,
+        argv: list[str],
+        paths: SidePaths,
+        *,
+        writable: list[Path],
+        readable: list[Path],
+    ) -> None:
+        self.role = role
+        self.host = host
+        self.build = build
+        self.argv = argv
+        self.paths = paths
+        self._writable = writable
+        self._readable = readable
+        self.state = State.NEW
+        self._process: Process | None = None
+        self.monitor = Monitor(role, paths.qmp, paths.transcript)
+        self.console = Console(role, paths.console)
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.state is not State.NEW:
+            raise HarnessError(f"{self.role}: start() called in state {self.state.value}")
+        self._process = self.host.spawn(
+            self.build, self.argv, writable=self._writable, readable=self._readable,
+            output=self.paths.output,
+        )
+        self.state = State.RUNNING
+        try:
+            self.monitor.connect(self.alive, timeout)
+            self.console.connect(self.alive, timeout)
+        except HarnessError as exc:
+            self.stop()
+            raise QemuStartError(
+                f"{self.role} QEMU ({self.build.name}) did not start: {exc}",
+                self.argv, self.exitcode, self.output(),
+            ) from exc
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def output(self) -> str:
+        """What QEMU printed on stdout/stderr so far."""
+        try:
+            return self.paths.output.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        """Kill QEMU and close connections. The guest's state is not needed after a cell."""
+        if self.state is State.STOPPED:
+            return
+        self.monitor.close()
+        self.console.close()
+        if self._process is not None:
+            self.host.kill(self._process)
+        self.state = State.STOPPED
+
+    def __enter__(self) -> QemuProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,88 @@
+"""Allure labels, parameters and attachments for a cell; environment and categories per run."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import allure
+
+from harness.cell import CellRecord
+
+_TEXT_EVIDENCE = {
+    "src-serial.log": "source serial console",
+    "dst-serial.log": "destination serial console",
+    "src-qmp.log": "source QMP transcript",
+    "dst-qmp.log": "destination QMP transcript",
+    "src-qemu.log": "source QEMU output",
+    "dst-qemu.log": "destination QEMU output",
+    "src-argv.txt": "source command line",
+    "dst-argv.txt": "destination command line",
+}
+
+CATEGORIES = [
+    {"name": "Known failures (declared in matrix.yaml)", "matchedStatuses": ["skipped"],
+     "messageRegex": ".*known failure.*"},
+    {"name": "Impossible cells", "matchedStatuses": ["skipped"], "messageRegex": ".*has no machine type.*"},
+    {"name": "Known failure now passing", "matchedStatuses": ["failed", "broken"],
+     "messageRegex": ".*known failure now passes.*"},
+    {"name": "Guest-visible invariant broken", "matchedStatuses": ["failed"],
+     "traceRegex": ".*CheckFailed.*"},
+    {"name": "Migration failed in QEMU", "matchedStatuses": ["failed"],
+     "traceRegex": ".*(MigrationFailed|MigrationTimeout|QemuCrashed).*"},
+    {"name": "Guest unresponsive", "matchedStatuses": ["failed"], "traceRegex": ".*GuestUnresponsive.*"},
+    {"name": "Harness errors (our bug or environment)", "matchedStatuses": ["broken"]},
+]
+
+
+def label_cell(record: CellRecord) -> None:
+    """Title, feature, story and parameters: set first, so even a broken cell is findable."""
+    cell = record.cell
+    allure.dynamic.title(cell.id)
+    allure.dynamic.feature(cell.scenario)
+    allure.dynamic.story(cell.machine)
+    allure.dynamic.parameter("source", cell.src)
+    allure.dynamic.parameter("destination", cell.dst)
+    allure.dynamic.parameter("machine type", cell.machine)
+    allure.dynamic.parameter("scenario", cell.scenario)
+
+
+def attach_cell(record: CellRecord) -> None:
+    """Everything the cell left as evidence, as Allure attachments."""
+    for name, value in record.parameters.items():
+        allure.dynamic.parameter(name, value)
+    for filename, title in _TEXT_EVIDENCE.items():
+        path = record.evidence / filename
+        if path.exists():
+            allure.attach.file(str(path), name=title, attachment_type=allure.attachment_type.TEXT)
+    obs = record.observations
+    if obs is not None:
+        _attach_json("migration figures", obs.figures.raw)
+        _attach_json("probe before (source)", obs.probe_before)
+        _attach_json("probe after (destination)", obs.probe_after)
+        _attach_json("timebase watcher", obs.timebase)
+    if record.checks:
+        _attach_json("checks", [asdict(c) for c in record.checks])
+    _attach_json("phase times (s)", {k: round(v, 3) for k, v in record.phases.items()})
+
+
+def write_environment(results: Path, entries: Mapping[str, str]) -> None:
+    """environment.properties and categories.json in the results directory."""
+    results.mkdir(parents=True, exist_ok=True)
+    lines = [f"{_escape(k)}={_escape(v)}" for k, v in sorted(entries.items())]
+    lines.append(f"host={_escape(platform.node())} {platform.machine()} {platform.release()}")
+    (results / "environment.properties").write_text("\n".join(lines) + "\n")
+    (results / "categories.json").write_text(json.dumps(CATEGORIES, indent=1))
+
+
+def _attach_json(name: str, value: object) -> None:
+    data = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+    allure.attach(json.dumps(data, indent=1, default=str), name=name,
+                  attachment_type=allure.attachment_type.JSON)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", " ").replace("=", "\\=").replace(":", "\\:")

@@ -1,0 +1,33 @@
+"""What a scenario is given: the started pair, where to write, limits and phase timing."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.migration.run import MigrationResult
+from harness.qemu.process import QemuProcess
+from harness.timing import timed
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    boot_s: float = 60.0
+    migrate_s: float = 120.0
+    beat_s: float = 15.0
+
+
+@dataclass
+class ScenarioContext:
+    """Mutable only in what the scenario reports back: phase times and the migration result."""
+
+    src: QemuProcess
+    dst: QemuProcess
+    rundir: Path
+    timeouts: Timeouts
+    phases: dict[str, float] = field(default_factory=dict)
+    migration: MigrationResult | None = None
+
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        return timed(self.phases, name)

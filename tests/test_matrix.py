@@ -1,0 +1,102 @@
+"""matrix.yaml loading: the shipped matrix expands as documented; bad input names file, key and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.errors import ConfigError
+from harness.matrix.load import load_matrix
+from harness.paths import REPO_ROOT
+
+SHIPPED = REPO_ROOT / "matrix.yaml"
+
+
+def _write(tmp_path: Path, data: dict[str, object]) -> Path:
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _shipped() -> dict[str, object]:
+    data = yaml.safe_load(SHIPPED.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+class TestShippedMatrix:
+    def test_default_selection_is_all_four_directions(self) -> None:
+        matrix = load_matrix(SHIPPED)
+        ids = [c.id for c in matrix.select(matrix.default_selection)]
+        assert ids == [
+            "qemu-7.2>qemu-7.2/pseries-7.2/baseline",
+            "qemu-7.2>qemu-10.0/pseries-7.2/baseline",
+            "qemu-10.0>qemu-7.2/pseries-7.2/baseline",
+            "qemu-10.0>qemu-10.0/pseries-7.2/baseline",
+        ]
+
+    def test_smoke_is_a_subset(self) -> None:
+        matrix = load_matrix(SHIPPED)
+        smoke = {c.id for c in matrix.select("smoke")}
+        assert smoke and smoke <= {c.id for c in matrix.cells()}
+
+
+class TestBadInput:
+    def test_typo_in_top_level_key_suggests_the_right_one(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["grops"] = data.pop("groups")
+        with pytest.raises(ConfigError) as err:
+            load_matrix(_write(tmp_path, data))
+        assert "grops: unknown key; did you mean 'groups'?" in str(err.value)
+        assert str(tmp_path / "matrix.yaml") in str(err.value)
+
+    def test_unknown_build_in_group(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["groups"][0]["builds"] = ["qemu-7.2", "qemu-10"]  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"groups\[0\]\.builds\[1\]: 'qemu-10' is not defined; "
+                                              r"did you mean 'qemu-10.0'\?"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_unknown_scenario(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["groups"][0]["scenarios"] = ["basline"]  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"scenarios\[0\]: 'basline' is not defined; did you mean 'baseline'"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_bad_machine_name(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["groups"][0]["machines"] = ["pseries7.2"]  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"machines\[0\]: 'pseries7.2' is not a pseries machine type"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_wrong_type(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["guest"]["memory_mb"] = "lots"  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"guest\.memory_mb: must be a int, got 'lots'"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_unknown_build_kind(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["builds"]["qemu-10.0"]["kind"] = "debain"  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"builds\.qemu-10\.0\.kind: 'debain' is not a build kind"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_invalid_yaml(self, tmp_path: Path) -> None:
+        path = tmp_path / "matrix.yaml"
+        path.write_text("builds: [\n")
+        with pytest.raises(ConfigError, match="is not valid YAML"):
+            load_matrix(path)
+
+    def test_known_failure_needs_evidence(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["known_failures"] = [{"cells": "*", "match": "x", "reason": "r"}]
+        with pytest.raises(ConfigError, match=r"known_failures\[0\]\.evidence: is required"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_default_selection_must_exist(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["default_selection"] = "nighty"
+        with pytest.raises(ConfigError, match="default_selection: 'nighty' is not one of selections"):
+            load_matrix(_write(tmp_path, data))
