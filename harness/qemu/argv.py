@@ -31,7 +31,8 @@ class SidePaths:
 
 
 def qemu_argv(build: Build, setup: MachineSetup, paths: SidePaths, *, incoming: bool) -> list[str]:
-    """Start paused (-S) so the console is connected before the guest prints anything."""
+    """The source starts paused (-S) so its console is connected before the guest prints;
+    the destination waits for ``migrate-incoming`` and runs as soon as the stream is loaded."""
     argv = [build.binary]
     if build.firmware_dir:
         argv += ["-L", build.firmware_dir]
@@ -41,7 +42,7 @@ def qemu_argv(build: Build, setup: MachineSetup, paths: SidePaths, *, incoming: 
         "-cpu", setup.cpu,
         "-m", str(setup.memory_mb),
         "-smp", f"{setup.smp},maxcpus={setup.maxcpus}",
-        "-nodefaults", "-display", "none", "-S",
+        "-nodefaults", "-display", "none",
         "-kernel", str(setup.kernel),
         "-initrd", str(setup.initrd),
         "-append", setup.append,
@@ -52,6 +53,5 @@ def qemu_argv(build: Build, setup: MachineSetup, paths: SidePaths, *, incoming: 
     ]
     for device in setup.devices:
         argv += ["-device", device]
-    if incoming:
-        argv += ["-incoming", "defer"]
+    argv += ["-incoming", "defer"] if incoming else ["-S"]
     return argv

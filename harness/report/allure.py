@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 from collections.abc import Mapping
-from dataclasses import asdict, is_dataclass
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import allure
@@ -65,7 +65,7 @@ def attach_cell(record: CellRecord) -> None:
         _attach_json("probe after (destination)", obs.probe_after)
         _attach_json("timebase watcher", obs.timebase)
     if record.checks:
-        _attach_json("checks", [asdict(c) for c in record.checks])
+        _attach_json("checks", record.checks)
     _attach_json("phase times (s)", {k: round(v, 3) for k, v in record.phases.items()})
 
 
@@ -79,9 +79,19 @@ def write_environment(results: Path, entries: Mapping[str, str]) -> None:
 
 
 def _attach_json(name: str, value: object) -> None:
-    data = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
-    allure.attach(json.dumps(data, indent=1, default=str), name=name,
+    allure.attach(json.dumps(_plain(value), indent=1, default=str), name=name,
                   attachment_type=allure.attachment_type.JSON)
+
+
+def _plain(value: object) -> object:
+    """Dataclasses, mappings and tuples as plain JSON-able values."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _escape(text: str) -> str:
