@@ -1,0 +1,117 @@
+"""Real cells with deliberately broken inputs: each fails with a clear reason and leaves no QEMU.
+
+These run the host's QEMU 7.2 (TCG) and the golden guest.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cell import CellImpossible, CellRecord, run_cell
+from harness.errors import BuildError, MigrationTimeout, QemuStartError
+from harness.matrix.load import load_matrix
+from harness.matrix.model import Matrix
+
+pytestmark = pytest.mark.slow
+HOST_QEMU = "/usr/bin/qemu-system-ppc64"
+
+
+@pytest.fixture
+def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Cells make their run dirs here, so leftovers of *this* test can be found."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(runs))
+    yield runs
+    assert _processes_mentioning(str(runs)) == [], "a QEMU of this cell is still running"
+    assert list(runs.iterdir()) == [], "the cell left its run directory behind"
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def _matrix(tmp_path: Path, builds: dict[str, object], machine: str = "pseries-7.2",
+            **extra: object) -> Matrix:
+    names = list(builds)
+    data = {
+        "builds": builds,
+        "groups": [{"name": "g", "builds": names, "machines": [machine], "scenarios": ["baseline"]}],
+        "selections": {"all": ["*"]},
+        "default_selection": "all",
+        **extra,
+    }
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_matrix(path)
+
+
+def _run_first(matrix: Matrix, tmp_path: Path, src: str, dst: str) -> CellRecord:
+    cell = next(c for c in matrix.cells() if c.src == src and c.dst == dst)
+    record = CellRecord(cell, tmp_path / "evidence")
+    run_cell(cell, matrix, record)
+    return record
+
+
+def test_missing_build_path_names_the_path_and_the_key(tmp_path: Path, own_tmp: Path) -> None:
+    matrix = _matrix(tmp_path, {"mine": {"kind": "path", "binary": "/nonexistent/qemu-system-ppc64",
+                                         "firmware": "/nonexistent/pc-bios"}})
+    with pytest.raises(BuildError, match=r"build 'mine': binary /nonexistent/qemu-system-ppc64 does "
+                                         r"not exist or is not executable; fix `binary:` in matrix.yaml"):
+        _run_first(matrix, tmp_path, "mine", "mine")
+
+
+def test_machine_type_the_build_lacks_is_impossible_with_reason(tmp_path: Path, own_tmp: Path) -> None:
+    matrix = _matrix(tmp_path, {"qemu-7.2": {"kind": "host"}}, machine="pseries-10.0")
+    with pytest.raises(CellImpossible, match=r"qemu-7.2 \(QEMU 7\.2\.\d+\) has no machine type "
+                                             r"pseries-10.0 \(its pseries types run up to pseries-7.2\)"):
+        _run_first(matrix, tmp_path, "qemu-7.2", "qemu-7.2")
+
+
+def test_qemu_exiting_at_start_up_reports_code_command_and_output(
+    tmp_path: Path, own_tmp: Path
+) -> None:
+    # A developer's "build" that introspects like the host's QEMU but dies when
+    # asked to boot a guest, as a broken build tree would.
+    wrapper = tmp_path / "qemu-system-ppc64"
+    wrapper.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        case "$*" in *-kernel*) echo "qemu-system-ppc64: simulated start-up failure" >&2; exit 3;; esac
+        exec {HOST_QEMU} "$@"
+    """))
+    wrapper.chmod(0o755)
+    matrix = _matrix(tmp_path, {"broken": {"kind": "path", "binary": str(wrapper),
+                                           "firmware": "/usr/share/qemu"}})
+    with pytest.raises(QemuStartError) as err:
+        _run_first(matrix, tmp_path, "broken", "broken")
+    message = str(err.value)
+    assert "src QEMU (broken) did not start" in message
+    assert "(exit code 3)" in message
+    assert f"command: {wrapper} -L /usr/share/qemu -accel tcg -M pseries-7.2," in message
+    assert "simulated start-up failure" in message
+
+
+def test_migration_timeout_fails_the_cell_and_reaps_qemu(tmp_path: Path, own_tmp: Path) -> None:
+    # 0 s is shorter than any migration: the cell must time out, cancel, and clean up.
+    matrix = _matrix(tmp_path, {"qemu-7.2": {"kind": "host"}},
+                     timeouts={"boot_s": 60, "migrate_s": 0, "beat_s": 15})
+    with pytest.raises(MigrationTimeout, match="migration not finished after its time limit"):
+        _run_first(matrix, tmp_path, "qemu-7.2", "qemu-7.2")
+    evidence = tmp_path / "evidence"
+    assert (evidence / "src-serial.log").read_text().count("##GM hello") == 1
+    assert "migrate_cancel" in (evidence / "src-qmp.log").read_text()

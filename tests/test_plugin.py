@@ -1,0 +1,108 @@
+"""The pytest plugin's outcomes, through pytester: failed vs broken, known, fixed, summary.
+
+The cell bodies here raise the harness's own errors instead of running QEMU:
+what is under test is the classification and reporting, not migration.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+MATRIX = textwrap.dedent("""
+    builds:
+      a: {kind: host}
+      b: {kind: host}
+    groups:
+      - name: g
+        builds: [a, b]
+        machines: [pseries-7.2]
+        scenarios: [baseline]
+    selections:
+      all: ["*"]
+      one: ["a>b/*"]
+    default_selection: all
+    known_failures:
+      - cells: "b>a/*"
+        match: "CheckFailed: timebase"
+        reason: "declared timebase bug"
+        evidence: "a log"
+      - cells: "b>b/*"
+        match: "never happens"
+        reason: "declared but now passing"
+        evidence: "a log"
+""")
+
+BODY = textwrap.dedent("""
+    from harness.errors import CheckFailed, HarnessError
+
+    def test_cell(cell, cell_record):
+        if cell.id.startswith("a>a"):
+            return
+        if cell.id.startswith("a>b"):
+            raise CheckFailed("online CPUs", "0", "0-1", "probe")
+        if cell.id.startswith("b>a"):
+            raise CheckFailed("timebase never goes backwards", 0, 5, "watcher")
+        if cell.id.startswith("b>b"):
+            return
+""")
+
+
+@pytest.fixture(autouse=True)
+def _own_reports(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setenv("GOLDMIG_REPORTS", str(tmp_path_factory.mktemp("reports")))
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".yaml", matrix=MATRIX)
+    pytester.makepyfile(test_cells=BODY)
+    return pytester
+
+
+def _run(suite: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return suite.runpytest_subprocess("-p", "harness.pytest_plugin", "--matrix",
+                                      str(suite.path / "matrix.yaml"), *args)
+
+
+def test_outcomes_and_summary(suite: pytest.Pytester) -> None:
+    result = _run(suite)
+    result.assert_outcomes(passed=1, failed=2, xfailed=1)
+    result.stdout.fnmatch_lines([
+        "goldmig: 4 cells: 1 passed, 1 failed, 1 known, 1 fixed, 0 broken, 0 skipped",
+        "  FAIL   a>b/pseries-7.2/baseline*CheckFailed: online CPUs: before='0' after='0-1'*",
+        "  KNOWN  b>a/pseries-7.2/baseline*declared timebase bug*",
+        "  FIXED? b>b/pseries-7.2/baseline*known failure now passes*",
+    ])
+
+
+def test_harness_error_is_broken_not_failed(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", matrix=MATRIX)
+    pytester.makepyfile(test_cells="""
+        from harness.errors import HarnessError
+        def test_cell(cell, cell_record):
+            raise HarnessError("sshd did not start")
+    """)
+    result = _run(pytester, "--select", "one")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*0 failed, 0 known, 0 fixed, 1 broken*",
+                                 "  BROKEN a>b/pseries-7.2/baseline*HarnessError: sshd did not start*"])
+
+
+def test_unknown_selection_is_a_usage_error(suite: pytest.Pytester) -> None:
+    result = _run(suite, "--select", "smok")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--select 'smok': no such selection in*; choose one of all, one*"])
+
+
+def test_broken_matrix_is_a_usage_error_naming_the_key(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", matrix=MATRIX.replace("scenarios: [baseline]", "scenarios: [basline]"))
+    pytester.makepyfile(test_cells=BODY)
+    result = _run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*matrix.yaml: groups[[]0].scenarios[[]0]: 'basline' is not defined; "
+                                 "did you mean 'baseline'?*"])
+    assert "Traceback" not in result.stderr.str()
