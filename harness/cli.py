@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
                            help="parallel cells (pytest-xdist -n; 'auto' for one per core)")
     sub.add_parser("guest", help="build (or find cached) the golden guest and print its identity")
     args, extra = parser.parse_known_args(argv)
+    extra = [a for a in extra if a != "--"]
+    # CI and schedulers stop a run with SIGTERM: unwind like Ctrl-C so every
+    # cell's context managers kill their QEMU processes.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "guest":
             return _guest()
@@ -41,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except GoldmigError as exc:
         print(f"goldmig: {exc}", file=sys.stderr)
         return 2
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _pytest(args: argparse.Namespace, extra: list[str]) -> int:

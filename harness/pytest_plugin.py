@@ -105,7 +105,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome, reason = _classify(report, call, known)
     if outcome == "known" and known is not None:
         report.outcome = "skipped"
-        report.wasxfail = f"known failure: {known.reason}"  # type: ignore[attr-defined]
+        report.wasxfail = f"known failure: {known.reason}"
     elif outcome == "fixed" and known is not None:
         report.outcome = "failed"
         report.longrepr = (f"known failure now passes: {cell.id} matched known_failures entry "
@@ -130,7 +130,7 @@ def _classify(report: pytest.TestReport, call: pytest.CallInfo[None], known: Any
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    props = dict(report.user_properties)
+    props = {str(k): str(v) for k, v in report.user_properties}
     if "goldmig.outcome" not in props:
         return
     phases = json.loads(props.get("goldmig.phases", "{}"))

@@ -62,7 +62,8 @@ class TestBadInput:
     def test_unknown_scenario(self, tmp_path: Path) -> None:
         data = _shipped()
         data["groups"][0]["scenarios"] = ["basline"]  # type: ignore[index]
-        with pytest.raises(ConfigError, match=r"scenarios\[0\]: 'basline' is not defined; did you mean 'baseline'"):
+        with pytest.raises(ConfigError,
+                           match=r"scenarios\[0\]: 'basline' is not defined; did you mean 'baseline'"):
             load_matrix(_write(tmp_path, data))
 
     def test_bad_machine_name(self, tmp_path: Path) -> None:

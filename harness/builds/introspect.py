@@ -104,4 +104,5 @@ def _load(data: dict[str, object]) -> BuildInfo:
     }
     cores = data["cpu_cores"]
     assert isinstance(cores, list)
-    return BuildInfo(str(data["version"]), data["package"] and str(data["package"]), machines, tuple(cores))
+    package = data["package"]
+    return BuildInfo(str(data["version"]), str(package) if package else None, machines, tuple(cores))

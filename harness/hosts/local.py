@@ -8,6 +8,7 @@ namespace dies with the process, so nothing stays mounted after a crash.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -81,8 +82,6 @@ class LocalHost:
             raise HostError(f"host {self.name}: {' '.join(cmd)}: {exc}") from exc
 
     def kill(self, process: Process) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import yaml
 
 from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild, PathBuild
 from harness.errors import ConfigError
-from harness.matrix.model import GuestSettings, Group, KnownFailure, Matrix
+from harness.matrix.model import Group, GuestSettings, KnownFailure, Matrix
 from harness.scenarios import SCENARIOS
 from harness.scenarios.context import Timeouts
 
@@ -55,7 +56,7 @@ class _Reader:
             raise self.error(key, f"must be a {kind.__name__}, got {value!r}")
         return value
 
-    def names(self, key: str, known: dict[str, object] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+    def names(self, key: str, known: Collection[str] | None = None) -> tuple[str, ...]:
         value = self.get(key, list, required=True)
         if not value:
             raise self.error(key, "must not be empty")

@@ -8,6 +8,7 @@ It is also where a link fault is injected (:meth:`Relay.cut`).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -60,22 +61,19 @@ class Relay:
     def _copy_forward(self, src: socket.socket, dst: socket.socket) -> None:
         buf = bytearray(_CHUNK)
         view = memoryview(buf)
-        out = open(self.record, "wb") if self.record else None
-        try:
-            while (n := src.recv_into(buf)) > 0:
-                now = time.monotonic()
-                self.first_byte_at = self.first_byte_at or now
-                self.last_byte_at = now
-                dst.sendall(view[:n])
-                if out:
-                    out.write(view[:n])
-                self.forwarded += n
-            dst.shutdown(socket.SHUT_WR)
-        except OSError as exc:
-            self.error = f"relay forward direction broke after {self.forwarded} bytes: {exc}"
-        finally:
-            if out:
-                out.close()
+        with open(self.record, "wb") if self.record else contextlib.nullcontext() as out:
+            try:
+                while (n := src.recv_into(buf)) > 0:
+                    now = time.monotonic()
+                    self.first_byte_at = self.first_byte_at or now
+                    self.last_byte_at = now
+                    dst.sendall(view[:n])
+                    if out:
+                        out.write(view[:n])
+                    self.forwarded += n
+                dst.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                self.error = f"relay forward direction broke after {self.forwarded} bytes: {exc}"
 
     def _copy_back(self, dst: socket.socket, src: socket.socket) -> None:
         try:
@@ -89,16 +87,12 @@ class Relay:
     def cut(self) -> None:
         """Take the link down: both connections reset, as a pulled cable would."""
         for conn in self._conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def close(self) -> None:
-        try:
-            self._server.shutdown(socket.SHUT_RDWR)  # wakes a pending accept(); close() alone does not
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # shutdown wakes a pending accept(); close() alone does not
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
         self.cut()
         for conn in self._conns:

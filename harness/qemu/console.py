@@ -6,6 +6,7 @@ agent's lines out of the stream and queues them for whoever waits.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -79,10 +80,8 @@ class Console:
 
     def close(self) -> None:
         if self._sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._sock.close()
         if self._reader is not None:
             self._reader.join(timeout=5)

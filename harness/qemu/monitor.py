@@ -7,7 +7,7 @@ so waiting for one after issuing the command that triggers it cannot miss it.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -25,7 +25,7 @@ class QmpCommandError(GoldmigError):
 
     def __init__(self, monitor: str, command: str, args: dict[str, Any], error: str) -> None:
         self.command = command
-        self.args = args
+        self.arguments = args
         self.error = error
         super().__init__(f"{monitor}: QMP {command} {json.dumps(args)} failed: {error}")
 
@@ -75,7 +75,7 @@ class Monitor:
         except ExecuteError as exc:
             self._log("<-", {"error": exc.error.error.desc})
             raise QmpCommandError(self.name, command, args, exc.error.error.desc) from exc
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+        except TimeoutError as exc:
             self._log("<-", {"timeout": timeout})
             raise HarnessError(f"{self.name}: QMP {command} got no answer in {timeout}s") from exc
         self._log("<-", {"return": result})
@@ -108,25 +108,25 @@ class Monitor:
                 kept.append(event)
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    event = qmp.pull_event(wait=min(left, 0.5))
-                except (asyncio.TimeoutError, TimeoutError):
+                    pulled = qmp.pull_event(wait=min(left, 0.5))
+                except TimeoutError:
                     continue
-                if event is None:
+                if pulled is None:
                     continue
-                self._log("event", event)
-                if match(event):
-                    return event
-                kept.append(event)
+                self._log("event", pulled)
+                if match(pulled):
+                    return pulled
+                kept.append(pulled)
             return None
         finally:
             self._backlog = kept + self._backlog
 
     def close(self) -> None:
         if self._qmp is not None:
-            try:
+            # qemu.qmp re-raises the reason a dead connection died; closing must
+            # not mask the cell's own error with it.
+            with contextlib.suppress(Exception):
                 self._qmp.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection must not mask the cell's error
-                pass
             self._qmp = None
 
     def _require(self) -> QEMUMonitorProtocol:
