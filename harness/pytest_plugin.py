@@ -106,7 +106,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if outcome == "known" and known is not None:
         report.outcome = "skipped"
         report.wasxfail = f"known failure: {known.reason}"
-    elif outcome == "fixed" and known is not None:
+    elif outcome == "fixed" and known is not None and not known.intermittent:
         report.outcome = "failed"
         report.longrepr = (f"known failure now passes: {cell.id} matched known_failures entry "
                            f"{known.cells!r} ({known.reason}); remove or narrow the entry")
@@ -120,7 +120,11 @@ def _classify(report: pytest.TestReport, call: pytest.CallInfo[None], known: Any
         return "skipped", str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""
     exc = call.excinfo.value if call.excinfo else None
     if exc is None:
-        return ("fixed", f"known failure now passes: {known.reason}") if known else ("passed", "")
+        if known is None:
+            return "passed", ""
+        if known.intermittent:
+            return "passed", f"intermittent known failure did not reproduce: {known.reason}"
+        return "fixed", f"known failure now passes: {known.reason}"
     message = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, ProductFailure):
         if known is not None and known.explains(message):

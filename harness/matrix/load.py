@@ -176,7 +176,7 @@ def _known(top: _Reader, source: str) -> tuple[KnownFailure, ...]:
     known = []
     for i, item in enumerate(top.get("known_failures", list, [])):
         k = _Reader(source, item, f"known_failures[{i}]")
-        k.only("cells", "match", "reason", "evidence")
+        k.only("cells", "match", "reason", "evidence", "intermittent")
         match = k.get("match", str, required=True)
         try:
             re.compile(match)
@@ -184,5 +184,6 @@ def _known(top: _Reader, source: str) -> tuple[KnownFailure, ...]:
             raise k.error("match", f"is not a valid regular expression: {exc}") from None
         known.append(KnownFailure(k.get("cells", str, required=True), match,
                                   k.get("reason", str, required=True),
-                                  k.get("evidence", str, required=True)))
+                                  k.get("evidence", str, required=True),
+                                  k.get("intermittent", bool, False)))
     return tuple(known)

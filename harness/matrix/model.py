@@ -38,6 +38,7 @@ class KnownFailure:
     match: str
     reason: str
     evidence: str
+    intermittent: bool = False
 
     def covers(self, cell_id: str) -> bool:
         return fnmatch.fnmatchcase(cell_id, self.cells)

@@ -36,6 +36,7 @@ class Relay:
         self._server.bind(str(listen))
         self._server.listen(1)
         self._conns: list[socket.socket] = []
+        self._cut = threading.Event()
         self._threads: list[threading.Thread] = []
         self._main = threading.Thread(target=self._serve, name="relay", daemon=True)
         self._main.start()
@@ -53,6 +54,8 @@ class Relay:
             src.close()
             return
         self._conns = [src, dst]
+        if self._cut.is_set():
+            self.cut()
         back = threading.Thread(target=self._copy_back, args=(dst, src), daemon=True)
         back.start()
         self._threads.append(back)
@@ -86,6 +89,7 @@ class Relay:
 
     def cut(self) -> None:
         """Take the link down: both connections reset, as a pulled cable would."""
+        self._cut.set()
         for conn in self._conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)

@@ -28,7 +28,7 @@ def summary_lines(outcomes: list[CellOutcome]) -> list[str]:
     for o in sorted(outcomes, key=lambda o: (OUTCOMES.index(o.outcome), o.cell)):
         total = o.phases.get("total")
         time = f"{total:6.1f}s" if total is not None else "      -"
-        reason = f"  {o.reason.splitlines()[0][:100]}" if o.reason and o.outcome != "passed" else ""
+        reason = f"  {o.reason.splitlines()[0][:100]}" if o.reason else ""
         lines.append(f"  {_LABEL[o.outcome]:6} {o.cell:{width}} {time}{reason}")
     lines.append("  (known = declared in matrix.yaml known_failures; FIXED? = a known failure "
                  "that now passes: review and remove its entry)" if counts.get("fixed") or
