@@ -136,6 +136,10 @@ def _run_pair(
                     record.checks = check_all(record.observations, matrix.tb_slack_ms)
             finally:
                 record.phases.update(ctx.phases)
+                for side in sides:
+                    if side.console.corrupt_lines:
+                        (rundir / f"{side.role}-corrupt-lines.txt").write_text(
+                            "\n".join(side.console.corrupt_lines) + "\n")
         require_all(record.checks)
     finally:
         _keep_evidence(rundir, record.evidence)

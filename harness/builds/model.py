@@ -30,9 +30,6 @@ class MachineInfo:
     deprecated: bool
     properties: frozenset[str] = field(default_factory=frozenset)
 
-    def has_property(self, name: str) -> bool:
-        return name in self.properties
-
 
 @dataclass(frozen=True)
 class BuildInfo:
@@ -42,11 +39,6 @@ class BuildInfo:
     package: str | None
     machines: dict[str, MachineInfo]
     cpu_cores: tuple[str, ...]
-
-    @property
-    def short_version(self) -> str:
-        """``10.0`` from ``10.0.13``: major.minor."""
-        return ".".join(self.version.split(".")[:2])
 
     def machine(self, name: str) -> MachineInfo | None:
         """A machine type by name or alias (``pseries`` is the alias of the newest)."""

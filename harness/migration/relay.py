@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from pathlib import Path
 from types import TracebackType
 
@@ -30,8 +29,6 @@ class Relay:
         self.forwarded = 0
         self.returned = 0
         self.error: str | None = None
-        self.first_byte_at: float | None = None
-        self.last_byte_at: float | None = None
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(listen))
         self._server.listen(1)
@@ -67,9 +64,6 @@ class Relay:
         with open(self.record, "wb") if self.record else contextlib.nullcontext() as out:
             try:
                 while (n := src.recv_into(buf)) > 0:
-                    now = time.monotonic()
-                    self.first_byte_at = self.first_byte_at or now
-                    self.last_byte_at = now
                     dst.sendall(view[:n])
                     if out:
                         out.write(view[:n])

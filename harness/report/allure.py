@@ -19,6 +19,8 @@ _TEXT_EVIDENCE = {
     "dst-qmp.log": "destination QMP transcript",
     "src-qemu.log": "source QEMU output",
     "dst-qemu.log": "destination QEMU output",
+    "src-corrupt-lines.txt": "source console: agent lines with a bad CRC",
+    "dst-corrupt-lines.txt": "destination console: agent lines with a bad CRC",
     "src-argv.txt": "source command line",
     "dst-argv.txt": "destination command line",
 }
