@@ -22,6 +22,7 @@ from harness.checks import CheckResult, Observations, check_all, require_all
 from harness.guest.image import GoldenImage, ensure_golden_image
 from harness.hosts.local import LocalHost
 from harness.matrix.model import Cell, Matrix
+from harness.migration.run import STREAM_FILE
 from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup, common_properties
 from harness.qemu.process import QemuProcess
@@ -141,15 +142,24 @@ def _run_pair(
                         (rundir / f"{side.role}-corrupt-lines.txt").write_text(
                             "\n".join(side.console.corrupt_lines) + "\n")
         require_all(record.checks)
+        passed = True
+    except BaseException:
+        passed = False
+        raise
     finally:
-        _keep_evidence(rundir, record.evidence)
+        _keep_evidence(rundir, record.evidence, keep_stream=_keeps_stream(matrix.keep_streams, passed))
 
 
-def _keep_evidence(rundir: Path, evidence: Path) -> None:
+def _keeps_stream(policy: str, passed: bool) -> bool:
+    return policy == "all" or (policy == "failed" and not passed)
+
+
+def _keep_evidence(rundir: Path, evidence: Path, keep_stream: bool) -> None:
+    """Move the cell's files to ``evidence``; the recorded stream only if the policy keeps it."""
     shutil.rmtree(evidence, ignore_errors=True)
     evidence.mkdir(parents=True)
     for item in rundir.iterdir():
-        if item.is_file() and not item.is_socket():
+        if item.is_file() and not item.is_socket() and (keep_stream or item.name != STREAM_FILE):
             shutil.move(str(item), evidence / item.name)
     shutil.rmtree(rundir, ignore_errors=True)
 

@@ -19,6 +19,7 @@ from harness.scenarios.context import Timeouts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _MACHINE = re.compile(r"^pseries(-\d+\.\d+)?$")
 FIRMWARES = ("auto", "vof", "slof")
+KEEP_STREAMS = ("failed", "all", "none")  # which cells keep their recorded migration stream
 
 
 class _Reader:
@@ -81,7 +82,7 @@ def load_matrix(path: Path) -> Matrix:
         raise ConfigError(source, "", f"is not valid YAML: {exc}") from None
     top = _Reader(source, data, "")
     top.only("builds", "guest", "checks", "timeouts", "groups", "selections",
-             "default_selection", "known_failures")
+             "default_selection", "known_failures", "reports")
     builds = _builds(top.sub("builds"))
     groups = _groups(top, builds)
     selections = _selections(top.sub("selections"))
@@ -92,8 +93,13 @@ def load_matrix(path: Path) -> Matrix:
     checks = top.sub("checks")
     checks.only("tb_slack_ms")
     slack = checks.get("tb_slack_ms", int, 500)
+    reports = top.sub("reports")
+    reports.only("keep_streams")
+    keep = reports.get("keep_streams", str, "failed")
+    if keep not in KEEP_STREAMS:
+        raise reports.error("keep_streams", f"{keep!r} is not one of {', '.join(KEEP_STREAMS)}")
     return Matrix(source, builds, _guest(top.sub("guest")), slack, _timeouts(top.sub("timeouts")),
-                  groups, selections, default, _known(top, source))
+                  groups, selections, default, _known(top, source), keep)
 
 
 def _builds(r: _Reader) -> dict[str, BuildSpec]:

@@ -70,6 +70,7 @@ class Matrix:
     selections: dict[str, tuple[str, ...]]
     default_selection: str
     known_failures: tuple[KnownFailure, ...]
+    keep_streams: str = "failed"
 
     def cells(self) -> list[Cell]:
         """All cells, in matrix order, without duplicates."""

@@ -12,6 +12,7 @@ from harness.migration.relay import Relay
 from harness.qemu.process import QemuProcess
 
 _FINAL = ("completed", "failed", "cancelled")
+STREAM_FILE = "stream.bin"
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def migrate(
                          capabilities=[{"capability": "events", "state": True}])
     incoming = rundir / "in.sock"
     dst.monitor.cmd("migrate-incoming", uri=f"unix:{incoming}")
-    stream = rundir / "stream.bin" if record else None
+    stream = rundir / STREAM_FILE if record else None
     started = time.monotonic()
     with Relay(rundir / "relay.sock", incoming, stream) as relay:
         src.monitor.cmd("migrate", uri=f"unix:{relay.listen}")

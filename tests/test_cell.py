@@ -1,0 +1,33 @@
+"""One real passing cell end to end: what it records and what it keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cell import CellRecord, run_cell
+from harness.matrix.load import load_matrix
+from harness.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_baseline_cell_passes_every_check_and_keeps_evidence(tmp_path: Path) -> None:
+    matrix = load_matrix(REPO_ROOT / "matrix.yaml")
+    cell = next(c for c in matrix.cells() if c.id == "qemu-7.2>qemu-10.0/pseries-7.2/baseline")
+    record = CellRecord(cell, tmp_path / "evidence")
+    run_cell(cell, matrix, record)
+
+    assert record.checks and all(c.ok for c in record.checks)
+    obs = record.observations
+    assert obs is not None
+    assert obs.figures.status == "completed" and obs.figures.transferred_bytes > 0
+    assert obs.timebase.max_back == 0 and obs.timebase.samples > 1000
+    assert obs.probe_before.intc == obs.probe_after.intc == "XIVE"
+    assert record.parameters["firmware"] == "vof"
+    assert "QEMU 10.0." in record.parameters["destination build"]
+    kept = {p.name for p in (tmp_path / "evidence").iterdir()}
+    assert {"src-serial.log", "dst-serial.log", "src-qmp.log", "dst-qmp.log"} <= kept
+    assert "stream.bin" not in kept, "keep_streams: failed drops a passing cell's stream"
+    assert set(record.phases) >= {"provision", "boot", "migrate", "check", "total"}
