@@ -39,6 +39,7 @@ test: setup
 
 bench: setup
 	$(BIN)/goldmig bench
+	$(BIN)/goldmig bench-recording
 
 lint: venv
 	$(BIN)/ruff check harness suite tests

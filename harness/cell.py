@@ -127,7 +127,8 @@ def _run_pair(
                     QemuProcess(role, host, build, argv, paths, writable=[rundir], readable=readable)
                 )
                 sides.append(side)
-            ctx = ScenarioContext(sides[0], sides[1], rundir, matrix.timeouts)
+            ctx = ScenarioContext(sides[0], sides[1], rundir, matrix.timeouts,
+                                  record_stream=matrix.keep_streams != "none")
             try:
                 with ctx.phase("boot"):
                     for side in sides:

@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("-n", "--workers", default="0",
                            help="parallel cells (pytest-xdist -n; 'auto' for one per core)")
     sub.add_parser("guest", help="build (or find cached) the golden guest and print its identity")
+    rec = sub.add_parser("bench-recording", help="what recording the stream adds to a migration")
+    rec.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
+    rec.add_argument("--cell", default="qemu-7.2>qemu-10.0/pseries-7.2/baseline")
+    rec.add_argument("--repeat", type=int, default=5)
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
     # CI and schedulers stop a run with SIGTERM: unwind like Ctrl-C so every
@@ -37,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "guest":
             return _guest()
+        if args.command == "bench-recording":
+            from harness.bench import recording_overhead
+            from harness.matrix.load import load_matrix
+
+            print("\n".join(recording_overhead(load_matrix(Path(args.matrix)), args.cell, args.repeat)))
+            return 0
         if args.command == "cells":
             return _pytest(args, ["--collect-only", "-q", *extra])
         code = _pytest(args, extra)

@@ -19,7 +19,8 @@ from harness.scenarios.context import Timeouts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _MACHINE = re.compile(r"^pseries(-\d+\.\d+)?$")
 FIRMWARES = ("auto", "vof", "slof")
-KEEP_STREAMS = ("failed", "all", "none")  # which cells keep their recorded migration stream
+# Which cells keep their recorded migration stream; "none" does not record at all.
+KEEP_STREAMS = ("failed", "all", "none")
 
 
 class _Reader:

@@ -52,7 +52,11 @@ class MigrationResult:
 def migrate(
     src: QemuProcess, dst: QemuProcess, rundir: Path, *, timeout: float, record: bool = True
 ) -> MigrationResult:
-    """Migrate ``src`` to ``dst`` (started with ``-incoming defer``) through a recording relay.
+    """Migrate ``src`` to ``dst`` (started with ``-incoming defer``).
+
+    With ``record`` the stream goes through a relay that writes it to
+    ``rundir/stream.bin``; without, the source connects straight to the
+    destination's socket.
 
     Returns once the destination runs. Raises :class:`MigrationFailed` when
     QEMU reports failure or the destination does not come up, and
@@ -63,19 +67,30 @@ def migrate(
                          capabilities=[{"capability": "events", "state": True}])
     incoming = rundir / "in.sock"
     dst.monitor.cmd("migrate-incoming", uri=f"unix:{incoming}")
-    stream = rundir / STREAM_FILE if record else None
     started = time.monotonic()
+    if not record:
+        figures = _complete(src, dst, f"unix:{incoming}", started + timeout, relay=None)
+        return MigrationResult(figures, None, figures.transferred_bytes, time.monotonic() - started)
+    stream = rundir / STREAM_FILE
     with Relay(rundir / "relay.sock", incoming, stream) as relay:
-        src.monitor.cmd("migrate", uri=f"unix:{relay.listen}")
-        status = _wait_final(src, dst, started + timeout)
-        figures = MigrationFigures.from_query(src.monitor.cmd("query-migrate"))
-        if status != "completed":
-            raise MigrationFailed(
-                f"source reports migration {status}: {figures.raw.get('error-desc', 'no error-desc')}"
-                f"{_relay_note(relay)}\ndestination said: {dst.output()[-1500:] or '(nothing)'}"
-            )
-        _wait_destination_running(dst, started + timeout)
+        figures = _complete(src, dst, f"unix:{relay.listen}", started + timeout, relay)
     return MigrationResult(figures, stream, relay.forwarded, time.monotonic() - started)
+
+
+def _complete(
+    src: QemuProcess, dst: QemuProcess, uri: str, deadline: float, relay: Relay | None
+) -> MigrationFigures:
+    src.monitor.cmd("migrate", uri=uri)
+    status = _wait_final(src, dst, deadline)
+    figures = MigrationFigures.from_query(src.monitor.cmd("query-migrate"))
+    if status != "completed":
+        note = f"\nrelay: {relay.error}" if relay and relay.error else ""
+        raise MigrationFailed(
+            f"source reports migration {status}: {figures.raw.get('error-desc', 'no error-desc')}"
+            f"{note}\ndestination said: {dst.output()[-1500:] or '(nothing)'}"
+        )
+    _wait_destination_running(dst, deadline)
+    return figures
 
 
 def _wait_final(src: QemuProcess, dst: QemuProcess, deadline: float) -> str:
@@ -119,6 +134,3 @@ def _require_alive(side: QemuProcess, name: str) -> None:
         raise QemuCrashed(f"{name} QEMU exited (code {side.exitcode}) during migration:\n"
                           f"{side.output()[-1500:]}")
 
-
-def _relay_note(relay: Relay) -> str:
-    return f"\nrelay: {relay.error}" if relay.error else ""

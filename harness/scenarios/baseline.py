@@ -23,7 +23,8 @@ def run(ctx: ScenarioContext) -> Observations:
         tick_before = source.latest(Tick)
         assert busy_before is not None and tick_before is not None
     with ctx.phase("migrate"):
-        ctx.migration = migrate(ctx.src, ctx.dst, ctx.rundir, timeout=ctx.timeouts.migrate_s)
+        ctx.migration = migrate(ctx.src, ctx.dst, ctx.rundir, timeout=ctx.timeouts.migrate_s,
+                                record=ctx.record_stream)
     destination = Agent(ctx.dst.console)
     with ctx.phase("check"):
         busy_after = destination.beat_after(Busy, busy_before.n, ctx.timeouts.beat_s)

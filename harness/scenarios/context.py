@@ -26,6 +26,7 @@ class ScenarioContext:
     dst: QemuProcess
     rundir: Path
     timeouts: Timeouts
+    record_stream: bool = True
     phases: dict[str, float] = field(default_factory=dict)
     migration: MigrationResult | None = None
 

@@ -1,0 +1,44 @@
+"""Benchmarks that are commands, not timed tests: what recording a stream costs a migration."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+from pathlib import Path
+
+from harness.cell import CellRecord, run_cell
+from harness.errors import GoldmigError
+from harness.matrix.model import Matrix
+
+
+def recording_overhead(matrix: Matrix, cell_id: str, repeat: int) -> list[str]:
+    """Run ``cell_id`` ``repeat`` times with and without the recording relay, alternating.
+
+    Compares QEMU's own ``total-time`` of the migration and the wall time of
+    the migrate phase; returns the report lines.
+    """
+    cell = next((c for c in matrix.cells() if c.id == cell_id), None)
+    if cell is None:
+        raise GoldmigError(f"bench: no cell {cell_id!r} in {matrix.source}")
+    samples: dict[str, list[tuple[int, float]]] = {"direct": [], "recorded": []}
+    with tempfile.TemporaryDirectory(prefix="gm-bench-") as scratch:
+        for i in range(repeat):
+            for mode in ("direct", "recorded") if i % 2 == 0 else ("recorded", "direct"):
+                keep = "none" if mode == "direct" else "all"
+                record = CellRecord(cell, Path(scratch) / f"{mode}-{i}")
+                run_cell(cell, dataclasses.replace(matrix, keep_streams=keep), record)
+                assert record.observations is not None
+                samples[mode].append((record.observations.figures.total_time_ms,
+                                      record.phases["migrate"]))
+    lines = [f"recording overhead, {cell_id}, {repeat} runs each (median):"]
+    medians = {}
+    for mode, runs in samples.items():
+        total = statistics.median(t for t, _ in runs)
+        wall = statistics.median(w for _, w in runs)
+        medians[mode] = (total, wall)
+        lines.append(f"  {mode:9} QEMU total-time {total:7.1f} ms   migrate phase {wall * 1000:7.1f} ms")
+    (d_total, d_wall), (r_total, r_wall) = medians["direct"], medians["recorded"]
+    lines.append(f"  recorded/direct: total-time x{r_total / d_total:.3f}, "
+                 f"migrate phase x{r_wall / d_wall:.3f} (goal: at most x1.05)")
+    return lines
