@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
         p.add_argument("--select", default=None, help="named selection (smoke, nightly, ...)")
+        p.add_argument("--shard", default=None, metavar="I/N", help="only shard I of N of the cells")
         if name != "cells":
             p.add_argument("-n", "--workers", default="0",
                            help="parallel cells (pytest-xdist -n; 'auto' for one per core)")
@@ -70,6 +71,8 @@ def _pytest(args: argparse.Namespace, extra: list[str]) -> int:
     ]
     if args.select:
         options += ["--select", args.select]
+    if args.shard:
+        options += ["--shard", args.shard]
     if getattr(args, "workers", "0") != "0":
         options += ["-n", args.workers]
     if "--collect-only" not in extra:

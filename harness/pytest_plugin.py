@@ -32,6 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="matrix file (default: matrix.yaml at the top of the repo)")
     group.addoption("--select", default=None,
                     help="named selection of cells from the matrix (default: its default_selection)")
+    group.addoption("--shard", default=None, metavar="I/N",
+                    help="run only shard I of N (1-based) of the selected cells, for splitting "
+                         "a run across machines; merge the shards' allure-results directories")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,13 +50,28 @@ def pytest_configure(config: pytest.Config) -> None:
             f"choose one of {', '.join(matrix.selections)}"
         )
     config.option.select = selection
+    config.option.shard = _parse_shard(config.getoption("--shard"))
     config.stash[_MATRIX_KEY] = matrix
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise pytest.UsageError(f"goldmig: --shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
+    return int(index), int(count)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cell" in metafunc.fixturenames:
         matrix = metafunc.config.stash[_MATRIX_KEY]
         cells = matrix.select(metafunc.config.option.select)
+        shard = metafunc.config.option.shard
+        if shard is not None:
+            # Round-robin over the matrix order: stable for a given matrix, and
+            # spreads slow builds across shards.
+            cells = cells[shard[0] - 1::shard[1]]
         metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
 
 

@@ -118,3 +118,17 @@ def test_intermittent_known_failure_that_passes_is_reported_not_fixed(pytester: 
         "goldmig: 4 cells: 2 passed, 1 failed, 1 known, 0 fixed, 0 broken, 0 skipped",
         "  PASS   b>b/pseries-7.2/baseline*intermittent known failure did not reproduce: racy timer",
     ])
+
+
+def test_shards_partition_the_cells(suite: pytest.Pytester) -> None:
+    seen = []
+    for shard in ("1/3", "2/3", "3/3"):
+        result = _run(suite, "--shard", shard, "--collect-only", "-q")
+        seen += [line for line in result.outlines if "test_cell[" in line]
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 4
+
+
+def test_bad_shard_is_a_usage_error(suite: pytest.Pytester) -> None:
+    result = _run(suite, "--shard", "4/3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--shard '4/3': expected I/N with 1 <= I <= N*"])
