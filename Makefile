@@ -31,7 +31,7 @@ guest: apt venv
 	@$(BIN)/goldmig guest
 
 run: setup
-	$(BIN)/goldmig run
+	$(BIN)/goldmig run -n auto
 
 test: setup
 	$(BIN)/pytest

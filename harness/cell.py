@@ -66,10 +66,11 @@ def resolve_machine(cell: Cell, src: BuildInfo, dst: BuildInfo) -> tuple[Machine
     for build_name, info in ((cell.src, src), (cell.dst, dst)):
         machine = info.machine(name)
         if machine is None:
-            newest = info.pseries_versions()[-1:] or ["none"]
+            versions = info.pseries_versions()
+            have = f"{versions[0]} to {versions[-1]}" if versions else "none"
             raise CellImpossible(
                 f"{build_name} (QEMU {info.version}) has no machine type {name} "
-                f"(its pseries types run up to {newest[0]})"
+                f"(its versioned pseries types are {have})"
             )
         sides.append(machine)
     return sides[0], sides[1]

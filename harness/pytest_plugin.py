@@ -127,7 +127,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     elif outcome == "fixed" and known is not None and not known.intermittent:
         report.outcome = "failed"
         report.longrepr = (f"known failure now passes: {cell.id} matched known_failures entry "
-                           f"{known.cells!r} ({known.reason}); remove or narrow the entry")
+                           f"{', '.join(known.cells)} ({known.reason}); remove or narrow the entry")
     report.user_properties.append(("goldmig.cell", cell.id))
     report.user_properties.append(("goldmig.outcome", outcome))
     report.user_properties.append(("goldmig.reason", reason))

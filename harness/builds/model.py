@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,10 +51,9 @@ class BuildInfo:
         return None
 
     def pseries_versions(self) -> list[str]:
-        """Versioned pseries machine types, oldest first."""
-        names = [n for n in self.machines if n.startswith("pseries-")]
-        return sorted(names, key=_machine_version_key)
+        """Versioned pseries machine types (``pseries-X.Y``, not variants like -sxxm), oldest first."""
+        versioned = {n: m for n in self.machines if (m := _VERSIONED.match(n))}
+        return sorted(versioned, key=lambda n: (int(versioned[n][1]), int(versioned[n][2])))
 
 
-def _machine_version_key(name: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in name.removeprefix("pseries-").split(".") if p.isdigit())
+_VERSIONED = re.compile(r"^pseries-(\d+)\.(\d+)$")

@@ -189,7 +189,9 @@ def _known(top: _Reader, source: str) -> tuple[KnownFailure, ...]:
             re.compile(match)
         except re.error as exc:
             raise k.error("match", f"is not a valid regular expression: {exc}") from None
-        known.append(KnownFailure(k.get("cells", str, required=True), match,
+        cells = k.data.get("cells")
+        patterns = k.names("cells") if isinstance(cells, list) else (k.get("cells", str, required=True),)
+        known.append(KnownFailure(patterns, match,
                                   k.get("reason", str, required=True),
                                   k.get("evidence", str, required=True),
                                   k.get("intermittent", bool, False)))

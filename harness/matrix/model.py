@@ -34,14 +34,14 @@ class Group:
 class KnownFailure:
     """A declared expected failure: cells it covers, the failure it expects, why, and proof."""
 
-    cells: str
+    cells: tuple[str, ...]
     match: str
     reason: str
     evidence: str
     intermittent: bool = False
 
     def covers(self, cell_id: str) -> bool:
-        return fnmatch.fnmatchcase(cell_id, self.cells)
+        return any(fnmatch.fnmatchcase(cell_id, pattern) for pattern in self.cells)
 
     def explains(self, message: str) -> bool:
         return re.search(self.match, message) is not None
