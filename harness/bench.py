@@ -29,7 +29,7 @@ def recording_overhead(matrix: Matrix, cell_id: str, repeat: int) -> list[str]:
                 record = CellRecord(cell, Path(scratch) / f"{mode}-{i}")
                 run_cell(cell, dataclasses.replace(matrix, keep_streams=keep), record)
                 assert record.observations is not None
-                samples[mode].append((record.observations.figures.total_time_ms,
+                samples[mode].append((record.migrations[0].figures.total_time_ms,
                                       record.phases["migrate"]))
     lines = [f"recording overhead, {cell_id}, {repeat} runs each (median):"]
     medians = {}

@@ -22,7 +22,7 @@ from harness.checks import CheckResult, Observations, check_all, require_all
 from harness.guest.image import GoldenImage, ensure_golden_image
 from harness.hosts.local import LocalHost
 from harness.matrix.model import Cell, Matrix
-from harness.migration.run import STREAM_FILE
+from harness.migration.run import STREAM_PREFIX, MigrationResult
 from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup, common_properties
 from harness.qemu.process import QemuProcess
@@ -44,6 +44,7 @@ class CellRecord:
     parameters: dict[str, str] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
     observations: Observations | None = None
+    migrations: list[MigrationResult] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
 
 
@@ -128,8 +129,21 @@ def _run_pair(
                     QemuProcess(role, host, build, argv, paths, writable=[rundir], readable=readable)
                 )
                 sides.append(side)
+            def start_return() -> QemuProcess:
+                """A fresh QEMU of the source's build, waiting for the guest to come back."""
+                paths = SidePaths.for_role(rundir, "back")
+                argv = qemu_argv(builds[0], setup, paths, incoming=True)
+                (rundir / "back-argv.txt").write_text("\n".join(argv) + "\n")
+                side = stack.enter_context(
+                    QemuProcess("back", host, builds[0], argv, paths, writable=[rundir], readable=readable)
+                )
+                side.start()
+                sides.append(side)
+                return side
+
             ctx = ScenarioContext(sides[0], sides[1], rundir, matrix.timeouts,
-                                  record_stream=matrix.keep_streams != "none")
+                                  record_stream=matrix.keep_streams != "none",
+                                  start_return=start_return)
             try:
                 with ctx.phase("boot"):
                     for side in sides:
@@ -139,6 +153,7 @@ def _run_pair(
                     record.checks = check_all(record.observations, matrix.tb_slack_ms)
             finally:
                 record.phases.update(ctx.phases)
+                record.migrations = ctx.migrations
                 for side in sides:
                     if side.console.corrupt_lines:
                         (rundir / f"{side.role}-corrupt-lines.txt").write_text(
@@ -161,7 +176,8 @@ def _keep_evidence(rundir: Path, evidence: Path, keep_stream: bool) -> None:
     shutil.rmtree(evidence, ignore_errors=True)
     evidence.mkdir(parents=True)
     for item in rundir.iterdir():
-        if item.is_file() and not item.is_socket() and (keep_stream or item.name != STREAM_FILE):
+        is_stream = item.name.startswith(STREAM_PREFIX)
+        if item.is_file() and not item.is_socket() and (keep_stream or not is_stream):
             shutil.move(str(item), evidence / item.name)
     shutil.rmtree(rundir, ignore_errors=True)
 

@@ -67,7 +67,7 @@ def _pytest(args: argparse.Namespace, extra: list[str]) -> int:
     reports = reports_root()
     options = [
         str(REPO_ROOT / "suite"), "--matrix", args.matrix,
-        "-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "-q",
+        "-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "-q", "-r", "fE",
     ]
     if args.select:
         options += ["--select", args.select]

@@ -19,7 +19,7 @@ import pytest
 from harness.cell import CellImpossible, CellRecord, run_cell
 from harness.errors import ConfigError, ProductFailure
 from harness.matrix.load import load_matrix
-from harness.matrix.model import Cell, Matrix
+from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
 from harness.report.summary import CellOutcome, summary_lines, write_cells_json
 
@@ -119,12 +119,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "setup" and report.passed:
         return
     matrix = item.config.stash[_MATRIX_KEY]
-    known = matrix.known_failure(cell.id)
-    outcome, reason = _classify(report, call, known)
+    outcome, reason, known = _classify(report, call, matrix.known_failures_for(cell.id))
     if outcome == "known" and known is not None:
         report.outcome = "skipped"
         report.wasxfail = f"known failure: {known.reason}"
-    elif outcome == "fixed" and known is not None and not known.intermittent:
+    elif outcome == "fixed" and known is not None:
         report.outcome = "failed"
         report.longrepr = (f"known failure now passes: {cell.id} matched known_failures entry "
                            f"{', '.join(known.cells)} ({known.reason}); remove or narrow the entry")
@@ -133,22 +132,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.user_properties.append(("goldmig.reason", reason))
 
 
-def _classify(report: pytest.TestReport, call: pytest.CallInfo[None], known: Any) -> tuple[str, str]:
+def _classify(
+    report: pytest.TestReport, call: pytest.CallInfo[None], known: list[KnownFailure]
+) -> tuple[str, str, KnownFailure | None]:
+    """Outcome, reason, and the known_failures entry that decided it (if any)."""
     if report.skipped:
-        return "skipped", str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""
+        return "skipped", str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else "", None
     exc = call.excinfo.value if call.excinfo else None
     if exc is None:
-        if known is None:
-            return "passed", ""
-        if known.intermittent:
-            return "passed", f"intermittent known failure did not reproduce: {known.reason}"
-        return "fixed", f"known failure now passes: {known.reason}"
+        steady = [k for k in known if not k.intermittent]
+        if steady:
+            return "fixed", f"known failure now passes: {steady[0].reason}", steady[0]
+        if known:
+            return "passed", f"intermittent known failure did not reproduce: {known[0].reason}", None
+        return "passed", "", None
     message = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, ProductFailure):
-        if known is not None and known.explains(message):
-            return "known", known.reason
-        return "failed", message
-    return "broken", message
+        explained = next((k for k in known if k.explains(message)), None)
+        if explained is not None:
+            return "known", explained.reason, explained
+        return "failed", message, None
+    return "broken", message, None
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -79,7 +79,8 @@ def test_missing_build_path_names_the_path_and_the_key(tmp_path: Path, own_tmp: 
 def test_machine_type_the_build_lacks_is_impossible_with_reason(tmp_path: Path, own_tmp: Path) -> None:
     matrix = _matrix(tmp_path, {"qemu-7.2": {"kind": "host"}}, machine="pseries-10.0")
     with pytest.raises(CellImpossible, match=r"qemu-7.2 \(QEMU 7\.2\.\d+\) has no machine type "
-                                             r"pseries-10.0 \(its versioned pseries types are pseries-2.1 to pseries-7.2\)"):
+                                             r"pseries-10.0 \(its versioned pseries types are "
+                                             r"pseries-2.1 to pseries-7.2\)"):
         _run_first(matrix, tmp_path, "qemu-7.2", "qemu-7.2")
 
 
@@ -115,4 +116,4 @@ def test_migration_timeout_fails_the_cell_and_reaps_qemu(tmp_path: Path, own_tmp
     evidence = tmp_path / "evidence"
     assert (evidence / "src-serial.log").read_text().count("##GM hello") == 1
     assert "migrate_cancel" in (evidence / "src-qmp.log").read_text()
-    assert (evidence / "stream.bin").exists(), "keep_streams: failed keeps a failed cell's stream"
+    assert (evidence / "stream-src-dst.bin").exists(), "a failed cell keeps its stream"

@@ -32,13 +32,15 @@ def test_forwards_and_records_every_byte(tmp_path: Path) -> None:
     payload = os.urandom(5 * 1024 * 1024 + 17)
     received = bytearray()
     dest = _destination(tmp_path / "in.sock", received, b"ack")
-    with Relay(tmp_path / "relay.sock", tmp_path / "in.sock", tmp_path / "stream.bin") as relay:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as src:
-            src.connect(str(relay.listen))
-            src.sendall(payload)
-            src.shutdown(socket.SHUT_WR)
-            assert src.recv(3) == b"ack"
-            dest.join(timeout=10)
+    with (
+        Relay(tmp_path / "relay.sock", tmp_path / "in.sock", tmp_path / "stream.bin") as relay,
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as src,
+    ):
+        src.connect(str(relay.listen))
+        src.sendall(payload)
+        src.shutdown(socket.SHUT_WR)
+        assert src.recv(3) == b"ack"
+        dest.join(timeout=10)
     assert bytes(received) == payload
     assert (tmp_path / "stream.bin").read_bytes() == payload
     assert relay.forwarded == len(payload) and relay.returned == 3
@@ -47,10 +49,12 @@ def test_forwards_and_records_every_byte(tmp_path: Path) -> None:
 
 
 def test_unreachable_destination_is_reported(tmp_path: Path) -> None:
-    with Relay(tmp_path / "relay.sock", tmp_path / "nobody.sock", None) as relay:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as src:
-            src.connect(str(relay.listen))
-            assert src.recv(1) == b""  # the relay hangs up
+    with (
+        Relay(tmp_path / "relay.sock", tmp_path / "nobody.sock", None) as relay,
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as src,
+    ):
+        src.connect(str(relay.listen))
+        assert src.recv(1) == b""  # the relay hangs up
     assert relay.error is not None and "could not reach the destination" in relay.error
 
 

@@ -88,5 +88,6 @@ class Matrix:
         patterns = self.selections[selection]
         return [c for c in self.cells() if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)]
 
-    def known_failure(self, cell_id: str) -> KnownFailure | None:
-        return next((k for k in self.known_failures if k.covers(cell_id)), None)
+    def known_failures_for(self, cell_id: str) -> list[KnownFailure]:
+        """Every entry covering the cell (a cell can fail in more than one declared way)."""
+        return [k for k in self.known_failures if k.covers(cell_id)]

@@ -12,7 +12,7 @@ from harness.migration.relay import Relay
 from harness.qemu.process import QemuProcess
 
 _FINAL = ("completed", "failed", "cancelled")
-STREAM_FILE = "stream.bin"
+STREAM_PREFIX = "stream-"  # streams are recorded as stream-<src role>-<dst role>.bin
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,14 @@ def migrate(
     for side in (src, dst):
         side.monitor.cmd("migrate-set-capabilities",
                          capabilities=[{"capability": "events", "state": True}])
-    incoming = rundir / "in.sock"
+    incoming = rundir / f"{dst.role}.in"
     dst.monitor.cmd("migrate-incoming", uri=f"unix:{incoming}")
     started = time.monotonic()
     if not record:
         figures = _complete(src, dst, f"unix:{incoming}", started + timeout, relay=None)
         return MigrationResult(figures, None, figures.transferred_bytes, time.monotonic() - started)
-    stream = rundir / STREAM_FILE
-    with Relay(rundir / "relay.sock", incoming, stream) as relay:
+    stream = rundir / f"{STREAM_PREFIX}{src.role}-{dst.role}.bin"
+    with Relay(rundir / f"{dst.role}.relay", incoming, stream) as relay:
         figures = _complete(src, dst, f"unix:{relay.listen}", started + timeout, relay)
     return MigrationResult(figures, stream, relay.forwarded, time.monotonic() - started)
 
@@ -119,7 +119,10 @@ def _wait_destination_running(dst: QemuProcess, deadline: float) -> None:
                 f"destination QEMU exited (code {dst.exitcode}) after the source completed; "
                 f"it failed to load the stream:\n{dst.output()[-1500:]}"
             )
-        status = dst.monitor.cmd("query-status")["status"]
+        try:
+            status = dst.monitor.cmd("query-status")["status"]
+        except QemuCrashed:
+            continue  # the loop's liveness check reports it as a failed load
         if status == "running":
             return
         if status not in ("inmigrate", "paused", "prelaunch", "finish-migrate"):

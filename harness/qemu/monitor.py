@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import ConnectError, ExecuteError
+from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, StateError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.errors import GoldmigError, HarnessError
@@ -31,10 +31,19 @@ class QmpCommandError(GoldmigError):
 
 
 class Monitor:
-    """One QMP connection to one QEMU process."""
+    """One QMP connection to one QEMU process.
 
-    def __init__(self, name: str, socket_path: Path, transcript: Path) -> None:
+    ``on_lost`` is asked for the error to raise when the connection drops in
+    the middle of a command (typically: the process died, a product failure);
+    without one, or when it returns None, a :class:`HarnessError` is raised.
+    """
+
+    def __init__(
+        self, name: str, socket_path: Path, transcript: Path,
+        on_lost: Callable[[], Exception | None] = lambda: None,
+    ) -> None:
         self.name = name
+        self._on_lost = on_lost
         self._path = socket_path
         self._transcript = transcript
         self._qmp: QEMUMonitorProtocol | None = None
@@ -78,6 +87,10 @@ class Monitor:
         except TimeoutError as exc:
             self._log("<-", {"timeout": timeout})
             raise HarnessError(f"{self.name}: QMP {command} got no answer in {timeout}s") from exc
+        except (ExecInterruptedError, StateError, ConnectionError, EOFError) as exc:
+            self._log("<-", {"disconnected": str(exc)})
+            raise (self._on_lost() or HarnessError(
+                f"{self.name}: QMP connection lost during {command}: {exc}")) from exc
         self._log("<-", {"return": result})
         return result
 

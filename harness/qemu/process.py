@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import subprocess
 from pathlib import Path
 from types import TracebackType
 
 from harness.builds.model import Build
-from harness.errors import HarnessError, QemuStartError
+from harness.errors import HarnessError, QemuCrashed, QemuStartError
 from harness.hosts.base import Host, Process
 from harness.qemu.argv import SidePaths
 from harness.qemu.console import Console
@@ -43,7 +44,7 @@ class QemuProcess:
         self._readable = readable
         self.state = State.NEW
         self._process: Process | None = None
-        self.monitor = Monitor(role, paths.qmp, paths.transcript)
+        self.monitor = Monitor(role, paths.qmp, paths.transcript, on_lost=self._crash)
         self.console = Console(role, paths.console)
 
     def start(self, timeout: float = 30.0) -> None:
@@ -63,6 +64,19 @@ class QemuProcess:
                 f"{self.role} QEMU ({self.build.name}) did not start: {exc}",
                 self.argv, self.exitcode, self.output(),
             ) from exc
+
+    def _crash(self) -> QemuCrashed | None:
+        """The QMP connection dropped: if QEMU exited (give it a moment), that is the finding."""
+        if self._process is None:
+            return None
+        try:
+            self._process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+        return QemuCrashed(
+            f"{self.role} QEMU ({self.build.name}) exited with code {self.exitcode}:\n"
+            f"{self.output()[-1500:] or '(no output)'}"
+        )
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -23,6 +23,10 @@ _TEXT_EVIDENCE = {
     "dst-corrupt-lines.txt": "destination console: agent lines with a bad CRC",
     "src-argv.txt": "source command line",
     "dst-argv.txt": "destination command line",
+    "back-serial.log": "return destination serial console",
+    "back-qmp.log": "return destination QMP transcript",
+    "back-qemu.log": "return destination QEMU output",
+    "back-argv.txt": "return destination command line",
 }
 
 CATEGORIES = [
@@ -62,10 +66,11 @@ def attach_cell(record: CellRecord) -> None:
             allure.attach.file(str(path), name=title, attachment_type=allure.attachment_type.TEXT)
     obs = record.observations
     if obs is not None:
-        _attach_json("migration figures", obs.figures.raw)
         _attach_json("probe before (source)", obs.probe_before)
         _attach_json("probe after (destination)", obs.probe_after)
         _attach_json("timebase watcher", obs.timebase)
+    for number, migration in enumerate(record.migrations, 1):
+        _attach_json(f"migration {number} figures (query-migrate)", migration.figures.raw)
     if record.checks:
         _attach_json("checks", record.checks)
     _attach_json("phase times (s)", {k: round(v, 3) for k, v in record.phases.items()})

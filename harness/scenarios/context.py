@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.migration.run import MigrationResult
 from harness.qemu.process import QemuProcess
 from harness.timing import timed
@@ -27,8 +29,13 @@ class ScenarioContext:
     rundir: Path
     timeouts: Timeouts
     record_stream: bool = True
+    start_return: Callable[[], QemuProcess] = field(default=lambda: _no_return_side())
     phases: dict[str, float] = field(default_factory=dict)
-    migration: MigrationResult | None = None
+    migrations: list[MigrationResult] = field(default_factory=list)
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         return timed(self.phases, name)
+
+
+def _no_return_side() -> QemuProcess:
+    raise HarnessError("this cell was not given a way to start a return destination")
