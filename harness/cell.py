@@ -164,10 +164,10 @@ def _run_pair(
         passed = False
         raise
     finally:
-        _keep_evidence(rundir, record.evidence, keep_stream=_keeps_stream(matrix.keep_streams, passed))
+        _keep_evidence(rundir, record.evidence, keep_stream=keeps_stream(matrix.keep_streams, passed))
 
 
-def _keeps_stream(policy: str, passed: bool) -> bool:
+def keeps_stream(policy: str, passed: bool) -> bool:
     return policy == "all" or (policy == "failed" and not passed)
 
 

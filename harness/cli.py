@@ -30,6 +30,14 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("-n", "--workers", default="0",
                            help="parallel cells (pytest-xdist -n; 'auto' for one per core)")
     sub.add_parser("guest", help="build (or find cached) the golden guest and print its identity")
+    patch = sub.add_parser("patch", help="pit a candidate build against every reference build")
+    patch.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
+    patch.add_argument("--candidate", required=True, type=Path, help="the candidate's qemu-system-ppc64")
+    patch.add_argument("--firmware", required=True, type=Path, help="its firmware dir (pc-bios)")
+    patch.add_argument("--machines", default=None,
+                       help="comma-separated machine types (default: every type both builds share)")
+    patch.add_argument("--scenarios", default="baseline", help="comma-separated (default: baseline)")
+    patch.add_argument("-n", "--workers", default="0")
     rec = sub.add_parser("bench-recording", help="what recording the stream adds to a migration")
     rec.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
     rec.add_argument("--cell", default="qemu-7.2>qemu-10.0/pseries-7.2/baseline")
@@ -42,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "guest":
             return _guest()
+        if args.command == "patch":
+            return _patch(args, extra)
         if args.command == "bench-recording":
             from harness.bench import recording_overhead
             from harness.matrix.load import load_matrix
@@ -80,6 +90,20 @@ def _pytest(args: argparse.Namespace, extra: list[str]) -> int:
                     "--junitxml", str(reports / "junit.xml")]
         (reports / "cells.json").unlink(missing_ok=True)
     return int(pytest.main([*options, *extra]))
+
+
+def _patch(args: argparse.Namespace, extra: list[str]) -> int:
+    from harness.matrix.load import load_matrix
+    from harness.patch import patch_matrix, write_patch_matrix
+
+    matrix = load_matrix(Path(args.matrix))
+    data = patch_matrix(matrix, args.candidate.resolve(), args.firmware.resolve(),
+                        args.machines.split(",") if args.machines else None,
+                        args.scenarios.split(","))
+    args.matrix = str(write_patch_matrix(data, reports_root() / "patch-matrix.yaml"))
+    args.select = None
+    args.shard = None
+    return _pytest(args, extra)
 
 
 def _guest() -> int:

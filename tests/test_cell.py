@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import CellRecord, run_cell
+from harness.cell import CellRecord, keeps_stream, run_cell
 from harness.matrix.load import load_matrix
 from harness.paths import REPO_ROOT
 
@@ -33,3 +33,12 @@ def test_baseline_cell_passes_every_check_and_keeps_evidence(tmp_path: Path) -> 
     assert {"src-serial.log", "dst-serial.log", "src-qmp.log", "dst-qmp.log"} <= kept
     assert not any(k.startswith("stream-") for k in kept), "a passing cell's stream is dropped"
     assert set(record.phases) >= {"provision", "boot", "migrate", "check", "total"}
+
+
+@pytest.mark.parametrize(("policy", "passed", "kept"), [
+    ("failed", True, False), ("failed", False, True),
+    ("all", True, True), ("all", False, True),
+    ("none", True, False), ("none", False, False),
+])
+def test_stream_retention_policy(policy: str, passed: bool, kept: bool) -> None:
+    assert keeps_stream(policy, passed) is kept

@@ -6,12 +6,15 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from harness.builds.model import Build, BuildInfo, MachineInfo
-from harness.errors import BuildError
+from harness.errors import BuildError, HarnessError
+from harness.hosts.base import Process
 from harness.hosts.local import LocalHost
 from harness.paths import cache_root
 from harness.qemu.monitor import Monitor
@@ -59,33 +62,66 @@ def _ask(build: Build, host: LocalHost) -> BuildInfo:
     return BuildInfo(match.group(1), build.package, machines, cores)
 
 
+# QEMU 5.2 sometimes dies in qom-list-properties ("double free or corruption"),
+# a bug of that command, not of migration: a crashed session is restarted and
+# the same question asked again, a few times, before introspection gives up.
+_ATTEMPTS = 5
+
+
 def _ask_qmp(build: Build, host: LocalHost, rundir: Path) -> tuple[dict[str, MachineInfo], tuple[str, ...]]:
-    sock = rundir / "qmp.sock"
-    argv = [build.binary, "-M", "none", "-nodefaults", "-display", "none", "-S",
-            "-qmp", f"unix:{sock},server=on,wait=off"]
-    proc = host.spawn(build, argv, writable=[rundir], readable=[], output=rundir / "out.log")
-    monitor = Monitor(f"{build.name}-introspect", sock, rundir / "qmp.log")
+    machines: dict[str, MachineInfo] = {}
+    entries: list[dict[str, object]] | None = None
+    cores: tuple[str, ...] | None = None
+    for attempt in range(1, _ATTEMPTS + 1):
+        session = rundir / str(attempt)
+        session.mkdir()
+        sock = session / "qmp.sock"
+        argv = [build.binary, "-M", "none", "-nodefaults", "-display", "none", "-S",
+                "-qmp", f"unix:{sock},server=on,wait=off"]
+        proc = host.spawn(build, argv, writable=[session], readable=[], output=session / "out.log")
+        monitor = Monitor(f"{build.name}-introspect", sock, session / "qmp.log")
+        try:
+            monitor.connect(_alive(proc), timeout=30)
+            entries = entries or monitor.cmd("query-machines")
+            assert entries is not None
+            for entry in entries:
+                name = str(entry["name"])
+                if name in machines:
+                    continue
+                props: frozenset[str] = frozenset()
+                if name.startswith("pseries"):
+                    listed = monitor.cmd("qom-list-properties", typename=f"{name}-machine")
+                    props = frozenset(p["name"] for p in listed)
+                alias = entry.get("alias")
+                machines[name] = MachineInfo(
+                    name, str(alias) if alias else None, bool(entry.get("deprecated", False)), props
+                )
+            types = monitor.cmd("qom-list-types", implements="spapr-cpu-core", abstract=False)
+            cores = tuple(sorted(t["name"] for t in types))
+            return machines, cores
+        except HarnessError as exc:
+            output = (session / "out.log").read_text(errors="replace")[-1000:]
+            if not _exits_soon(proc) or attempt == _ATTEMPTS:
+                raise BuildError(
+                    f"build {build.name!r}: introspection over QMP failed: {exc}\n{output}"
+                ) from exc
+        finally:
+            monitor.close()
+            host.kill(proc)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _alive(proc: Process) -> Callable[[], bool]:
+    return lambda: proc.poll() is None
+
+
+def _exits_soon(proc: Process) -> bool:
+    """Did QEMU die (an abort takes a moment to finish), rather than drop the connection?"""
     try:
-        monitor.connect(lambda: proc.poll() is None, timeout=30)
-        machines: dict[str, MachineInfo] = {}
-        for entry in monitor.cmd("query-machines"):
-            name = entry["name"]
-            props: frozenset[str] = frozenset()
-            if name.startswith("pseries"):
-                listed = monitor.cmd("qom-list-properties", typename=f"{name}-machine")
-                props = frozenset(p["name"] for p in listed)
-            machines[name] = MachineInfo(
-                name, entry.get("alias"), bool(entry.get("deprecated", False)), props
-            )
-        types = monitor.cmd("qom-list-types", implements="spapr-cpu-core", abstract=False)
-        cores = tuple(sorted(t["name"] for t in types))
-        return machines, cores
-    except Exception as exc:
-        output = (rundir / "out.log").read_text(errors="replace")[-1000:]
-        raise BuildError(f"build {build.name!r}: introspection over QMP failed: {exc}\n{output}") from exc
-    finally:
-        monitor.close()
-        host.kill(proc)
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _dump(info: BuildInfo) -> dict[str, object]:

@@ -1,9 +1,10 @@
 """The embedded default host: QEMU processes on this machine.
 
-A build with a root filesystem of its own (a Debian suite) runs inside that
-root with bubblewrap; the run and guest directories are bound at the same
-paths inside, so sockets and files need no path translation. bwrap's mount
-namespace dies with the process, so nothing stays mounted after a crash.
+A build with a root filesystem of its own (a Debian suite) runs inside a
+read-only view of that root with bubblewrap (:mod:`harness.hosts.sandbox`);
+the run and guest directories are bound at the same paths inside, so sockets
+and files need no path translation. bwrap's mount namespace dies with the
+process, so nothing stays mounted after a crash.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from harness.builds.model import Build
 from harness.errors import HostError
 from harness.hosts.base import Process
+from harness.hosts.sandbox import root_view
 
 _PR_SET_PDEATHSIG = 1
 
@@ -41,12 +43,8 @@ class LocalHost:
         """The full command line: ``argv`` as is, or wrapped in bwrap for a rooted build."""
         if not build.has_own_root:
             return list(argv)
-        wrap = ["bwrap", "--bind", str(build.root), "/", "--dev", "/dev", "--proc", "/proc"]
-        for path in writable:
-            wrap += ["--bind", str(path), str(path)]
-        for path in readable:
-            wrap += ["--ro-bind", str(path), str(path)]
-        return [*wrap, "--die-with-parent", "--", *argv]
+        view = root_view(build.root, writable, readable)
+        return ["bwrap", *view, "--die-with-parent", "--", *argv]
 
     def spawn(
         self,
