@@ -20,9 +20,12 @@ from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec
 from harness.checks import CheckResult, Observations, check_all, require_all
 from harness.guest.image import GoldenImage, ensure_golden_image
+from harness.hosts.base import Host
 from harness.hosts.local import LocalHost
+from harness.hosts.netns import NamespacePair
 from harness.matrix.model import Cell, Matrix
 from harness.migration.run import STREAM_PREFIX, MigrationResult
+from harness.migration.transport import LocalTransport, NamespaceTransport, Transport
 from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup, common_properties
 from harness.qemu.process import QemuProcess
@@ -118,51 +121,56 @@ def _run_pair(
     # evidence is moved to reports/ afterwards, whatever happened.
     rundir = Path(tempfile.mkdtemp(prefix="gm-"))
     readable = sorted({setup.kernel.parent, setup.initrd.parent})
+    recording = matrix.keep_streams != "none"
+    passed = False
     try:
         with ExitStack() as stack:
-            sides = []
-            for role, build, incoming in (("src", builds[0], False), ("dst", builds[1], True)):
+            if matrix.hosts == "netns":
+                pair = stack.enter_context(NamespacePair(
+                    builds[0].root, builds[1].root, writable=[rundir], readable=readable, evidence=rundir))
+                src_host: Host = pair.host("a")
+                hosts = {"src": src_host, "dst": pair.host("b"), "back": src_host}
+                labels = {"src": "a", "dst": "b", "back": "a"}
+
+                def transport_to(dst: QemuProcess) -> Transport:
+                    return NamespaceTransport(pair, labels[dst.role], recording)
+            else:
+                hosts = {"src": host, "dst": host, "back": host}
+
+                def transport_to(dst: QemuProcess) -> Transport:
+                    return LocalTransport(rundir, dst.role)
+
+            sides: list[QemuProcess] = []
+
+            def start_side(role: str, build: Build, incoming: bool) -> QemuProcess:
                 paths = SidePaths.for_role(rundir, role)
                 argv = qemu_argv(build, setup, paths, incoming=incoming)
                 (rundir / f"{role}-argv.txt").write_text("\n".join(argv) + "\n")
-                side = stack.enter_context(
-                    QemuProcess(role, host, build, argv, paths, writable=[rundir], readable=readable)
-                )
+                side = stack.enter_context(QemuProcess(
+                    role, hosts[role], build, argv, paths, writable=[rundir], readable=readable))
                 sides.append(side)
-            def start_return() -> QemuProcess:
-                """A fresh QEMU of the source's build, waiting for the guest to come back."""
-                paths = SidePaths.for_role(rundir, "back")
-                argv = qemu_argv(builds[0], setup, paths, incoming=True)
-                (rundir / "back-argv.txt").write_text("\n".join(argv) + "\n")
-                side = stack.enter_context(
-                    QemuProcess("back", host, builds[0], argv, paths, writable=[rundir], readable=readable)
-                )
                 side.start()
-                sides.append(side)
                 return side
 
-            ctx = ScenarioContext(sides[0], sides[1], rundir, matrix.timeouts,
-                                  record_stream=matrix.keep_streams != "none",
-                                  start_return=start_return)
             try:
-                with ctx.phase("boot"):
-                    for side in sides:
-                        side.start()
+                with timed(record.phases, "boot"):
+                    src = start_side("src", builds[0], False)
+                    dst = start_side("dst", builds[1], True)
+                ctx = ScenarioContext(
+                    src, dst, rundir, matrix.timeouts, transport_to, record_stream=recording,
+                    start_return=lambda: start_side("back", builds[0], True),
+                    phases=record.phases, migrations=record.migrations,
+                )
                 record.observations = SCENARIOS[cell.scenario](ctx)
-                with ctx.phase("check"):
+                with timed(record.phases, "check"):
                     record.checks = check_all(record.observations, matrix.tb_slack_ms)
             finally:
-                record.phases.update(ctx.phases)
-                record.migrations = ctx.migrations
                 for side in sides:
                     if side.console.corrupt_lines:
                         (rundir / f"{side.role}-corrupt-lines.txt").write_text(
                             "\n".join(side.console.corrupt_lines) + "\n")
         require_all(record.checks)
         passed = True
-    except BaseException:
-        passed = False
-        raise
     finally:
         _keep_evidence(rundir, record.evidence, keep_stream=keeps_stream(matrix.keep_streams, passed))
 

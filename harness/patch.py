@@ -25,7 +25,7 @@ def patch_matrix(
     matrix: Matrix, binary: Path, firmware: Path, machines: list[str] | None, scenarios: list[str]
 ) -> dict[str, Any]:
     """The per-patch matrix as YAML data; ``machines`` None means every type both builds share."""
-    raw = yaml.safe_load(Path(matrix.source).read_text())
+    raw: dict[str, Any] = yaml.safe_load(Path(matrix.source).read_text())
     candidate_info = introspect(provision(PathBuild(CANDIDATE, binary, firmware)))
     groups = []
     for name, spec in matrix.builds.items():

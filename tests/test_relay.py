@@ -1,4 +1,5 @@
-"""The recording relay: forwards both ways, records exactly what it forwarded, and can cut the link."""
+"""The recording relay behind a local transport: forwards both ways, records exactly what it
+forwarded, and can cut the link."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness.migration.relay import Relay
+from harness.migration.transport import LocalTransport
 
 
 def _destination(path: Path, received: bytearray, reply: bytes) -> threading.Thread:
@@ -31,12 +32,13 @@ def _destination(path: Path, received: bytearray, reply: bytes) -> threading.Thr
 def test_forwards_and_records_every_byte(tmp_path: Path) -> None:
     payload = os.urandom(5 * 1024 * 1024 + 17)
     received = bytearray()
-    dest = _destination(tmp_path / "in.sock", received, b"ack")
+    dest = _destination(tmp_path / "dst.in", received, b"ack")
     with (
-        Relay(tmp_path / "relay.sock", tmp_path / "in.sock", tmp_path / "stream.bin") as relay,
+        LocalTransport(tmp_path, "dst").route(tmp_path / "stream.bin") as (uri, relay),
         socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as src,
     ):
-        src.connect(str(relay.listen))
+        assert relay is not None and uri == f"unix:{tmp_path / 'dst.relay'}"
+        src.connect(uri.removeprefix("unix:"))
         src.sendall(payload)
         src.shutdown(socket.SHUT_WR)
         assert src.recv(3) == b"ack"
@@ -45,25 +47,27 @@ def test_forwards_and_records_every_byte(tmp_path: Path) -> None:
     assert (tmp_path / "stream.bin").read_bytes() == payload
     assert relay.forwarded == len(payload) and relay.returned == 3
     assert relay.error is None
-    assert not (tmp_path / "relay.sock").exists()
+    assert not (tmp_path / "dst.relay").exists()
 
 
 def test_unreachable_destination_is_reported(tmp_path: Path) -> None:
     with (
-        Relay(tmp_path / "relay.sock", tmp_path / "nobody.sock", None) as relay,
+        LocalTransport(tmp_path, "dst").route(tmp_path / "stream.bin") as (uri, relay),
         socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as src,
     ):
-        src.connect(str(relay.listen))
+        src.connect(uri.removeprefix("unix:"))
         assert src.recv(1) == b""  # the relay hangs up
-    assert relay.error is not None and "could not reach the destination" in relay.error
+    assert relay is not None and relay.error is not None
+    assert "could not reach the destination" in relay.error
 
 
 def test_cut_breaks_the_link_mid_stream(tmp_path: Path) -> None:
     received = bytearray()
-    _destination(tmp_path / "in.sock", received, b"")
-    with Relay(tmp_path / "relay.sock", tmp_path / "in.sock", None) as relay:
+    _destination(tmp_path / "dst.in", received, b"")
+    with LocalTransport(tmp_path, "dst").route(tmp_path / "stream.bin") as (uri, relay):
+        assert relay is not None
         src = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        src.connect(str(relay.listen))
+        src.connect(uri.removeprefix("unix:"))
         src.sendall(b"x" * 65536)
         while relay.forwarded == 0:
             time.sleep(0.01)
@@ -79,6 +83,12 @@ def test_cut_breaks_the_link_mid_stream(tmp_path: Path) -> None:
 
 
 def test_close_without_a_connection_returns(tmp_path: Path) -> None:
-    relay = Relay(tmp_path / "relay.sock", tmp_path / "in.sock", None)
-    relay.close()
+    with LocalTransport(tmp_path, "dst").route(tmp_path / "stream.bin") as (_, relay):
+        assert relay is not None
     assert relay.forwarded == 0
+
+
+def test_without_recording_the_source_goes_straight_to_the_destination(tmp_path: Path) -> None:
+    transport = LocalTransport(tmp_path, "dst")
+    with transport.route(None) as (uri, relay):
+        assert relay is None and uri == transport.incoming == f"unix:{tmp_path / 'dst.in'}"

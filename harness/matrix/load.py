@@ -19,6 +19,9 @@ from harness.scenarios.context import Timeouts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _MACHINE = re.compile(r"^pseries(-\d+\.\d+)?$")
 FIRMWARES = ("auto", "vof", "slof")
+# local: both QEMUs on this machine; netns: each in a network namespace made for
+# the cell, reached over SSH, the stream crossing a veth link.
+HOSTS = ("local", "netns")
 # Which cells keep their recorded migration stream; "none" does not record at all.
 KEEP_STREAMS = ("failed", "all", "none")
 
@@ -83,7 +86,7 @@ def load_matrix(path: Path) -> Matrix:
         raise ConfigError(source, "", f"is not valid YAML: {exc}") from None
     top = _Reader(source, data, "")
     top.only("builds", "guest", "checks", "timeouts", "groups", "selections",
-             "default_selection", "known_failures", "reports")
+             "default_selection", "known_failures", "reports", "hosts")
     builds = _builds(top.sub("builds"))
     groups = _groups(top, builds)
     selections = _selections(top.sub("selections"))
@@ -99,8 +102,11 @@ def load_matrix(path: Path) -> Matrix:
     keep = reports.get("keep_streams", str, "failed")
     if keep not in KEEP_STREAMS:
         raise reports.error("keep_streams", f"{keep!r} is not one of {', '.join(KEEP_STREAMS)}")
+    hosts = top.get("hosts", str, "local")
+    if hosts not in HOSTS:
+        raise top.error("hosts", f"{hosts!r} is not one of {', '.join(HOSTS)}")
     return Matrix(source, builds, _guest(top.sub("guest")), slack, _timeouts(top.sub("timeouts")),
-                  groups, selections, default, _known(top, source), keep)
+                  groups, selections, default, _known(top, source), keep, hosts)
 
 
 def _builds(r: _Reader) -> dict[str, BuildSpec]:

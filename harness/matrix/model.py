@@ -71,6 +71,7 @@ class Matrix:
     default_selection: str
     known_failures: tuple[KnownFailure, ...]
     keep_streams: str = "failed"
+    hosts: str = "local"
 
     def cells(self) -> list[Cell]:
         """All cells, in matrix order, without duplicates."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -20,18 +21,23 @@ _CHUNK = 1 << 20
 
 
 class Relay:
-    """Accepts one connection on ``listen`` and forwards it to ``target``."""
+    """Accepts one connection on ``server`` (bound and listening) and forwards it to ``connect()``.
 
-    def __init__(self, listen: Path, target: Path, record: Path | None) -> None:
-        self.listen = listen
+    Sockets are made by the caller, so the relay works for unix sockets on
+    this machine and for TCP sockets made inside a network namespace alike.
+    """
+
+    def __init__(
+        self, server: socket.socket, connect: Callable[[], socket.socket], target: str,
+        record: Path | None,
+    ) -> None:
         self.target = target
         self.record = record
         self.forwarded = 0
         self.returned = 0
         self.error: str | None = None
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(listen))
-        self._server.listen(1)
+        self._connect = connect
+        self._server = server
         self._conns: list[socket.socket] = []
         self._cut = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -43,9 +49,8 @@ class Relay:
             src, _ = self._server.accept()
         except OSError:
             return  # closed before the source connected
-        dst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            dst.connect(str(self.target))
+            dst = self._connect()
         except OSError as exc:
             self.error = f"relay could not reach the destination at {self.target}: {exc}"
             src.close()
@@ -98,7 +103,6 @@ class Relay:
         self._main.join(timeout=5)
         if self._main.is_alive():
             raise HarnessError("relay thread did not stop")
-        self.listen.unlink(missing_ok=True)
 
     def __enter__(self) -> Relay:
         return self

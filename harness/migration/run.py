@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed
 from harness.migration.relay import Relay
+from harness.migration.transport import Transport
 from harness.qemu.process import QemuProcess
 
 _FINAL = ("completed", "failed", "cancelled")
@@ -50,14 +51,12 @@ class MigrationResult:
 
 
 def migrate(
-    src: QemuProcess, dst: QemuProcess, rundir: Path, *, timeout: float, record: bool = True
+    src: QemuProcess, dst: QemuProcess, transport: Transport, *, timeout: float,
+    record: Path | None = None,
 ) -> MigrationResult:
-    """Migrate ``src`` to ``dst`` (started with ``-incoming defer``).
+    """Migrate ``src`` to ``dst`` (started with ``-incoming defer``) over ``transport``.
 
-    With ``record`` the stream goes through a relay that writes it to
-    ``rundir/stream.bin``; without, the source connects straight to the
-    destination's socket.
-
+    With ``record`` the stream goes through a relay that writes it there.
     Returns once the destination runs. Raises :class:`MigrationFailed` when
     QEMU reports failure or the destination does not come up, and
     :class:`MigrationTimeout` when nothing final happens within ``timeout``.
@@ -65,16 +64,17 @@ def migrate(
     for side in (src, dst):
         side.monitor.cmd("migrate-set-capabilities",
                          capabilities=[{"capability": "events", "state": True}])
-    incoming = rundir / f"{dst.role}.in"
-    dst.monitor.cmd("migrate-incoming", uri=f"unix:{incoming}")
+    dst.monitor.cmd("migrate-incoming", uri=transport.incoming)
     started = time.monotonic()
-    if not record:
-        figures = _complete(src, dst, f"unix:{incoming}", started + timeout, relay=None)
-        return MigrationResult(figures, None, figures.transferred_bytes, time.monotonic() - started)
-    stream = rundir / f"{STREAM_PREFIX}{src.role}-{dst.role}.bin"
-    with Relay(rundir / f"{dst.role}.relay", incoming, stream) as relay:
-        figures = _complete(src, dst, f"unix:{relay.listen}", started + timeout, relay)
-    return MigrationResult(figures, stream, relay.forwarded, time.monotonic() - started)
+    with transport.route(record) as (uri, relay):
+        figures = _complete(src, dst, uri, started + timeout, relay)
+        sent = relay.forwarded if relay else figures.transferred_bytes
+    return MigrationResult(figures, record, sent, time.monotonic() - started)
+
+
+def stream_path(rundir: Path, src: QemuProcess, dst: QemuProcess) -> Path:
+    """Where a hop's stream is recorded: ``stream-<src role>-<dst role>.bin``."""
+    return rundir / f"{STREAM_PREFIX}{src.role}-{dst.role}.bin"
 
 
 def _complete(

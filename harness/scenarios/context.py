@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.migration.run import MigrationResult
+from harness.migration.transport import Transport
 from harness.qemu.process import QemuProcess
 from harness.timing import timed
 
@@ -28,6 +29,7 @@ class ScenarioContext:
     dst: QemuProcess
     rundir: Path
     timeouts: Timeouts
+    transport_to: Callable[[QemuProcess], Transport]
     record_stream: bool = True
     start_return: Callable[[], QemuProcess] = field(default=lambda: _no_return_side())
     phases: dict[str, float] = field(default_factory=dict)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from harness.checks import Observations
 from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, Probe, Tick
-from harness.migration.run import MigrationFigures, migrate
+from harness.migration.run import MigrationFigures, migrate, stream_path
 from harness.qemu.process import QemuProcess
 from harness.scenarios.context import ScenarioContext
 
@@ -40,8 +40,9 @@ def boot(ctx: ScenarioContext) -> Before:
 def hop(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before) -> MigrationFigures:
     """Migrate ``src`` to ``dst`` and wait until the guest beats there again."""
     with ctx.phase("migrate"):
-        result = migrate(src, dst, ctx.rundir, timeout=ctx.timeouts.migrate_s,
-                         record=ctx.record_stream)
+        record = stream_path(ctx.rundir, src, dst) if ctx.record_stream else None
+        result = migrate(src, dst, ctx.transport_to(dst), timeout=ctx.timeouts.migrate_s,
+                         record=record)
     ctx.migrations.append(result)
     destination = Agent(dst.console)
     with ctx.phase("check"):
