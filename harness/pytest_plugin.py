@@ -18,6 +18,7 @@ import pytest
 
 from harness.cell import CellImpossible, CellRecord, run_cell
 from harness.errors import ConfigError, ProductFailure
+from harness.hosts.netns import sweep_stale
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
@@ -61,6 +62,12 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
     if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
         raise pytest.UsageError(f"goldmig: --shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
     return int(index), int(count)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remove namespaces (and their sshd) left by runs that were killed outright."""
+    if session.config.stash[_MATRIX_KEY].hosts == "netns" and not hasattr(session.config, "workerinput"):
+        sweep_stale()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,22 @@ def test_baseline_cell_passes_every_check_and_keeps_evidence(tmp_path: Path) -> 
 ])
 def test_stream_retention_policy(policy: str, passed: bool, kept: bool) -> None:
     assert keeps_stream(policy, passed) is kept
+
+
+def test_cell_on_namespace_hosts_crosses_the_veth_and_leaves_nothing(tmp_path: Path) -> None:
+    from harness.hosts.setns import list_namespaces
+
+    before = set(list_namespaces())
+    matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), hosts="netns", keep_streams="all")
+    cell = next(c for c in matrix.cells() if c.id == "qemu-7.2>qemu-10.0/pseries-7.2/baseline")
+    record = CellRecord(cell, tmp_path / "evidence")
+    run_cell(cell, matrix, record)
+
+    assert all(c.ok for c in record.checks)
+    evidence = tmp_path / "evidence"
+    migrate_uri = re.search(r'"execute": "migrate", "arguments": \{"uri": "tcp:([\d.]+):\d+"',
+                            (evidence / "src-qmp.log").read_text())
+    assert migrate_uri and ipaddress.ip_address(migrate_uri[1]) in ipaddress.ip_network("198.18.0.0/15")
+    assert (evidence / "stream-src-dst.bin").stat().st_size == record.migrations[0].stream_bytes
+    assert {"sshd-a.log", "sshd-b.log"} <= {p.name for p in evidence.iterdir()}
+    assert set(list_namespaces()) == before

@@ -116,3 +116,10 @@ def test_migration_timeout_fails_the_cell_and_reaps_qemu(tmp_path: Path, own_tmp
     evidence = tmp_path / "evidence"
     assert (evidence / "src-serial.log").read_text().count("##GM hello") == 1
     assert "migrate_cancel" in (evidence / "src-qmp.log").read_text()
+
+
+def test_suite_that_cannot_be_provisioned_names_suite_and_mirror(tmp_path: Path, own_tmp: Path) -> None:
+    matrix = _matrix(tmp_path, {"qemu-x": {"kind": "debian", "suite": "no-such-suite"}})
+    with pytest.raises(BuildError, match=r"Debian suite build 'no-such-suite' could not be provisioned "
+                                         r"from http://deb.debian.org/debian: debootstrap exited \d+"):
+        _run_first(matrix, tmp_path, "qemu-x", "qemu-x")
