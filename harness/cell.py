@@ -18,7 +18,7 @@ from harness.builds.introspect import introspect
 from harness.builds.model import Build, BuildInfo, MachineInfo
 from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec
-from harness.checks import CheckResult, Observations, check_all, require_all
+from harness.checks import CheckResult, require_all
 from harness.guest.image import GoldenImage, ensure_golden_image
 from harness.hosts.base import Host
 from harness.hosts.local import LocalHost
@@ -29,7 +29,7 @@ from harness.migration.transport import LocalTransport, NamespaceTransport, Tran
 from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup, common_properties
 from harness.qemu.process import QemuProcess
-from harness.scenarios import SCENARIOS
+from harness.scenarios import SCENARIOS, ScenarioResult
 from harness.scenarios.context import ScenarioContext
 from harness.timing import timed
 
@@ -46,7 +46,7 @@ class CellRecord:
     evidence: Path
     parameters: dict[str, str] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
-    observations: Observations | None = None
+    observations: ScenarioResult | None = None
     migrations: list[MigrationResult] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
 
@@ -163,7 +163,7 @@ def _run_pair(
                 )
                 record.observations = SCENARIOS[cell.scenario](ctx)
                 with timed(record.phases, "check"):
-                    record.checks = check_all(record.observations, matrix.tb_slack_ms)
+                    record.checks = record.observations.checks(matrix.tb_slack_ms)
             finally:
                 for side in sides:
                     if side.console.corrupt_lines:

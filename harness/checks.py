@@ -23,6 +23,9 @@ class Observations:
     tick_before: Tick
     tick_after: Tick
 
+    def checks(self, tb_slack_ms: int) -> list[CheckResult]:
+        return check_all(self, tb_slack_ms)
+
 
 @dataclass(frozen=True)
 class CheckResult:

@@ -64,3 +64,21 @@ def test_cell_on_namespace_hosts_crosses_the_veth_and_leaves_nothing(tmp_path: P
     assert (evidence / "stream-src-dst.bin").stat().st_size == record.migrations[0].stream_bytes
     assert {"sshd-a.log", "sshd-b.log"} <= {p.name for p in evidence.iterdir()}
     assert set(list_namespaces()) == before
+
+
+def test_link_lost_mid_migration_fails_the_migration_and_the_source_carries_on(tmp_path: Path) -> None:
+    from harness.hosts.setns import list_namespaces
+    from harness.scenarios.linkloss import LinkLossObservations
+
+    before = set(list_namespaces())
+    matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), hosts="netns")
+    cell = next(c for c in matrix.cells() if c.id == "qemu-10.0>qemu-10.0/pseries-7.2/linkloss")
+    record = CellRecord(cell, tmp_path / "evidence")
+    run_cell(cell, matrix, record)
+
+    obs = record.observations
+    assert isinstance(obs, LinkLossObservations)
+    assert re.match(r"Migration(Failed|Timeout): ", obs.migration_outcome), obs.migration_outcome
+    assert obs.source_status == "running" and not obs.destination_running
+    assert all(c.ok for c in record.checks)
+    assert set(list_namespaces()) == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,13 @@ class MigrationResult:
 
 def migrate(
     src: QemuProcess, dst: QemuProcess, transport: Transport, *, timeout: float,
-    record: Path | None = None,
+    record: Path | None = None, cut_after_bytes: int | None = None,
 ) -> MigrationResult:
     """Migrate ``src`` to ``dst`` (started with ``-incoming defer``) over ``transport``.
 
-    With ``record`` the stream goes through a relay that writes it there.
+    With ``record`` the stream goes through a relay that writes it there. With
+    ``cut_after_bytes`` the transport's link is cut once the source has sent
+    that much (fault injection).
     Returns once the destination runs. Raises :class:`MigrationFailed` when
     QEMU reports failure or the destination does not come up, and
     :class:`MigrationTimeout` when nothing final happens within ``timeout``.
@@ -67,7 +70,8 @@ def migrate(
     dst.monitor.cmd("migrate-incoming", uri=transport.incoming)
     started = time.monotonic()
     with transport.route(record) as (uri, relay):
-        figures = _complete(src, dst, uri, started + timeout, relay)
+        cut = (lambda: transport.cut(), cut_after_bytes) if cut_after_bytes is not None else None
+        figures = _complete(src, dst, uri, started + timeout, relay, cut)
         sent = relay.forwarded if relay else figures.transferred_bytes
     return MigrationResult(figures, record, sent, time.monotonic() - started)
 
@@ -78,10 +82,11 @@ def stream_path(rundir: Path, src: QemuProcess, dst: QemuProcess) -> Path:
 
 
 def _complete(
-    src: QemuProcess, dst: QemuProcess, uri: str, deadline: float, relay: Relay | None
+    src: QemuProcess, dst: QemuProcess, uri: str, deadline: float, relay: Relay | None,
+    cut: tuple[Callable[[], None], int] | None,
 ) -> MigrationFigures:
     src.monitor.cmd("migrate", uri=uri)
-    status = _wait_final(src, dst, deadline)
+    status = _wait_final(src, dst, deadline, cut)
     figures = MigrationFigures.from_query(src.monitor.cmd("query-migrate"))
     if status != "completed":
         note = f"\nrelay: {relay.error}" if relay and relay.error else ""
@@ -93,8 +98,15 @@ def _complete(
     return figures
 
 
-def _wait_final(src: QemuProcess, dst: QemuProcess, deadline: float) -> str:
+def _wait_final(
+    src: QemuProcess, dst: QemuProcess, deadline: float, cut: tuple[Callable[[], None], int] | None
+) -> str:
     while time.monotonic() < deadline:
+        if cut is not None:
+            sent = src.monitor.cmd("query-migrate").get("ram", {}).get("transferred", 0)
+            if sent >= cut[1]:
+                cut[0]()
+                cut = None
         event = src.monitor.wait_event(
             lambda e: e["event"] == "MIGRATION" and e["data"]["status"] in _FINAL, timeout=0.5
         )

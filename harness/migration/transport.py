@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from harness.errors import HarnessError
 from harness.hosts.netns import NamespacePair
 from harness.migration.relay import Relay
 
@@ -22,6 +23,10 @@ class Transport(Protocol):
         """The URI the source migrates to (and the relay, when recording), for one migration."""
         ...
 
+    def cut(self) -> None:
+        """Take the route down in the middle of a migration (fault injection)."""
+        ...
+
 
 class LocalTransport:
     """Unix sockets in the cell's run directory (bound at the same path in every sandbox)."""
@@ -30,6 +35,14 @@ class LocalTransport:
         self._socket = rundir / f"{dst_role}.in"
         self._relay_socket = rundir / f"{dst_role}.relay"
         self.incoming = f"unix:{self._socket}"
+        self._relay: Relay | None = None
+
+    def cut(self) -> None:
+        """Reset the relay's connections; without a relay there is no link to cut here."""
+        if self._relay is None:
+            raise HarnessError("a local link can only be cut through the recording relay "
+                               "(reports.keep_streams must not be none)")
+        self._relay.cut()
 
     @contextlib.contextmanager
     def route(self, record: Path | None) -> Iterator[tuple[str, Relay | None]]:
@@ -47,8 +60,10 @@ class LocalTransport:
 
         try:
             with Relay(server, connect, str(self._socket), record) as relay:
+                self._relay = relay
                 yield f"unix:{self._relay_socket}", relay
         finally:
+            self._relay = None
             self._relay_socket.unlink(missing_ok=True)
 
 
@@ -71,6 +86,10 @@ class NamespaceTransport:
         self._address = pair.side(label).address
         listen = "127.0.0.1" if record else self._address
         self.incoming = f"tcp:{listen}:{QEMU_PORT}"
+
+    def cut(self) -> None:
+        """Take the destination's end of the veth down: packets vanish, no reset is sent."""
+        self._pair.set_link(self._label, False)
 
     @contextlib.contextmanager
     def route(self, record: Path | None) -> Iterator[tuple[str, Relay | None]]:

@@ -64,11 +64,8 @@ def attach_cell(record: CellRecord) -> None:
         path = record.evidence / filename
         if path.exists():
             allure.attach.file(str(path), name=title, attachment_type=allure.attachment_type.TEXT)
-    obs = record.observations
-    if obs is not None:
-        _attach_json("probe before (source)", obs.probe_before)
-        _attach_json("probe after (destination)", obs.probe_after)
-        _attach_json("timebase watcher", obs.timebase)
+    if record.observations is not None:
+        _attach_json("observations (probes, heartbeats, timebase watcher)", record.observations)
     for number, migration in enumerate(record.migrations, 1):
         _attach_json(f"migration {number} figures (query-migrate)", migration.figures.raw)
     if record.checks:

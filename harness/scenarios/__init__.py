@@ -1,16 +1,24 @@
-"""Scenarios, one module each. A scenario drives a started QEMU pair and returns observations."""
+"""Scenarios, one module each. A scenario drives a started QEMU pair and returns what it saw,
+which knows the invariants that must hold for that scenario."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
-from harness.checks import Observations
-from harness.scenarios import baseline, pingpong
+from harness.checks import CheckResult
+from harness.scenarios import baseline, linkloss, pingpong
 from harness.scenarios.context import ScenarioContext
 
-Scenario = Callable[[ScenarioContext], Observations]
+
+class ScenarioResult(Protocol):
+    def checks(self, tb_slack_ms: int) -> list[CheckResult]: ...
+
+
+Scenario = Callable[[ScenarioContext], ScenarioResult]
 
 SCENARIOS: dict[str, Scenario] = {
     "baseline": baseline.run,
     "pingpong": pingpong.run,
+    "linkloss": linkloss.run,
 }
