@@ -40,6 +40,8 @@ test: setup
 bench: setup
 	$(BIN)/goldmig bench
 	$(BIN)/goldmig bench-recording
+	$(BIN)/goldmig bench-provisioning
+	$(BIN)/goldmig bench-throughput
 
 lint: venv
 	$(BIN)/ruff check harness suite tests

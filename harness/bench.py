@@ -1,15 +1,21 @@
-"""Benchmarks that are commands, not timed tests: what recording a stream costs a migration."""
+"""Benchmarks that are commands, not timed tests: recording cost, provisioning, throughput."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from harness.cell import CellRecord, run_cell
 from harness.errors import GoldmigError
 from harness.matrix.model import Matrix
+from harness.paths import reports_root
+from harness.report.summary import read_cells_json
 
 
 def recording_overhead(matrix: Matrix, cell_id: str, repeat: int) -> list[str]:
@@ -41,4 +47,32 @@ def recording_overhead(matrix: Matrix, cell_id: str, repeat: int) -> list[str]:
     (d_total, d_wall), (r_total, r_wall) = medians["direct"], medians["recorded"]
     lines.append(f"  recorded/direct: total-time x{r_total / d_total:.3f}, "
                  f"migrate phase x{r_wall / d_wall:.3f} (goal: at most x1.05)")
+    return lines
+
+
+def provisioning(suite: str) -> list[str]:
+    """Time a Debian-suite build cold (debootstrap into an empty cache) and cached."""
+    with tempfile.TemporaryDirectory(prefix="gm-bench-cache-") as cache:
+        env = {**os.environ, "XDG_CACHE_HOME": cache}
+        code = f"from harness.builds.debian import ensure_suite_root as e; e({suite!r})"
+        times = []
+        for _ in range(2):
+            started = time.monotonic()
+            subprocess.run([sys.executable, "-c", code], env=env, check=True)
+            times.append(time.monotonic() - started)
+    return [f"provisioning {suite}: cold {times[0]:.1f} s, cached {times[1]:.2f} s"]
+
+
+def throughput(matrix_path: Path, selection: str, workers: list[str]) -> list[str]:
+    """Cells per minute of ``selection`` at each worker count (a full `goldmig run` each)."""
+    lines = []
+    for n in workers:
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "harness.cli", "run", "--matrix", str(matrix_path),
+                        "--select", selection, "-n", n], stdout=subprocess.DEVNULL, check=False)
+        wall = time.monotonic() - started
+        outcomes = read_cells_json(reports_root() / "cells.json")
+        ran = [o for o in outcomes if o.outcome != "skipped"]
+        lines.append(f"{selection} at -n {n}: {len(outcomes)} cells ({len(ran)} ran) in {wall:.0f} s"
+                     f" = {len(outcomes) * 60 / wall:.1f} cells/min ({len(ran) * 60 / wall:.1f} run/min)")
     return lines

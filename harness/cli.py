@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="comma-separated machine types (default: every type both builds share)")
     patch.add_argument("--scenarios", default="baseline", help="comma-separated (default: baseline)")
     patch.add_argument("-n", "--workers", default="0")
+    thr = sub.add_parser("bench-throughput", help="cells per minute at several worker counts")
+    thr.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
+    thr.add_argument("--select", default="nightly")
+    thr.add_argument("--workers", default="1,2", help="comma-separated -n values")
+    prov = sub.add_parser("bench-provisioning", help="a Debian-suite build, cold and cached")
+    prov.add_argument("--suite", default="trixie")
     rec = sub.add_parser("bench-recording", help="what recording the stream adds to a migration")
     rec.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
     rec.add_argument("--cell", default="qemu-7.2>qemu-10.0/pseries-7.2/baseline")
@@ -52,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
             return _guest()
         if args.command == "patch":
             return _patch(args, extra)
+        if args.command == "bench-throughput":
+            from harness.bench import throughput
+
+            print("\n".join(throughput(Path(args.matrix), args.select, args.workers.split(","))))
+            return 0
+        if args.command == "bench-provisioning":
+            from harness.bench import provisioning
+
+            print("\n".join(provisioning(args.suite)))
+            return 0
         if args.command == "bench-recording":
             from harness.bench import recording_overhead
             from harness.matrix.load import load_matrix
