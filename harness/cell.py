@@ -20,12 +20,10 @@ from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec
 from harness.checks import CheckResult, require_all
 from harness.guest.image import GoldenImage, ensure_golden_image
-from harness.hosts.base import Host
 from harness.hosts.local import LocalHost
-from harness.hosts.netns import NamespacePair
 from harness.matrix.model import Cell, Matrix
 from harness.migration.run import STREAM_PREFIX, MigrationResult
-from harness.migration.transport import LocalTransport, NamespaceTransport, Transport
+from harness.placement import place
 from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup, common_properties
 from harness.qemu.process import QemuProcess
@@ -125,21 +123,7 @@ def _run_pair(
     passed = False
     try:
         with ExitStack() as stack:
-            if matrix.hosts == "netns":
-                pair = stack.enter_context(NamespacePair(
-                    builds[0].root, builds[1].root, writable=[rundir], readable=readable, evidence=rundir))
-                src_host: Host = pair.host("a")
-                hosts = {"src": src_host, "dst": pair.host("b"), "back": src_host}
-                labels = {"src": "a", "dst": "b", "back": "a"}
-
-                def transport_to(dst: QemuProcess) -> Transport:
-                    return NamespaceTransport(pair, labels[dst.role], recording)
-            else:
-                hosts = {"src": host, "dst": host, "back": host}
-
-                def transport_to(dst: QemuProcess) -> Transport:
-                    return LocalTransport(rundir, dst.role)
-
+            placement = place(matrix.hosts, builds, rundir, readable, recording, host, stack)
             sides: list[QemuProcess] = []
 
             def start_side(role: str, build: Build, incoming: bool) -> QemuProcess:
@@ -147,7 +131,7 @@ def _run_pair(
                 argv = qemu_argv(build, setup, paths, incoming=incoming)
                 (rundir / f"{role}-argv.txt").write_text("\n".join(argv) + "\n")
                 side = stack.enter_context(QemuProcess(
-                    role, hosts[role], build, argv, paths, writable=[rundir], readable=readable))
+                    role, placement.hosts[role], build, argv, paths, writable=[rundir], readable=readable))
                 sides.append(side)
                 side.start()
                 return side
@@ -157,7 +141,7 @@ def _run_pair(
                     src = start_side("src", builds[0], False)
                     dst = start_side("dst", builds[1], True)
                 ctx = ScenarioContext(
-                    src, dst, rundir, matrix.timeouts, transport_to, record_stream=recording,
+                    src, dst, rundir, matrix.timeouts, placement.transport_to, record_stream=recording,
                     start_return=lambda: start_side("back", builds[0], True),
                     phases=record.phases, migrations=record.migrations,
                 )
