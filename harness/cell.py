@@ -19,6 +19,8 @@ from harness.builds.model import Build, BuildInfo, MachineInfo
 from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec
 from harness.checks import CheckResult, require_all
+from harness.errors import MigrationFailed
+from harness.explain import diff_last_hop, summarise_streams
 from harness.guest.image import GoldenImage, ensure_golden_image
 from harness.hosts.local import LocalHost
 from harness.matrix.model import Cell, Matrix
@@ -148,7 +150,11 @@ def _run_pair(
                 record.observations = SCENARIOS[cell.scenario](ctx)
                 with timed(record.phases, "check"):
                     record.checks = record.observations.checks(matrix.tb_slack_ms)
+            except MigrationFailed:
+                diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0]}, setup)
+                raise
             finally:
+                summarise_streams(rundir)
                 for side in sides:
                     if side.console.corrupt_lines:
                         (rundir / f"{side.role}-corrupt-lines.txt").write_text(
@@ -168,7 +174,7 @@ def _keep_evidence(rundir: Path, evidence: Path, keep_stream: bool) -> None:
     shutil.rmtree(evidence, ignore_errors=True)
     evidence.mkdir(parents=True)
     for item in rundir.iterdir():
-        is_stream = item.name.startswith(STREAM_PREFIX)
+        is_stream = item.name.startswith(STREAM_PREFIX) and item.suffix == ".bin"
         if item.is_file() and not item.is_socket() and (keep_stream or not is_stream):
             shutil.move(str(item), evidence / item.name)
     shutil.rmtree(rundir, ignore_errors=True)

@@ -64,6 +64,12 @@ def attach_cell(record: CellRecord) -> None:
         path = record.evidence / filename
         if path.exists():
             allure.attach.file(str(path), name=title, attachment_type=allure.attachment_type.TEXT)
+    for path in sorted(record.evidence.glob("stream-*.summary.txt")):
+        allure.attach.file(str(path), name=f"stream summary: {path.stem.removesuffix('.summary')}",
+                           attachment_type=allure.attachment_type.TEXT)
+    for path in sorted(record.evidence.glob("stream-*.diff.txt")):
+        allure.attach.file(str(path), name=f"stream diff against the destination's build: {path.stem}",
+                           attachment_type=allure.attachment_type.TEXT)
     if record.observations is not None:
         _attach_json("observations (probes, heartbeats, timebase watcher)", record.observations)
     for number, migration in enumerate(record.migrations, 1):
