@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/goldmig bench-recording
 	$(BIN)/goldmig bench-provisioning
 	$(BIN)/goldmig bench-throughput
+	$(BIN)/goldmig bench-stream
 
 lint: venv
 	$(BIN)/ruff check harness suite tests

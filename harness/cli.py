@@ -44,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     thr.add_argument("--workers", default="1,2", help="comma-separated -n values")
     prov = sub.add_parser("bench-provisioning", help="a Debian-suite build, cold and cached")
     prov.add_argument("--suite", default="trixie")
+    for name, text in (("show", "summarise a migration stream: show FILE [--json]"),
+                       ("diff", "compare two streams, what breaks first: diff A B [--json]"),
+                       ("bench-stream", "parse speed and memory against QEMU's analyze-migration.py")):
+        sub.add_parser(name, help=text, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
+    save = sub.add_parser("save", help="save a golden stream: save BUILD MACHINE FILE")
+    save.add_argument("build")
+    save.add_argument("machine")
+    save.add_argument("file", type=Path)
+    save.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
+    save.add_argument("--stopped", action="store_true", help="a stopped machine, no guest running")
     rec = sub.add_parser("bench-recording", help="what recording the stream adds to a migration")
     rec.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
     rec.add_argument("--cell", default="qemu-7.2>qemu-10.0/pseries-7.2/baseline")
@@ -56,6 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "guest":
             return _guest()
+        if args.command in ("show", "diff"):
+            from harness.stream.__main__ import main as stream_main
+
+            return stream_main(["summary" if args.command == "show" else "diff", *args.rest, *extra])
+        if args.command == "bench-stream":
+            from harness.stream.bench import main as stream_bench
+
+            return stream_bench([*args.rest, *extra])
+        if args.command == "save":
+            from harness.matrix.load import load_matrix
+            from harness.save import save_stream
+
+            out = save_stream(load_matrix(Path(args.matrix)), args.build, args.machine, args.file,
+                              running=not args.stopped)
+            print(f"saved {out} ({out.stat().st_size} bytes)")
+            return 0
         if args.command == "patch":
             return _patch(args, extra)
         if args.command == "bench-throughput":

@@ -1,0 +1,31 @@
+"""``goldmig save``: a golden stream of one build and machine type, to a file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from harness.builds.introspect import introspect
+from harness.builds.provision import provision
+from harness.errors import ConfigError
+from harness.matrix.model import Matrix
+from harness.qemu.machine import common_properties
+from harness.stream.corpus import golden_boot
+from harness.stream.recorder import StreamRecipe, record_stream
+
+
+def save_stream(matrix: Matrix, build_name: str, machine_name: str, out: Path, running: bool) -> Path:
+    """Record (or take from the cache) the stream of ``build_name`` on ``machine_name``, with
+    the matrix's guest settings and the golden guest running (or a stopped machine)."""
+    if build_name not in matrix.builds:
+        raise ConfigError(matrix.source, "builds", f"no build {build_name!r}; the matrix has "
+                          f"{', '.join(matrix.builds)}")
+    build = provision(matrix.builds[build_name])
+    machine = introspect(build).machine(machine_name)
+    if machine is None:
+        raise ConfigError("command line", "MACHINE", f"{build_name} has no machine type {machine_name}")
+    props, _ = common_properties(machine, machine, accel="tcg", firmware=matrix.guest.firmware, extra={})
+    recipe = StreamRecipe(machine.name, props, cpu=matrix.guest.cpu, memory_mb=matrix.guest.memory_mb,
+                          guest=golden_boot() if running else None)
+    shutil.copyfile(record_stream(build, recipe).path, out)
+    return out
