@@ -35,7 +35,8 @@ def test_baseline_cell_passes_every_check_and_keeps_evidence(tmp_path: Path) -> 
     assert "QEMU 10.0." in record.parameters["destination build"]
     kept = {p.name for p in (tmp_path / "evidence").iterdir()}
     assert {"src-serial.log", "dst-serial.log", "src-qmp.log", "dst-qmp.log"} <= kept
-    assert not any(k.startswith("stream-") for k in kept), "a passing cell's stream is dropped"
+    assert "stream-src-dst.bin" not in kept, "a passing cell's stream is dropped"
+    assert {"stream-src-dst.summary.txt", "stream-src-dst.summary.json"} <= kept
     assert set(record.phases) >= {"provision", "boot", "migrate", "check", "total"}
 
 
