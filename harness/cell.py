@@ -29,6 +29,7 @@ from harness.placement import place
 from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup, common_properties
 from harness.qemu.process import QemuProcess
+from harness.save import golden_stream
 from harness.scenarios import SCENARIOS, ScenarioResult
 from harness.scenarios.context import ScenarioContext
 from harness.timing import timed
@@ -145,6 +146,7 @@ def _run_pair(
                 ctx = ScenarioContext(
                     src, dst, rundir, matrix.timeouts, placement.transport_to, record_stream=recording,
                     start_return=lambda: start_side("back", builds[0], True),
+                    golden_stream=lambda: golden_stream(builds[0], setup, rundir),
                     phases=record.phases, migrations=record.migrations,
                 )
                 record.observations = SCENARIOS[cell.scenario](ctx)

@@ -55,3 +55,4 @@ def diff_last_hop(rundir: Path, build_of: dict[str, Build], setup: MachineSetup)
         return
     out.write_text(f"{sender.name} (a) vs {receiver.name} (b), stopped {setup.machine_arg()}:\n"
                    + found.to_text())
+

@@ -1,4 +1,5 @@
-"""``goldmig save``: a golden stream of one build and machine type, to a file."""
+"""Golden streams: the golden guest running on one build, saved once (cached) and copied out,
+for `goldmig save` and for cells that load a stored stream."""
 
 from __future__ import annotations
 
@@ -6,12 +7,23 @@ import shutil
 from pathlib import Path
 
 from harness.builds.introspect import introspect
+from harness.builds.model import Build
 from harness.builds.provision import provision
 from harness.errors import ConfigError
 from harness.matrix.model import Matrix
-from harness.qemu.machine import common_properties
+from harness.qemu.machine import MachineSetup, common_properties
 from harness.stream.corpus import golden_boot
 from harness.stream.recorder import StreamRecipe, record_stream
+
+
+def golden_stream(build: Build, setup: MachineSetup, rundir: Path) -> Path:
+    """The golden guest on ``build`` with a cell's machine, options and devices, copied into
+    the cell's run directory, where every sandbox sees it."""
+    recipe = StreamRecipe(machine=setup.machine, properties=setup.properties, cpu=setup.cpu,
+                          memory_mb=setup.memory_mb, devices=setup.devices, guest=golden_boot())
+    copy = rundir / f"golden-{build.name}.bin"
+    shutil.copyfile(record_stream(build, recipe).path, copy)
+    return copy
 
 
 def save_stream(matrix: Matrix, build_name: str, machine_name: str, out: Path, running: bool) -> Path:
@@ -26,6 +38,6 @@ def save_stream(matrix: Matrix, build_name: str, machine_name: str, out: Path, r
         raise ConfigError("command line", "MACHINE", f"{build_name} has no machine type {machine_name}")
     props, _ = common_properties(machine, machine, accel="tcg", firmware=matrix.guest.firmware, extra={})
     recipe = StreamRecipe(machine.name, props, cpu=matrix.guest.cpu, memory_mb=matrix.guest.memory_mb,
-                          guest=golden_boot() if running else None)
+                          devices=matrix.guest.devices, guest=golden_boot() if running else None)
     shutil.copyfile(record_stream(build, recipe).path, out)
     return out

@@ -82,3 +82,18 @@ def test_link_lost_mid_migration_fails_the_migration_and_the_source_carries_on(t
     assert obs.source_status == "running" and not obs.destination_running
     assert all(c.ok for c in record.checks)
     assert [n for n in list_namespaces() if n.startswith(f"gm-{os.getpid()}-")] == []
+
+
+def test_golden_stream_of_one_build_loads_into_another(tmp_path: Path) -> None:
+    from harness.scenarios.goldenload import GoldenLoadObservations
+
+    matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), hosts="local")
+    cell = next(c for c in matrix.cells() if c.id == "qemu-7.2>qemu-10.0/pseries-7.2/goldenload")
+    record = CellRecord(cell, tmp_path / "evidence")
+    run_cell(cell, matrix, record)
+
+    obs = record.observations
+    assert isinstance(obs, GoldenLoadObservations)
+    assert obs.stream_intc == obs.probe.intc == "XIVE"
+    assert all(c.ok for c in record.checks)
+    assert not any(p.name.startswith("golden-") for p in (tmp_path / "evidence").iterdir())

@@ -124,6 +124,11 @@ def _wait_final(
     raise MigrationTimeout(f"migration not finished after its time limit; last status: {reply}")
 
 
+def wait_destination_running(dst: QemuProcess, timeout: float) -> None:
+    """Until ``dst`` runs after an incoming migration; MigrationFailed if it dies instead."""
+    _wait_destination_running(dst, time.monotonic() + timeout)
+
+
 def _wait_destination_running(dst: QemuProcess, deadline: float) -> None:
     while True:
         if not dst.alive():

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from harness.checks import CheckResult
-from harness.scenarios import baseline, linkloss, pingpong
+from harness.scenarios import baseline, goldenload, linkloss, pingpong
 from harness.scenarios.context import ScenarioContext
 
 
@@ -21,4 +21,5 @@ SCENARIOS: dict[str, Scenario] = {
     "baseline": baseline.run,
     "pingpong": pingpong.run,
     "linkloss": linkloss.run,
+    "goldenload": goldenload.run,
 }

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.migration.run import MigrationResult
@@ -31,7 +32,8 @@ class ScenarioContext:
     timeouts: Timeouts
     transport_to: Callable[[QemuProcess], Transport]
     record_stream: bool = True
-    start_return: Callable[[], QemuProcess] = field(default=lambda: _no_return_side())
+    start_return: Callable[[], QemuProcess] = field(default=lambda: _not_given("a return destination"))
+    golden_stream: Callable[[], Path] = field(default=lambda: _not_given("a golden stream"))
     phases: dict[str, float] = field(default_factory=dict)
     migrations: list[MigrationResult] = field(default_factory=list)
 
@@ -39,5 +41,5 @@ class ScenarioContext:
         return timed(self.phases, name)
 
 
-def _no_return_side() -> QemuProcess:
-    raise HarnessError("this cell was not given a way to start a return destination")
+def _not_given(what: str) -> Any:
+    raise HarnessError(f"this cell was not given {what}")
