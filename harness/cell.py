@@ -29,7 +29,6 @@ from harness.placement import place
 from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup, common_properties
 from harness.qemu.process import QemuProcess
-from harness.save import golden_stream
 from harness.scenarios import SCENARIOS, ScenarioResult
 from harness.scenarios.context import ScenarioContext
 from harness.timing import timed
@@ -144,9 +143,8 @@ def _run_pair(
                     src = start_side("src", builds[0], False)
                     dst = start_side("dst", builds[1], True)
                 ctx = ScenarioContext(
-                    src, dst, rundir, matrix.timeouts, placement.transport_to, record_stream=recording,
-                    start_return=lambda: start_side("back", builds[0], True),
-                    golden_stream=lambda: golden_stream(builds[0], setup, rundir),
+                    src, dst, builds, setup, rundir, matrix.timeouts, placement.transport_to,
+                    record_stream=recording, start_return=lambda: start_side("back", builds[0], True),
                     phases=record.phases, migrations=record.migrations,
                 )
                 record.observations = SCENARIOS[cell.scenario](ctx)

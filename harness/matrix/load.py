@@ -12,9 +12,8 @@ import yaml
 
 from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild, PathBuild
 from harness.errors import ConfigError
-from harness.matrix.model import Group, GuestSettings, KnownFailure, Matrix
+from harness.matrix.model import Group, GuestSettings, KnownFailure, Matrix, Timeouts
 from harness.scenarios import SCENARIOS
-from harness.scenarios.context import Timeouts
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _MACHINE = re.compile(r"^pseries(-\d+\.\d+)?$")

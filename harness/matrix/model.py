@@ -7,7 +7,13 @@ import re
 from dataclasses import dataclass
 
 from harness.builds.spec import BuildSpec
-from harness.scenarios.context import Timeouts
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    boot_s: float = 60.0
+    migrate_s: float = 120.0
+    beat_s: float = 15.0
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from harness.checks import CheckResult
-from harness.scenarios import baseline, goldenload, linkloss, pingpong
+from harness.scenarios import baseline, goldenload, linkloss, pingpong, vmstate
 from harness.scenarios.context import ScenarioContext
 
 
@@ -22,4 +22,5 @@ SCENARIOS: dict[str, Scenario] = {
     "pingpong": pingpong.run,
     "linkloss": linkloss.run,
     "goldenload": goldenload.run,
+    "vmstate": vmstate.run,
 }

@@ -8,32 +8,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.builds.model import Build
 from harness.errors import HarnessError
+from harness.matrix.model import Timeouts
 from harness.migration.run import MigrationResult
 from harness.migration.transport import Transport
+from harness.qemu.machine import MachineSetup
 from harness.qemu.process import QemuProcess
 from harness.timing import timed
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    boot_s: float = 60.0
-    migrate_s: float = 120.0
-    beat_s: float = 15.0
-
-
 @dataclass
 class ScenarioContext:
-    """Mutable only in what the scenario reports back: phase times and the migration result."""
+    """Mutable only in what the scenario reports back: phase times and the migration result.
+
+    ``builds`` (source, destination) and ``setup`` say what the cell is, for
+    scenarios that ask the builds themselves (saved streams, vmstate dumps).
+    """
 
     src: QemuProcess
     dst: QemuProcess
+    builds: tuple[Build, Build]
+    setup: MachineSetup
     rundir: Path
     timeouts: Timeouts
     transport_to: Callable[[QemuProcess], Transport]
     record_stream: bool = True
     start_return: Callable[[], QemuProcess] = field(default=lambda: _not_given("a return destination"))
-    golden_stream: Callable[[], Path] = field(default=lambda: _not_given("a golden stream"))
     phases: dict[str, float] = field(default_factory=dict)
     migrations: list[MigrationResult] = field(default_factory=list)
 

@@ -19,6 +19,7 @@ from harness.checks import CheckResult
 from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, Probe, TbStats, Tick
 from harness.migration.run import wait_destination_running
+from harness.save import golden_stream
 from harness.scenarios.context import ScenarioContext
 from harness.stream import summarise
 
@@ -52,7 +53,7 @@ class GoldenLoadObservations:
 
 def run(ctx: ScenarioContext) -> GoldenLoadObservations:
     with ctx.phase("provision"):
-        stream = ctx.golden_stream()
+        stream = golden_stream(ctx.builds[0], ctx.setup, ctx.rundir)
         summary = summarise(stream).as_dict()
     spapr = summary.get("spapr") or {}
     with ctx.phase("migrate"):

@@ -241,7 +241,8 @@ class _Checker:
                     continue
                 self._field_finding(s_item, sec, desc, "field mismatch",
                                     f"expected field {s_item.get('field')!r}, got "
-                                    f"{d_item.get('field')!r}; rest of the description not checked")
+                                    f"{d_item.get('field')!r}; rest of the description not checked",
+                                    other=d_item)
                 return
             self._field_pair(s_item, d_item, sec, desc)
 
@@ -264,8 +265,13 @@ class _Checker:
             finally:
                 self._conditional = outer
 
-    def _field_finding(self, item: Json, sec: str, desc: str, what: str, detail: str) -> None:
-        outer, self._conditional = self._conditional, self._conditional or bool(item.get("field_exists"))
+    def _field_finding(
+        self, item: Json, sec: str, desc: str, what: str, detail: str, other: Json | None = None
+    ) -> None:
+        """A breaking finding, or "may break" when either side's field is only sent conditionally
+        (a destination skips its own conditional field when its test is false)."""
+        conditional = bool(item.get("field_exists")) or bool(other and other.get("field_exists"))
+        outer, self._conditional = self._conditional, self._conditional or conditional
         try:
             self.add(Impact.BREAKS, sec, desc, what, detail)
         finally:
