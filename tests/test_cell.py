@@ -17,11 +17,23 @@ from harness.paths import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_baseline_cell_passes_every_check_and_keeps_evidence(tmp_path: Path) -> None:
-    matrix = load_matrix(REPO_ROOT / "matrix.yaml")
-    cell = next(c for c in matrix.cells() if c.id == "qemu-7.2>qemu-10.0/pseries-7.2/baseline")
+def _run(tmp_path: Path, cell_id: str, **matrix_overrides: str) -> CellRecord:
+    """Run one cell of the shipped matrix (with some settings changed) into tmp_path/evidence."""
+    matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), **matrix_overrides)
+    cell = next(c for c in matrix.cells() if c.id == cell_id)
     record = CellRecord(cell, tmp_path / "evidence")
     run_cell(cell, matrix, record)
+    return record
+
+
+def _our_namespaces() -> list[str]:
+    from harness.hosts.setns import list_namespaces
+
+    return [n for n in list_namespaces() if n.startswith(f"gm-{os.getpid()}-")]
+
+
+def test_baseline_cell_passes_every_check_and_keeps_evidence(tmp_path: Path) -> None:
+    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline", hosts="local")
 
     assert record.checks and all(c.ok for c in record.checks)
     obs = record.observations
@@ -50,12 +62,7 @@ def test_stream_retention_policy(policy: str, passed: bool, kept: bool) -> None:
 
 
 def test_cell_on_namespace_hosts_crosses_the_veth_and_leaves_nothing(tmp_path: Path) -> None:
-    from harness.hosts.setns import list_namespaces
-
-    matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), hosts="netns", keep_streams="all")
-    cell = next(c for c in matrix.cells() if c.id == "qemu-7.2>qemu-10.0/pseries-7.2/baseline")
-    record = CellRecord(cell, tmp_path / "evidence")
-    run_cell(cell, matrix, record)
+    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline", hosts="netns", keep_streams="all")
 
     assert all(c.ok for c in record.checks)
     evidence = tmp_path / "evidence"
@@ -64,33 +71,26 @@ def test_cell_on_namespace_hosts_crosses_the_veth_and_leaves_nothing(tmp_path: P
     assert migrate_uri and ipaddress.ip_address(migrate_uri[1]) in ipaddress.ip_network("198.18.0.0/15")
     assert (evidence / "stream-src-dst.bin").stat().st_size == record.migrations[0].stream_bytes
     assert {"sshd-a.log", "sshd-b.log"} <= {p.name for p in evidence.iterdir()}
-    assert [n for n in list_namespaces() if n.startswith(f"gm-{os.getpid()}-")] == []
+    assert _our_namespaces() == []
 
 
 def test_link_lost_mid_migration_fails_the_migration_and_the_source_carries_on(tmp_path: Path) -> None:
-    from harness.hosts.setns import list_namespaces
     from harness.scenarios.linkloss import LinkLossObservations
 
-    matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), hosts="netns")
-    cell = next(c for c in matrix.cells() if c.id == "qemu-10.0>qemu-10.0/pseries-7.2/linkloss")
-    record = CellRecord(cell, tmp_path / "evidence")
-    run_cell(cell, matrix, record)
+    record = _run(tmp_path, "qemu-10.0>qemu-10.0/pseries-7.2/linkloss", hosts="netns")
 
     obs = record.observations
     assert isinstance(obs, LinkLossObservations)
     assert re.match(r"Migration(Failed|Timeout): ", obs.migration_outcome), obs.migration_outcome
     assert obs.source_status == "running" and not obs.destination_running
     assert all(c.ok for c in record.checks)
-    assert [n for n in list_namespaces() if n.startswith(f"gm-{os.getpid()}-")] == []
+    assert _our_namespaces() == []
 
 
 def test_golden_stream_of_one_build_loads_into_another(tmp_path: Path) -> None:
     from harness.scenarios.goldenload import GoldenLoadObservations
 
-    matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), hosts="local")
-    cell = next(c for c in matrix.cells() if c.id == "qemu-7.2>qemu-10.0/pseries-7.2/goldenload")
-    record = CellRecord(cell, tmp_path / "evidence")
-    run_cell(cell, matrix, record)
+    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/goldenload", hosts="local")
 
     obs = record.observations
     assert isinstance(obs, GoldenLoadObservations)
