@@ -9,8 +9,9 @@ from harness.builds.model import Build
 from harness.errors import HarnessError
 from harness.migration.run import STREAM_PREFIX
 from harness.qemu.machine import MachineSetup
+from harness.save import stopped_machine
 from harness.stream import StreamError, diff, summarise
-from harness.stream.recorder import StreamRecipe, record_stream
+from harness.stream.recorder import record_stream
 
 
 def recorded_streams(rundir: Path) -> list[Path]:
@@ -46,8 +47,7 @@ def diff_last_hop(rundir: Path, build_of: dict[str, Build], setup: MachineSetup)
     stream = streams[-1]
     sender, receiver = (build_of[role] for role in stream.stem.removeprefix(STREAM_PREFIX).split("-"))
     out = rundir / (stream.stem + ".diff.txt")
-    recipe = StreamRecipe(machine=setup.machine, properties=setup.properties, cpu=setup.cpu,
-                          memory_mb=setup.memory_mb)
+    recipe = stopped_machine(setup)
     try:
         found = diff(record_stream(sender, recipe).path, record_stream(receiver, recipe).path)
     except HarnessError as exc:  # StreamError is one too

@@ -16,6 +16,13 @@ from harness.stream.corpus import golden_boot
 from harness.stream.recorder import StreamRecipe, record_stream
 
 
+def stopped_machine(setup: MachineSetup) -> StreamRecipe:
+    """A stopped machine (no guest, no devices) with a cell's machine type and options: what a
+    build sends for that machine, to compare builds by."""
+    return StreamRecipe(machine=setup.machine, properties=setup.properties, cpu=setup.cpu,
+                        memory_mb=setup.memory_mb)
+
+
 def golden_stream(build: Build, setup: MachineSetup, rundir: Path) -> Path:
     """The golden guest on ``build`` with a cell's machine, options and devices, copied into
     the cell's run directory, where every sandbox sees it."""

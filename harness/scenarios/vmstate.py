@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from harness.checks import CheckResult
 from harness.errors import QemuCrashed
+from harness.save import stopped_machine
 from harness.scenarios.context import ScenarioContext
 from harness.stream import StaticCheck, static_check, summarise
-from harness.stream.recorder import RecordError, StreamRecipe, dump_vmstate, record_stream
+from harness.stream.recorder import RecordError, dump_vmstate, record_stream
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,7 @@ class VmstateObservations:
 def run(ctx: ScenarioContext) -> VmstateObservations:
     source, destination = ctx.builds
     with ctx.phase("check"):
-        recipe = StreamRecipe(machine=ctx.setup.machine, properties=ctx.setup.properties,
-                              cpu=ctx.setup.cpu, memory_mb=ctx.setup.memory_mb)
-        sections = summarise(record_stream(source, recipe).path).as_dict()["sections"]
+        sections = summarise(record_stream(source, stopped_machine(ctx.setup)).path).as_dict()["sections"]
         devices = tuple(sorted({s["idstr"].rsplit("/", 1)[-1] for s in sections}))
         try:
             dumps = [dump_vmstate(build, ctx.setup.machine) for build in (source, destination)]
