@@ -58,7 +58,7 @@ class Relay:
         self._conns = [src, dst]
         if self._cut.is_set():
             self.cut()
-        back = threading.Thread(target=self._copy_back, args=(dst, src), daemon=True)
+        back = threading.Thread(target=self._copy_back, args=(dst, src), name="relay-back", daemon=True)
         back.start()
         self._threads.append(back)
         self._copy_forward(src, dst)
@@ -100,9 +100,15 @@ class Relay:
         self.cut()
         for conn in self._conns:
             conn.close()
-        self._main.join(timeout=5)
-        if self._main.is_alive():
-            raise HarnessError("relay thread did not stop")
+        self._join(self._main)
+        for thread in self._threads:  # complete now: only the main thread adds to it
+            self._join(thread)
+
+    @staticmethod
+    def _join(thread: threading.Thread) -> None:
+        thread.join(timeout=5)
+        if thread.is_alive():
+            raise HarnessError(f"relay thread {thread.name} did not stop")
 
     def __enter__(self) -> Relay:
         return self
