@@ -1,4 +1,9 @@
-"""Ctrl-C or SIGTERM in the middle of a run leaves no QEMU behind."""
+"""Ctrl-C or SIGTERM in the middle of a run leaves no QEMU behind.
+
+A shell starts background jobs with SIGINT ignored, and Python keeps an ignored
+SIGINT ignored, so a run started that way finishes instead of stopping. The run
+under test gets the disposition a terminal's Ctrl-C meets: SIGINT at default.
+"""
 
 from __future__ import annotations
 
@@ -39,12 +44,17 @@ def _qemu_children_of(pid: int) -> list[int]:
     return found
 
 
+def _sigint_at_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_cell_reaps_every_qemu(tmp_path: Path, signum: int) -> None:
     env = {**os.environ, "GOLDMIG_REPORTS": str(tmp_path)}
     run = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", "--select", "smoke"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        preexec_fn=_sigint_at_default,
     )
     deadline = time.monotonic() + 60
     while not _qemu_children_of(run.pid):
@@ -52,6 +62,7 @@ def test_signal_mid_cell_reaps_every_qemu(tmp_path: Path, signum: int) -> None:
         time.sleep(0.1)
     seen = _qemu_children_of(run.pid)
     run.send_signal(signum)
-    run.communicate(timeout=60)
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == pytest.ExitCode.INTERRUPTED, output.decode(errors="replace")[-2000:]
     time.sleep(0.5)
     assert [pid for pid in seen if Path(f"/proc/{pid}").exists()] == []
