@@ -10,11 +10,12 @@ import shutil
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
 from harness.builds.introspect import introspect
+from harness.builds.lab import on_lab_host
 from harness.builds.model import Build, BuildInfo, MachineInfo
 from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec
@@ -23,13 +24,15 @@ from harness.errors import MigrationFailed
 from harness.explain import diff_last_hop, summarise_streams
 from harness.guest.image import GoldenImage, ensure_golden_image
 from harness.hosts.local import LocalHost
-from harness.matrix.model import Cell, Matrix
+from harness.hosts.ssh import SshHost
+from harness.hosts.workspace import Workspace, workspace_for
+from harness.matrix.model import Cell, LabHost, Matrix
 from harness.migration.run import STREAM_PREFIX, MigrationResult
-from harness.placement import place
+from harness.placement import lab_target, place
 from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup, common_properties
 from harness.qemu.process import QemuProcess
-from harness.scenarios import SCENARIOS, ScenarioResult
+from harness.scenarios import NEEDS_LOCAL_BUILDS, SCENARIOS, ScenarioResult
 from harness.scenarios.context import ScenarioContext
 from harness.timing import timed
 
@@ -52,9 +55,14 @@ class CellRecord:
 
 
 @cache
-def _provisioned(spec: BuildSpec) -> tuple[Build, BuildInfo]:
-    build = provision(spec)
-    return build, introspect(build)
+def _provisioned(spec: BuildSpec, lab: LabHost | None) -> tuple[Build, BuildInfo]:
+    """The build, on this machine or on lab host ``lab``, and what it supports."""
+    if lab is None:
+        build = provision(spec)
+        return build, introspect(build)
+    with SshHost(lab_target(lab)) as host:
+        build = on_lab_host(spec, host)
+        return build, introspect(build, host)
 
 
 def resolve_machine(cell: Cell, src: BuildInfo, dst: BuildInfo) -> tuple[MachineInfo, MachineInfo]:
@@ -85,9 +93,13 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
     host = host or LocalHost()
     started = time.monotonic()
     try:
+        if matrix.lab and cell.scenario in NEEDS_LOCAL_BUILDS:
+            raise CellImpossible(f"scenario {cell.scenario} records reference streams with the "
+                                 "builds on this machine; lab builds live on the lab hosts")
         with timed(record.phases, "provision"):
-            src_build, src_info = _provisioned(matrix.builds[cell.src])
-            dst_build, dst_info = _provisioned(matrix.builds[cell.dst])
+            src_lab, dst_lab = matrix.lab or (None, None)
+            src_build, src_info = _provisioned(matrix.builds[cell.src], src_lab)
+            dst_build, dst_info = _provisioned(matrix.builds[cell.dst], dst_lab)
             image = ensure_golden_image()
         src_machine, dst_machine = resolve_machine(cell, src_info, dst_info)
         setup = _setup(matrix, image, src_machine, dst_machine)
@@ -105,9 +117,9 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
 
 def _setup(matrix: Matrix, image: GoldenImage, src: MachineInfo, dst: MachineInfo) -> MachineSetup:
     guest = matrix.guest
-    props, firmware = common_properties(src, dst, accel="tcg", firmware=guest.firmware, extra={})
+    props, firmware = common_properties(src, dst, accel=matrix.accel, firmware=guest.firmware, extra={})
     return MachineSetup(
-        machine=src.name, properties=props, firmware=firmware, cpu=guest.cpu,
+        machine=src.name, properties=props, firmware=firmware, accel=matrix.accel, cpu=guest.cpu,
         memory_mb=guest.memory_mb, smp=guest.smp, maxcpus=guest.maxcpus, devices=guest.devices,
         kernel=image.kernel, initrd=image.initrd, append=image.kernel_cmdline,
     )
@@ -125,15 +137,21 @@ def _run_pair(
     passed = False
     try:
         with ExitStack() as stack:
-            placement = place(matrix.hosts, builds, rundir, readable, recording, host, stack)
+            placement = place(matrix, builds, rundir, readable, recording, host, stack)
+            workspaces: dict[int, Workspace] = {}
             sides: list[QemuProcess] = []
 
             def start_side(role: str, build: Build, incoming: bool) -> QemuProcess:
+                on = placement.hosts[role]
+                if id(on) not in workspaces:
+                    workspaces[id(on)] = stack.enter_context(workspace_for(on, rundir, readable))
+                ws = workspaces[id(on)]
                 paths = SidePaths.for_role(rundir, role)
-                argv = qemu_argv(build, setup, paths, incoming=incoming)
+                staged = replace(setup, kernel=ws.stage(setup.kernel), initrd=ws.stage(setup.initrd))
+                argv = qemu_argv(build, staged, SidePaths.for_role(ws.path(rundir), role),
+                                 incoming=incoming)
                 (rundir / f"{role}-argv.txt").write_text("\n".join(argv) + "\n")
-                side = stack.enter_context(QemuProcess(
-                    role, placement.hosts[role], build, argv, paths, writable=[rundir], readable=readable))
+                side = stack.enter_context(QemuProcess(role, on, build, argv, paths, ws))
                 sides.append(side)
                 side.start()
                 return side
@@ -151,7 +169,8 @@ def _run_pair(
                 with timed(record.phases, "check"):
                     record.checks = record.observations.checks(matrix.tb_slack_ms)
             except MigrationFailed:
-                diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0]}, setup)
+                if matrix.lab is None:  # the diff records reference streams on this machine
+                    diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0]}, setup)
                 raise
             finally:
                 summarise_streams(rundir)

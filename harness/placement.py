@@ -3,6 +3,8 @@
 ``local``: every role on this machine, unix sockets in the run directory.
 ``netns``: the source (and a ping-pong's return) in namespace a, the
 destination in namespace b, reached over SSH; TCP across the veth link.
+``lab``: the source (and the return) on the lab's source host, the
+destination on its destination host, over SSH; TCP across the lab network.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from harness.builds.model import Build
 from harness.hosts.base import Host
 from harness.hosts.local import LocalHost
 from harness.hosts.netns import NamespacePair
-from harness.migration.transport import LocalTransport, NamespaceTransport, Transport
+from harness.hosts.ssh import SshHost, SshTarget
+from harness.matrix.model import LabHost, Matrix
+from harness.migration.transport import LabTransport, LocalTransport, NamespaceTransport, Transport
 from harness.qemu.process import QemuProcess
 
-_NAMESPACE_OF = {"src": "a", "dst": "b", "back": "a"}
+_SIDE_OF = {"src": "a", "dst": "b", "back": "a"}
+_SENDER_TO = {"dst": "src", "back": "dst"}
+"""Who migrates to a role: the source to the destination, the destination back."""
 
 
 @dataclass(frozen=True)
@@ -29,17 +35,35 @@ class Placement:
 
 
 def place(
-    kind: str, builds: tuple[Build, Build], rundir: Path, readable: list[Path], recording: bool,
+    matrix: Matrix, builds: tuple[Build, Build], rundir: Path, readable: list[Path], recording: bool,
     local: LocalHost, stack: ExitStack,
 ) -> Placement:
     """Hosts for roles src, dst and back; anything made here is closed by ``stack``."""
-    if kind == "local":
-        return Placement({role: local for role in _NAMESPACE_OF},
+    if matrix.hosts == "local":
+        return Placement({role: local for role in _SIDE_OF},
                          lambda dst: LocalTransport(rundir, dst.role))
+    if matrix.lab is not None:
+        source, destination = matrix.lab
+        hosts = {"a": stack.enter_context(SshHost(lab_target(source))),
+                 "b": stack.enter_context(SshHost(lab_target(destination)))}
+        address = {"a": source.address, "b": destination.address}
+        by_role = {role: hosts[side] for role, side in _SIDE_OF.items()}
+        return Placement(dict(by_role), lambda dst: LabTransport(
+            dst, by_role[_SENDER_TO[dst.role]], by_role[dst.role], address[_SIDE_OF[dst.role]],
+            recording))
     pair = stack.enter_context(NamespacePair(
         builds[0].root, builds[1].root, writable=[rundir], readable=readable, evidence=rundir))
     by_namespace: dict[str, Host] = {"a": pair.host("a"), "b": pair.host("b")}
     return Placement(
-        {role: by_namespace[ns] for role, ns in _NAMESPACE_OF.items()},
-        lambda dst: NamespaceTransport(pair, _NAMESPACE_OF[dst.role], recording),
+        {role: by_namespace[ns] for role, ns in _SIDE_OF.items()},
+        lambda dst: NamespaceTransport(pair, _SIDE_OF[dst.role], recording),
+    )
+
+
+def lab_target(lab: LabHost) -> SshTarget:
+    """How to reach a lab host: its key must already be in ``known_hosts``; nothing is shared."""
+    return SshTarget(
+        name=lab.name, address=lab.address, port=lab.port, user=lab.user,
+        key_file=Path(lab.key_file).expanduser() if lab.key_file else None,
+        known_hosts=Path(lab.known_hosts), netns=lab.netns, workdir=lab.workdir,
     )

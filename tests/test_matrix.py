@@ -110,3 +110,52 @@ class TestBadInput:
         data["default_selection"] = "nighty"
         with pytest.raises(ConfigError, match="default_selection: 'nighty' is not one of selections"):
             load_matrix(_write(tmp_path, data))
+
+
+class TestLabHosts:
+    LAB = {"source": {"address": "10.0.0.1"}, "destination": {"address": "10.0.0.2", "port": 2222}}
+
+    def _lab(self, **changes: object) -> dict[str, object]:
+        data = _shipped()
+        data.update(hosts="lab", lab=self.LAB, builds={"lab": {"kind": "host"}})
+        data["groups"] = [{"name": "lab", "builds": ["lab"], "machines": ["pseries-7.2"],
+                           "scenarios": ["baseline"]}]
+        data["known_failures"] = []
+        data["selections"] = {"all": ["*"]}
+        data["default_selection"] = "all"
+        data.update(changes)
+        return data
+
+    def test_lab_hosts_default_to_kvm_as_root_on_port_22(self, tmp_path: Path) -> None:
+        matrix = load_matrix(_write(tmp_path, self._lab()))
+        assert matrix.lab is not None
+        source, destination = matrix.lab
+        assert (source.address, source.port, source.user, source.accel) == ("10.0.0.1", 22, "root", "kvm")
+        assert destination.port == 2222 and matrix.accel == "kvm"
+
+    def test_lab_needs_its_section(self, tmp_path: Path) -> None:
+        data = self._lab()
+        del data["lab"]
+        with pytest.raises(ConfigError, match=r"lab: is required with `hosts: lab`"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_a_debian_root_cannot_run_on_a_lab_host(self, tmp_path: Path) -> None:
+        data = self._lab(builds={"lab": {"kind": "debian", "suite": "trixie"}})
+        with pytest.raises(ConfigError, match=r"builds\.lab: is a Debian suite root on this machine.*"
+                                              r"use kind host .* or kind path"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_both_sides_use_one_accelerator(self, tmp_path: Path) -> None:
+        lab = {"source": {"address": "10.0.0.1", "accel": "tcg"}, "destination": {"address": "10.0.0.2"}}
+        with pytest.raises(ConfigError, match=r"lab\.destination\.accel: is kvm but the source's is tcg"):
+            load_matrix(_write(tmp_path, self._lab(lab=lab)))
+
+    def test_a_lab_section_without_lab_hosts_is_a_mistake(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match=r"lab: is only used with `hosts: lab`"):
+            load_matrix(_write(tmp_path, self._lab(hosts="netns")))
+
+    def test_unknown_lab_key_suggests_the_right_one(self, tmp_path: Path) -> None:
+        lab = {"source": {"address": "10.0.0.1", "knwon_hosts": "x"}, "destination": {"address": "b"}}
+        with pytest.raises(ConfigError, match=r"lab\.source\.knwon_hosts: unknown key; "
+                                              r"did you mean 'known_hosts'"):
+            load_matrix(_write(tmp_path, self._lab(lab=lab)))

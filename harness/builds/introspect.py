@@ -14,18 +14,20 @@ from pathlib import Path
 
 from harness.builds.model import Build, BuildInfo, MachineInfo
 from harness.errors import BuildError, HarnessError
-from harness.hosts.base import Process
+from harness.hosts.base import Host, Process
 from harness.hosts.local import LocalHost
+from harness.hosts.workspace import Workspace, own_filesystem, workspace_for
 from harness.paths import cache_root
 from harness.qemu.monitor import Monitor
 
 _VERSION = re.compile(r"QEMU emulator version (\S+)")
 
 
-def introspect(build: Build, host: LocalHost | None = None) -> BuildInfo:
-    """Version, machine types with their properties, and CPU core types of ``build``."""
+def introspect(build: Build, host: Host | None = None) -> BuildInfo:
+    """Version, machine types with their properties, and CPU core types of ``build``,
+    asked on ``host`` (this machine by default: where the build's files are)."""
     host = host or LocalHost()
-    cache = cache_root() / "introspect" / f"{build.name}-{_identity(build)}.json"
+    cache = cache_root() / "introspect" / f"{build.name}-{_identity(build, host)}.json"
     if cache.exists():
         return _load(json.loads(cache.read_text()))
     info = _ask(build, host)
@@ -36,17 +38,24 @@ def introspect(build: Build, host: LocalHost | None = None) -> BuildInfo:
     return info
 
 
-def _identity(build: Build) -> str:
-    binary = build.root / build.binary.lstrip("/")
-    try:
-        st = binary.stat()
-    except OSError as exc:
-        raise BuildError(f"build {build.name!r}: cannot stat {binary}: {exc}") from exc
-    key = f"{build.root}|{build.binary}|{st.st_size}|{st.st_mtime_ns}|{build.package}"
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+def _identity(build: Build, host: Host) -> str:
+    if own_filesystem(host):
+        proc = host.run_command(["stat", "-L", "-c", "%s|%Y", build.binary], timeout=30.0)
+        if proc.returncode != 0:
+            raise BuildError(f"build {build.name!r} on host {host.name}: cannot stat "
+                             f"{build.binary}: {proc.stderr.strip()}")
+        where = f"{host.target.known_hosts_name}|{build.binary}|{proc.stdout.strip()}"
+    else:
+        binary = build.root / build.binary.lstrip("/")
+        try:
+            st = binary.stat()
+        except OSError as exc:
+            raise BuildError(f"build {build.name!r}: cannot stat {binary}: {exc}") from exc
+        where = f"{build.root}|{build.binary}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha256(f"{where}|{build.package}".encode()).hexdigest()[:16]
 
 
-def _ask(build: Build, host: LocalHost) -> BuildInfo:
+def _ask(build: Build, host: Host) -> BuildInfo:
     proc = host.run(build, [build.binary, "-version"])
     match = _VERSION.search(proc.stdout)
     if proc.returncode != 0 or not match:
@@ -68,19 +77,26 @@ def _ask(build: Build, host: LocalHost) -> BuildInfo:
 _ATTEMPTS = 5
 
 
-def _ask_qmp(build: Build, host: LocalHost, rundir: Path) -> tuple[dict[str, MachineInfo], tuple[str, ...]]:
+def _ask_qmp(build: Build, host: Host, rundir: Path) -> tuple[dict[str, MachineInfo], tuple[str, ...]]:
+    with workspace_for(host, rundir, readable=[]) as workspace:
+        return _ask_sessions(build, host, rundir, workspace)
+
+
+def _ask_sessions(
+    build: Build, host: Host, rundir: Path, workspace: Workspace
+) -> tuple[dict[str, MachineInfo], tuple[str, ...]]:
     machines: dict[str, MachineInfo] = {}
     entries: list[dict[str, object]] | None = None
     cores: tuple[str, ...] | None = None
     for attempt in range(1, _ATTEMPTS + 1):
-        session = rundir / str(attempt)
-        session.mkdir()
-        sock = session / "qmp.sock"
+        sock, output = rundir / f"qmp{attempt}.sock", rundir / f"out{attempt}.log"
         argv = [build.binary, "-M", "none", "-nodefaults", "-display", "none", "-S",
-                "-qmp", f"unix:{sock},server=on,wait=off"]
-        proc = host.spawn(build, argv, writable=[session], readable=[], output=session / "out.log")
-        monitor = Monitor(f"{build.name}-introspect", sock, session / "qmp.log")
+                "-qmp", f"unix:{workspace.path(sock)},server=on,wait=off"]
+        proc = host.spawn(build, argv, writable=workspace.writable, readable=[],
+                          output=workspace.path(output))
+        monitor = Monitor(f"{build.name}-introspect", sock, rundir / f"qmp{attempt}.log")
         try:
+            workspace.reach(sock, _alive(proc), timeout=30)
             monitor.connect(_alive(proc), timeout=30)
             entries = entries or monitor.cmd("query-machines")
             assert entries is not None
@@ -100,10 +116,10 @@ def _ask_qmp(build: Build, host: LocalHost, rundir: Path) -> tuple[dict[str, Mac
             cores = tuple(sorted(t["name"] for t in types))
             return machines, cores
         except HarnessError as exc:
-            output = (session / "out.log").read_text(errors="replace")[-1000:]
+            said = workspace.read_text(output)[-1000:]
             if not _exits_soon(proc) or attempt == _ATTEMPTS:
                 raise BuildError(
-                    f"build {build.name!r}: introspection over QMP failed: {exc}\n{output}"
+                    f"build {build.name!r}: introspection over QMP on {host.name} failed: {exc}\n{said}"
                 ) from exc
         finally:
             monitor.close()

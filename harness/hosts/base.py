@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -39,4 +40,10 @@ class Host(Protocol):
 
     def kill(self, process: Process) -> None:
         """Kill the process and everything it started; return once it is reaped."""
+        ...
+
+    def run(
+        self, build: Build, argv: Sequence[str], timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a short command of the build to completion (introspection)."""
         ...

@@ -15,51 +15,55 @@ file. Anything else is refused with :class:`HostKeyRejected`.
 Files and sockets. A namespace host's filesystem is a build's root with the
 cell's directories bound at the same paths, so QEMU's QMP and console unix
 sockets are reachable from the harness unchanged. A real remote host has a
-filesystem of its own; the plan (not built yet) is:
+filesystem of its own. For it there are:
 
-* create the run directory at the same path on the remote (SFTP ``mkdir``) and
-  copy the guest's kernel/initrd into a content-addressed cache there (SFTP);
-* keep QEMU's QMP and console as unix sockets in that remote run directory and
-  forward each one to a local unix socket at the same path in the harness's
-  run directory, one SSH channel per accepted connection. OpenSSH serves
-  ``direct-streamlocal@openssh.com`` channels (what ``ssh -L local.sock:remote.sock``
-  uses); paramiko cannot open that channel type, so either send the
-  channel-open message ourselves (payload: socket path, reserved string,
-  reserved uint32) or, as a fallback, exec a relay on the remote
-  (``socat - UNIX-CONNECT:path``) and splice the channel to the local socket.
-  :class:`~harness.qemu.monitor.Monitor` and :class:`~harness.qemu.console.Console`
-  then work unchanged;
-* fetch QEMU's output, the serial log and the stream over SFTP at teardown;
-* migration traffic goes host to host on the lab network (``-incoming``
-  on the destination's lab address), never through the harness.
+* :meth:`SshHost.put_file`, :meth:`SshHost.read_file` and
+  :meth:`SshHost.fetch_tree` to stage and fetch files, over exec channels
+  (``cat``, ``tar``), not SFTP: an sshd need not have the sftp subsystem;
+* :meth:`SshHost.open_unix_channel`, a ``direct-streamlocal@openssh.com``
+  channel to a unix socket on the host (what ``ssh -L local.sock:remote.sock``
+  uses), which :class:`~harness.hosts.forward.UnixForward` serves at a local
+  path, so :class:`~harness.qemu.monitor.Monitor` and the console work unchanged;
+* :meth:`SshHost.listen_remote` and :meth:`SshHost.open_tcp_channel`, so a
+  migration stream can be relayed (and recorded) through the harness instead
+  of going host to host on the lab network.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import posixpath
+import secrets
 import select
 import shlex
 import socket
 import subprocess
+import tarfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Concatenate, NoReturn, ParamSpec, TypeVar
+from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 import paramiko
+from paramiko.common import cMSG_CHANNEL_OPEN
 
 from harness.builds.model import Build
 from harness.errors import HostError
 from harness.hosts.base import Process
+from harness.hosts.forward import RemoteListener
 from harness.hosts.setns import in_netns
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _NETWORK_ERRORS = (paramiko.SSHException, EOFError, OSError)
+_CHUNK = 65536
+_MISSING = 66
+"""read_file's exit status for "no such file" (EX_NOINPUT); cat itself exits 1."""
 
 
 class HostKeyRejected(HostError):
@@ -92,7 +96,7 @@ class HostKeyRejected(HostError):
                 f"the entry: ssh-keygen -R {shlex.quote(target.known_hosts_name)} -f "
                 f"{shlex.quote(str(file))}, then add the new key."
             )
-        if target.netns is not None:
+        if target.root is not None:  # a namespace host: the pair made its key
             todo = (
                 f"Namespace host {target.name} is made by the harness, which wrote {file} "
                 "itself: a mismatch means something other than the pair's own sshd answered."
@@ -117,6 +121,8 @@ class SshTarget:
     shared_writable: tuple[Path, ...] | None = None
     """Host directories visible read-write at the same path; None: no shared filesystem."""
     shared_readable: tuple[Path, ...] = ()
+    workdir: str = "/var/tmp/goldmig"
+    """Where a host with a filesystem of its own keeps run directories and staged files."""
     connect_timeout: float = 10.0
     user_timeout: float = 30.0
     """Declare the connection lost after this long without acknowledgement (TCP_USER_TIMEOUT)."""
@@ -215,6 +221,7 @@ class SshHost:
         self.name = target.name
         self.state = State.NEW
         self._client: paramiko.SSHClient | None = None
+        self._listeners: dict[int, RemoteListener] = {}
 
     def connect(self) -> None:
         """Open the connection: the host key must be known, or :class:`HostKeyRejected`."""
@@ -324,8 +331,8 @@ class SshHost:
         line = b""
         deadline = time.monotonic() + self.target.connect_timeout
         while True:
-            # Status first: the remote sends all output before it, so none can slip by.
-            ended = channel.exit_status_ready()
+            # End of file first: all output precedes it, so none can slip by.
+            ended = channel.eof_received or channel.closed
             while channel.recv_ready():
                 line += channel.recv(64)
             if b"\n" in line:
@@ -374,38 +381,158 @@ class SshHost:
         self, argv: Sequence[str], timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` on the host to completion; stdout and stderr are captured apart."""
-        channel = self._exec(shlex.join(argv))
+        command = shlex.join(argv)
+        code, out, err = self._finish(self._exec(command), command, timeout)
+        return subprocess.CompletedProcess(
+            list(argv), code, out.decode(errors="replace"), err.decode(errors="replace")
+        )
+
+    @_connected
+    def put_file(self, local: Path, remote: str) -> None:
+        """Upload ``local`` to ``remote`` atomically (a temporary name, then ``mv``), making its directory."""
+        part = f"{remote}.part-{secrets.token_hex(8)}"
+        script = (
+            f"{shlex.join(['mkdir', '-p', '--', posixpath.dirname(remote) or '.'])}"
+            f" && cat > {shlex.quote(part)}"
+            f" && {shlex.join(['mv', '-f', '--', part, remote])}"
+            f" || {{ {shlex.join(['rm', '-f', '--', part])}; exit 1; }}"
+        )
+        broken: Exception | None = None
+        with open(local, "rb") as file:
+            channel = self._exec(script)
+            try:
+                while chunk := file.read(_CHUNK):
+                    channel.sendall(chunk)
+                channel.shutdown_write()
+            except _NETWORK_ERRORS as exc:  # the command failed early: its status says why
+                broken = exc
+        code, _, err = self._finish(channel, f"upload to {remote}", 60.0)
+        if code != 0 or broken is not None:
+            why = err.decode(errors="replace").strip() or f"exit {code}, {broken}"
+            raise HostError(f"host {self.name}: cannot upload {local} to {remote}: {why}")
+
+    @_connected
+    def read_file(self, remote: str) -> bytes | None:
+        """The content of file ``remote`` on the host; None if there is no such file."""
+        path = shlex.quote(remote)
+        channel = self._exec(f"test -e {path} || exit {_MISSING}; exec cat -- {path}")
+        code, out, err = self._finish(channel, f"cat {remote}", 60.0)
+        if code == _MISSING:
+            return None
+        if code != 0:
+            raise HostError(
+                f"host {self.name}: cannot read {remote}: {err.decode(errors='replace').strip()}"
+            )
+        return out
+
+    @_connected
+    def fetch_tree(self, remote_dir: str, local_dir: Path) -> None:
+        """Copy the regular files under ``remote_dir`` into ``local_dir`` (a streamed tar).
+
+        Sockets and fifos are left out (tar skips sockets; fifos are filtered out here).
+        """
+        local_dir.mkdir(parents=True, exist_ok=True)
+        channel = self._exec(shlex.join(["tar", "-C", remote_dir, "-cf", "-", "."]))
+        broken: Exception | None = None
+        try:
+            with tarfile.open(fileobj=channel.makefile("rb"), mode="r|") as tar:
+                tar.extractall(local_dir, filter=_regular_files)
+        except (tarfile.TarError, *_NETWORK_ERRORS) as exc:
+            broken = exc
+        code, _, err = self._finish(channel, f"tar of {remote_dir}", 60.0)
+        if code != 0 or broken is not None:
+            why = err.decode(errors="replace").strip() or f"exit {code}, {broken}"
+            raise HostError(f"host {self.name}: cannot fetch {remote_dir} into {local_dir}: {why}")
+
+    @_connected
+    def open_unix_channel(self, path: str) -> paramiko.Channel:
+        """A channel to the unix socket ``path`` on the host; HostError if it is not there (yet)."""
+        try:
+            return _open_streamlocal(self._transport(), path, self.target.connect_timeout)
+        except _NETWORK_ERRORS as exc:
+            raise self._open_failed(f"unix socket {path}", exc) from exc
+
+    @_connected
+    def open_tcp_channel(self, address: str, port: int) -> paramiko.Channel:
+        """A channel to TCP ``address``:``port`` as seen from the host (``direct-tcpip``)."""
+        try:
+            return self._transport().open_channel(
+                "direct-tcpip", (address, port), ("127.0.0.1", 0),
+                timeout=self.target.connect_timeout,
+            )
+        except _NETWORK_ERRORS as exc:
+            raise self._open_failed(f"{address}:{port}", exc) from exc
+
+    @_connected
+    def listen_remote(self, address: str) -> RemoteListener:
+        """A port the host listens on at ``address`` (it picks the number) for the harness."""
+        transport = self._transport()
+        try:
+            port = transport.request_port_forward(address, 0, self._forwarded)
+        except _NETWORK_ERRORS as exc:
+            self._raise_if_lost()
+            raise HostError(
+                f"host {self.name}: cannot listen on {address} (tcpip-forward): {exc}"
+            ) from exc
+        listener = RemoteListener(
+            self.name, transport, address, port, lambda: self._listeners.pop(port, None)
+        )
+        self._listeners[port] = listener
+        return listener
+
+    def _forwarded(
+        self, channel: paramiko.Channel, origin: tuple[str, int], server: tuple[str, int]
+    ) -> None:
+        """paramiko's handler for every forwarded connection (one per transport): to its listener."""
+        listener = self._listeners.get(server[1])
+        if listener is None:
+            channel.close()
+        else:
+            listener.deliver(channel, origin)
+
+    def _open_failed(self, what: str, exc: BaseException) -> HostError:
+        self._raise_if_lost()
+        why = exc.text if isinstance(exc, paramiko.ChannelException) else exc
+        return HostError(f"host {self.name}: cannot open a channel to {what}: {why}")
+
+    def _finish(self, channel: paramiko.Channel, what: str, timeout: float) -> tuple[int, bytes, bytes]:
+        """Read a command's output to its end and close its channel: (status, stdout, stderr).
+
+        The output ends at end of file, not at the exit status: sshd may send
+        the status while output of the process is still on its way.
+        """
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
         try:
             while True:
-                ended = channel.exit_status_ready()  # before reading: output precedes it
+                ended = channel.eof_received or channel.closed  # before reading: output precedes it
                 while channel.recv_ready():
-                    out += channel.recv(65536)
+                    out += channel.recv(_CHUNK)
                 while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(65536)
-                if ended:
+                    err += channel.recv_stderr(_CHUNK)
+                left = deadline - time.monotonic()
+                if ended and channel.status_event.wait(max(left, 0.0)):
                     break
-                if (left := deadline - time.monotonic()) <= 0:
-                    raise HostError(
-                        f"host {self.name}: {shlex.join(argv)} did not finish in {timeout}s"
-                    )
+                if left <= 0:
+                    raise HostError(f"host {self.name}: {what} did not finish in {timeout}s")
                 select.select([channel], [], [], min(left, 0.5))
             code = channel.recv_exit_status()
         finally:
             channel.close()
         if code == -1:
             self._raise_if_lost()
-            raise HostError(f"host {self.name}: {argv[0]} ended without an exit status")
-        return subprocess.CompletedProcess(
-            list(argv), code, out.decode(errors="replace"), err.decode(errors="replace")
-        )
+            raise HostError(f"host {self.name}: {what} ended without an exit status")
+        return code, bytes(out), bytes(err)
 
-    def _exec(self, command: str) -> paramiko.Channel:
+    def _transport(self) -> paramiko.Transport:
         self._raise_if_lost()
         assert self._client is not None
         transport = self._client.get_transport()
         assert transport is not None
+        return transport
+
+    def _exec(self, command: str) -> paramiko.Channel:
+        transport = self._transport()
         try:
             channel = transport.open_session(timeout=self.target.connect_timeout)
             channel.exec_command(command)
@@ -449,3 +576,50 @@ class SshHost:
                     f"{', '.join(map(str, shared)) or 'nothing'}); pass it to the "
                     "NamespacePair as writable= or readable="
                 )
+
+
+def _regular_files(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """fetch_tree's tar filter: regular files and directories (not the top one), data-safe."""
+    if member.name == "." or not (member.isfile() or member.isdir()):
+        return None
+    return tarfile.data_filter(member, dest)
+
+
+def _open_streamlocal(transport: paramiko.Transport, path: str, timeout: float) -> paramiko.Channel:
+    """Open a ``direct-streamlocal@openssh.com`` channel to unix socket ``path`` on the server.
+
+    paramiko's ``Transport.open_channel`` encodes only the payloads of the kinds
+    it knows; this is its code for this kind (payload: socket path, reserved
+    string, reserved uint32). It uses paramiko internals, hence paramiko<6.
+    """
+    if not transport.is_active():
+        raise paramiko.SSHException("SSH session not active")
+    internals: Any = transport  # the private parts are not in paramiko's type stubs
+    with transport.lock:
+        chanid = internals._next_channel()
+        m = paramiko.Message()
+        m.add_byte(cMSG_CHANNEL_OPEN)
+        m.add_string("direct-streamlocal@openssh.com")
+        m.add_int(chanid)
+        m.add_int(transport.default_window_size)
+        m.add_int(transport.default_max_packet_size)
+        m.add_string(path)
+        m.add_string("")
+        m.add_int(0)
+        chan: Any = paramiko.Channel(chanid)
+        internals._channels.put(chanid, chan)
+        transport.channel_events[chanid] = event = threading.Event()
+        transport.channels_seen[chanid] = True
+        chan._set_transport(transport)
+        chan._set_window(transport.default_window_size, transport.default_max_packet_size)
+    internals._send_user_message(m)
+    deadline = time.monotonic() + timeout
+    while not event.wait(0.1):
+        if not transport.is_active():
+            raise transport.get_exception() or paramiko.SSHException("Unable to open channel.")
+        if time.monotonic() > deadline:
+            raise paramiko.SSHException("Timeout opening channel.")
+    opened: paramiko.Channel | None = internals._channels.get(chanid)
+    if opened is None:  # refused: paramiko saved the reason
+        raise transport.get_exception() or paramiko.SSHException("Unable to open channel.")
+    return opened

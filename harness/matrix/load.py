@@ -12,15 +12,18 @@ import yaml
 
 from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild, PathBuild
 from harness.errors import ConfigError
-from harness.matrix.model import Group, GuestSettings, KnownFailure, Matrix, Timeouts
+from harness.matrix.model import Group, GuestSettings, KnownFailure, LabHost, Matrix, Timeouts
 from harness.scenarios import SCENARIOS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _MACHINE = re.compile(r"^pseries(-\d+\.\d+)?$")
 FIRMWARES = ("auto", "vof", "slof")
 # local: both QEMUs on this machine; netns: each in a network namespace made for
-# the cell, reached over SSH, the stream crossing a veth link.
-HOSTS = ("local", "netns")
+# the cell, reached over SSH, the stream crossing a veth link; lab: the real
+# remote hosts of the lab: section, over SSH.
+HOSTS = ("local", "netns", "lab")
+ACCELS = ("kvm", "tcg")
+_LAB_KEYS = ("address", "port", "user", "key_file", "known_hosts", "accel", "workdir", "netns")
 # Which cells keep their recorded migration stream; "none" does not record at all.
 KEEP_STREAMS = ("failed", "all", "none")
 
@@ -85,7 +88,7 @@ def load_matrix(path: Path) -> Matrix:
         raise ConfigError(source, "", f"is not valid YAML: {exc}") from None
     top = _Reader(source, data, "")
     top.only("builds", "guest", "checks", "timeouts", "groups", "selections",
-             "default_selection", "known_failures", "reports", "hosts")
+             "default_selection", "known_failures", "reports", "hosts", "lab")
     builds = _builds(top.sub("builds"))
     groups = _groups(top, builds)
     selections = _selections(top.sub("selections"))
@@ -104,8 +107,48 @@ def load_matrix(path: Path) -> Matrix:
     hosts = top.get("hosts", str, "local")
     if hosts not in HOSTS:
         raise top.error("hosts", f"{hosts!r} is not one of {', '.join(HOSTS)}")
+    lab = _lab(top, builds) if hosts == "lab" else None
+    if lab is None and "lab" in top.data:
+        raise top.error("lab", f"is only used with `hosts: lab` (hosts is {hosts!r})")
     return Matrix(source, builds, _guest(top.sub("guest")), slack, _timeouts(top.sub("timeouts")),
-                  groups, selections, default, _known(top, source), keep, hosts)
+                  groups, selections, default, _known(top, source), keep, hosts, lab)
+
+
+def _lab(top: _Reader, builds: dict[str, BuildSpec]) -> tuple[LabHost, LabHost]:
+    """The lab's source and destination hosts; builds must be ones a lab host can have."""
+    if "lab" not in top.data:
+        raise top.error("lab", "is required with `hosts: lab`: give lab.source and "
+                        "lab.destination, each with at least an address")
+    r = top.sub("lab")
+    r.only("source", "destination")
+    hosts = []
+    for role in ("source", "destination"):
+        if role not in r.data:
+            raise r.error(role, "is required: a mapping with at least an address")
+        h = r.sub(role)
+        h.only(*_LAB_KEYS)
+        accel = h.get("accel", str, "kvm")
+        if accel not in ACCELS:
+            raise h.error("accel", f"{accel!r} is not one of {', '.join(ACCELS)}")
+        port = h.get("port", int, 22)
+        if not 0 < port < 65536:
+            raise h.error("port", f"{port} is not a TCP port")
+        address = h.get("address", str, required=True)
+        hosts.append(LabHost(
+            name=f"{role}:{address}", address=address, port=port, user=h.get("user", str, "root"),
+            key_file=h.get("key_file", str, None),
+            known_hosts=h.get("known_hosts", str, "~/.ssh/known_hosts"),
+            accel=accel, workdir=h.get("workdir", str, "/var/tmp/goldmig"), netns=h.get("netns", str, None),
+        ))
+    if hosts[0].accel != hosts[1].accel:
+        raise r.error("destination.accel", f"is {hosts[1].accel} but the source's is "
+                      f"{hosts[0].accel}; both sides of a migration use the same accelerator")
+    for name, spec in builds.items():
+        if isinstance(spec, DebianSuiteBuild):
+            raise top.error(f"builds.{name}", "is a Debian suite root on this machine, which lab "
+                            "hosts do not have; with `hosts: lab` use kind host (the lab host's own "
+                            "QEMU) or kind path (a build installed at that path on the lab hosts)")
+    return hosts[0], hosts[1]
 
 
 def _builds(r: _Reader) -> dict[str, BuildSpec]:

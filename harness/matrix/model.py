@@ -54,6 +54,22 @@ class KnownFailure:
 
 
 @dataclass(frozen=True)
+class LabHost:
+    """A real remote host reached over SSH (``lab.source`` / ``lab.destination``)."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    key_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    accel: str = "kvm"
+    workdir: str = "/var/tmp/goldmig"
+    netns: str | None = None
+    """Dial from inside this network namespace (a lab network kept in a namespace)."""
+
+
+@dataclass(frozen=True)
 class Cell:
     src: str
     dst: str
@@ -78,6 +94,13 @@ class Matrix:
     known_failures: tuple[KnownFailure, ...]
     keep_streams: str = "failed"
     hosts: str = "local"
+    lab: tuple[LabHost, LabHost] | None = None
+    """Source and destination host when ``hosts`` is ``lab``."""
+
+    @property
+    def accel(self) -> str:
+        """Lab hosts run what their config says (kvm on POWER); this machine runs TCG."""
+        return self.lab[0].accel if self.lab else "tcg"
 
     def cells(self) -> list[Cell]:
         """All cells, in matrix order, without duplicates."""

@@ -14,21 +14,33 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from harness.errors import HarnessError
 
 _CHUNK = 1 << 20
 
 
+class Listener(Protocol):
+    """What the relay needs of its server: a listening socket, or an SSH remote forward."""
+
+    def accept(self) -> tuple[socket.socket, object]: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Relay:
     """Accepts one connection on ``server`` (bound and listening) and forwards it to ``connect()``.
 
     Sockets are made by the caller, so the relay works for unix sockets on
-    this machine and for TCP sockets made inside a network namespace alike.
+    this machine, TCP sockets made inside a network namespace, and SSH
+    forwards to lab hosts alike.
     """
 
     def __init__(
-        self, server: socket.socket, connect: Callable[[], socket.socket], target: str,
+        self, server: Listener, connect: Callable[[], socket.socket], target: str,
         record: Path | None,
     ) -> None:
         self.target = target

@@ -68,6 +68,9 @@ def migrate(
         side.monitor.cmd("migrate-set-capabilities",
                          capabilities=[{"capability": "events", "state": True}])
     dst.monitor.cmd("migrate-incoming", uri=transport.incoming)
+    # A source that was itself a destination (a ping-pong's second hop) still holds the
+    # MIGRATION events of its incoming migration: drop them, they are not this hop's.
+    src.monitor.events()
     started = time.monotonic()
     with transport.route(record) as (uri, relay):
         cut = (lambda: transport.cut(), cut_after_bytes) if cut_after_bytes is not None else None

@@ -1,5 +1,6 @@
-"""How the stream gets from source to destination: a unix socket on this machine, or TCP
-across the veth link between two namespace hosts; optionally through the recording relay."""
+"""How the stream gets from source to destination: a unix socket on this machine, TCP
+across the veth link between two namespace hosts, or TCP across the lab network;
+optionally through the recording relay."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from pathlib import Path
 from typing import Protocol
 
 from harness.errors import HarnessError
+from harness.hosts.forward import channel_socket
 from harness.hosts.netns import NamespacePair
+from harness.hosts.ssh import SshHost
 from harness.migration.relay import Relay
+from harness.qemu.process import QemuProcess
 
 
 class Transport(Protocol):
@@ -109,3 +113,60 @@ class NamespaceTransport:
         target = f"{self._label} 127.0.0.1:{QEMU_PORT}"
         with Relay(server, lambda: self._pair.run_in(self._label, connect), target, record) as relay:
             yield f"tcp:{self._address}:{RELAY_PORT}", relay
+
+
+class LabTransport:
+    """TCP between two lab hosts; recording runs the stream through the harness.
+
+    The destination listens on port 0 (QEMU picks a free port, so parallel
+    cells never collide) and reports the port in ``query-migrate``. Unrecorded,
+    the source connects to it across the lab network. Recorded, the source
+    migrates to a port its own sshd forwards to the harness (a remote port
+    forward), and the relay hands the stream to the destination's loopback
+    port through a channel of the destination's SSH connection.
+    """
+
+    def __init__(
+        self, dst: QemuProcess, sender: SshHost, receiver: SshHost, address: str, record: bool
+    ) -> None:
+        self._dst = dst
+        self._sender = sender
+        self._receiver = receiver
+        self._address = address
+        self._relay: Relay | None = None
+        self.incoming = f"tcp:{'127.0.0.1' if record else address}:0"
+
+    def cut(self) -> None:
+        """Reset the relay's connections; the lab network itself is not ours to take down."""
+        if self._relay is None:
+            raise HarnessError("a lab link can only be cut through the recording relay "
+                               "(reports.keep_streams must not be none)")
+        self._relay.cut()
+
+    def _listening_port(self) -> int:
+        reply = self._dst.monitor.cmd("query-migrate")
+        addresses = reply.get("socket-address") or []
+        if not addresses:
+            raise HarnessError(f"{self._dst.role} QEMU reports no listening socket after "
+                               f"migrate-incoming {self.incoming}: {reply}")
+        return int(addresses[0]["port"])
+
+    @contextlib.contextmanager
+    def route(self, record: Path | None) -> Iterator[tuple[str, Relay | None]]:
+        port = self._listening_port()
+        if record is None:
+            yield f"tcp:{self._address}:{port}", None
+            return
+
+        def connect() -> socket.socket:
+            return channel_socket(self._receiver.open_tcp_channel("127.0.0.1", port))
+
+        target = f"{self._receiver.name} 127.0.0.1:{port}"
+        listener = self._sender.listen_remote("127.0.0.1")
+        try:
+            with Relay(listener, connect, target, record) as relay:
+                self._relay = relay
+                yield f"tcp:127.0.0.1:{listener.port}", relay
+        finally:
+            self._relay = None
+            listener.close()

@@ -37,7 +37,7 @@ def qemu_argv(build: Build, setup: MachineSetup, paths: SidePaths, *, incoming: 
     if build.firmware_dir:
         argv += ["-L", build.firmware_dir]
     argv += [
-        "-accel", "tcg",
+        "-accel", setup.accel,
         "-M", setup.machine_arg(),
         "-cpu", setup.cpu,
         "-m", str(setup.memory_mb),

@@ -30,6 +30,7 @@ class MachineSetup:
     machine: str
     properties: tuple[tuple[str, str], ...]
     firmware: str
+    accel: str
     cpu: str
     memory_mb: int
     smp: int

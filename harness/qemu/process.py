@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import enum
 import subprocess
-from pathlib import Path
 from types import TracebackType
 
 from harness.builds.model import Build
 from harness.errors import HarnessError, QemuCrashed, QemuStartError
 from harness.hosts.base import Host, Process
+from harness.hosts.workspace import Workspace
 from harness.qemu.argv import SidePaths
 from harness.qemu.console import Console
 from harness.qemu.monitor import Monitor
@@ -31,17 +31,16 @@ class QemuProcess:
         build: Build,
         argv: list[str],
         paths: SidePaths,
-        *,
-        writable: list[Path],
-        readable: list[Path],
+        workspace: Workspace,
     ) -> None:
+        """``paths`` are the harness's (local) files; ``argv`` names the host's, as
+        ``workspace`` maps them."""
         self.role = role
         self.host = host
         self.build = build
         self.argv = argv
         self.paths = paths
-        self._writable = writable
-        self._readable = readable
+        self.workspace = workspace
         self.state = State.NEW
         self._process: Process | None = None
         self.monitor = Monitor(role, paths.qmp, paths.transcript, on_lost=self._crash)
@@ -50,12 +49,15 @@ class QemuProcess:
     def start(self, timeout: float = 30.0) -> None:
         if self.state is not State.NEW:
             raise HarnessError(f"{self.role}: start() called in state {self.state.value}")
+        ws = self.workspace
         self._process = self.host.spawn(
-            self.build, self.argv, writable=self._writable, readable=self._readable,
-            output=self.paths.output,
+            self.build, self.argv, writable=ws.writable, readable=ws.readable,
+            output=ws.path(self.paths.output),
         )
         self.state = State.RUNNING
         try:
+            for sock in (self.paths.qmp, self.paths.console):
+                ws.reach(sock, self.alive, timeout)
             self.monitor.connect(self.alive, timeout)
             self.console.connect(self.alive, timeout)
         except HarnessError as exc:
@@ -87,10 +89,7 @@ class QemuProcess:
 
     def output(self) -> str:
         """What QEMU printed on stdout/stderr so far."""
-        try:
-            return self.paths.output.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self.workspace.read_text(self.paths.output)
 
     def stop(self) -> None:
         """Kill QEMU and close connections. The guest's state is not needed after a cell."""

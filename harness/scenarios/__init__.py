@@ -24,3 +24,6 @@ SCENARIOS: dict[str, Scenario] = {
     "goldenload": goldenload.run,
     "vmstate": vmstate.run,
 }
+
+NEEDS_LOCAL_BUILDS = frozenset({"goldenload", "vmstate"})
+"""Scenarios that record reference streams or vmstate dumps with the builds on this machine."""

@@ -17,6 +17,7 @@ from harness.hosts import sshkeys
 from harness.hosts.netns import NamespacePair
 from harness.hosts.setns import netns_pids
 from harness.hosts.ssh import HostKeyRejected, SshHost, SshTarget
+from harness.hosts.workspace import SharedWorkspace
 from harness.qemu.argv import SidePaths
 from harness.qemu.process import QemuProcess
 
@@ -72,7 +73,7 @@ def test_qemu_over_ssh_in_one_namespace_migrates_to_the_other(
             for role, extra in (("src", ["-S"]), ("dst", ["-incoming", incoming])):
                 paths = SidePaths.for_role(rundir, role)
                 qemu = QemuProcess(role, hosts[role], trixie, tiny_qemu(trixie, paths, *extra),
-                                   paths, writable=[rundir], readable=[])
+                                   paths, SharedWorkspace(rundir, []))
                 qemus[role] = stack.enter_context(qemu)
                 qemu.start()
             version = qemus["src"].monitor.cmd("query-version")

@@ -1,0 +1,158 @@
+"""Lab hosts (``hosts: lab``) end to end, against stand-ins for real POWER hosts.
+
+A stand-in is a namespace host that shares nothing with the harness: its sshd
+runs in a read-only view of the trixie root with a /tmp of its own, so every
+file, socket and stream goes over SSH exactly as to a lab machine. The one
+thing a stand-in cannot be is a POWER host with KVM: it runs ``accel: tcg``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.cell import CellImpossible, CellRecord, run_cell
+from harness.hosts import sshkeys
+from harness.hosts.netns import NamespacePair
+from harness.hosts.setns import netns_pids
+from harness.hosts.ssh import HostKeyRejected, SshHost
+from harness.matrix.load import load_matrix
+from harness.matrix.model import Matrix
+from harness.placement import lab_target
+
+pytestmark = pytest.mark.slow
+
+WORKDIR = "/tmp/goldmig"
+
+
+@pytest.fixture(scope="module")
+def standins(trixie_root: Path) -> Iterator[NamespacePair]:
+    """Two lab host stand-ins (nothing shared), for the whole module."""
+    with NamespacePair(trixie_root) as pair:
+        yield pair
+
+
+def _lab_matrix(tmp_path: Path, pair: NamespacePair, *, keep_streams: str = "all",
+                scenario: str = "baseline", known_hosts: Path | None = None) -> Matrix:
+    """A matrix.yaml as a lab would write it, pointing at the stand-ins."""
+    assert pair.workdir is not None
+
+    def host(label: str) -> dict[str, Any]:
+        side = pair.side(label)
+        return {"address": side.address, "key_file": str(pair.workdir / "client_key"),
+                "known_hosts": str(known_hosts or pair.workdir / "known_hosts"),
+                "accel": "tcg", "workdir": WORKDIR, "netns": side.netns}
+
+    data = {
+        "hosts": "lab",
+        "lab": {"source": host("a"), "destination": host("b")},
+        "builds": {"lab-qemu": {"kind": "host"}},
+        "timeouts": {"boot_s": 60, "migrate_s": 120, "beat_s": 8},
+        "groups": [{"name": "lab", "builds": ["lab-qemu"], "machines": ["pseries-7.2"],
+                    "scenarios": [scenario]}],
+        "selections": {"all": ["*"]},
+        "default_selection": "all",
+        "reports": {"keep_streams": keep_streams},
+    }
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_matrix(path)
+
+
+def _run(matrix: Matrix, tmp_path: Path) -> CellRecord:
+    (cell,) = matrix.cells()
+    record = CellRecord(cell, tmp_path / "evidence")
+    run_cell(cell, matrix, record)
+    return record
+
+
+def _remote(pair: NamespacePair, label: str, matrix: Matrix) -> SshHost:
+    assert matrix.lab is not None
+    return SshHost(lab_target(matrix.lab["ab".index(label)]))
+
+
+def _qemus_in(pair: NamespacePair, label: str) -> list[int]:
+    found = []
+    for pid in netns_pids(pair.side(label).netns):
+        try:
+            if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def test_recorded_baseline_goes_through_the_harness_and_leaves_the_hosts_clean(
+    standins: NamespacePair, tmp_path: Path
+) -> None:
+    matrix = _lab_matrix(tmp_path, standins)
+    record = _run(matrix, tmp_path)
+
+    assert record.checks and all(c.ok for c in record.checks), record.checks
+    assert "QEMU 10.0." in record.parameters["source build"]
+    assert "QEMU 10.0." in record.parameters["destination build"]
+    evidence = tmp_path / "evidence"
+    argv = (evidence / "src-argv.txt").read_text().splitlines()
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    kernel = Path(argv[argv.index("-kernel") + 1])
+    assert kernel.parent == Path(WORKDIR) / "files", "the guest is staged on the host"
+    # QEMU's own output and the serial log were written on the hosts and fetched back.
+    assert "dst-qemu.log" in {p.name for p in evidence.iterdir()}
+    assert "##GM" in (evidence / "src-serial.log").read_text()
+    # Recorded: the source sends to its own loopback, forwarded to the harness's relay.
+    uri = re.search(r'"execute": "migrate", "arguments": \{"uri": "([^"]+)"',
+                    (evidence / "src-qmp.log").read_text())
+    assert uri and uri[1].startswith("tcp:127.0.0.1:")
+    assert (evidence / "stream-src-dst.bin").stat().st_size == record.migrations[0].stream_bytes > 0
+    assert _qemus_in(standins, "a") == _qemus_in(standins, "b") == []
+    for label in "ab":
+        with _remote(standins, label, matrix) as host:
+            assert host.run_command(["ls", "-A", f"{WORKDIR}/runs"]).stdout == ""
+
+
+def test_unrecorded_stream_crosses_the_lab_network_directly(
+    standins: NamespacePair, tmp_path: Path
+) -> None:
+    record = _run(_lab_matrix(tmp_path, standins, keep_streams="none"), tmp_path)
+
+    assert all(c.ok for c in record.checks), record.checks
+    uri = re.search(r'"uri": "tcp:([\d.]+):(\d+)"', (tmp_path / "evidence" / "src-qmp.log").read_text())
+    assert uri and uri[1] == standins.b.address and int(uri[2]) > 0
+
+
+def test_ping_pong_returns_to_the_source_host(standins: NamespacePair, tmp_path: Path) -> None:
+    record = _run(_lab_matrix(tmp_path, standins, scenario="pingpong"), tmp_path)
+
+    assert all(c.ok for c in record.checks), record.checks
+    assert [m.figures.status for m in record.migrations] == ["completed", "completed"]
+    assert (tmp_path / "evidence" / "stream-dst-back.bin").stat().st_size > 0
+
+
+def test_a_changed_host_key_fails_the_cell_with_what_to_do(
+    standins: NamespacePair, tmp_path: Path
+) -> None:
+    assert standins.workdir is not None
+    impostor = sshkeys.generate(tmp_path / "impostor", "impostor")
+    lines = (standins.workdir / "known_hosts").read_text().splitlines()
+    forged = [f"{line.split()[0]} {impostor.public}" if standins.b.address in line else line
+              for line in lines]
+    known = tmp_path / "known_hosts"
+    known.write_text("\n".join(forged) + "\n")
+    matrix = _lab_matrix(tmp_path, standins, known_hosts=known)
+
+    with pytest.raises(HostKeyRejected, match="HOST KEY CHANGED") as caught:
+        _run(matrix, tmp_path)
+    assert standins.b.address in str(caught.value) and "ssh-keygen -R" in str(caught.value)
+    assert _qemus_in(standins, "a") == []
+
+
+def test_scenarios_that_need_local_builds_are_impossible_on_lab_hosts(
+    standins: NamespacePair, tmp_path: Path
+) -> None:
+    with pytest.raises(CellImpossible, match="lab builds live on the lab hosts"):
+        _run(_lab_matrix(tmp_path, standins, scenario="goldenload"), tmp_path)
