@@ -66,6 +66,18 @@ _MISSING = 66
 """read_file's exit status for "no such file" (EX_NOINPUT); cat itself exits 1."""
 
 
+# Starts the process in a session of its own, prints its pid, and exits with its
+# status. A watcher reads the channel's stdin (kept as fd 3: a background job's
+# stdin is /dev/null), which ends only when the channel closes, and then kills
+# the process group: a process never outlives the harness's connection, whether
+# the harness exits, dies or loses the link.
+_WAITER = (
+    "setsid sh -c {inner} & pid=$!; echo $pid; exec 3<&0; "
+    "(cat <&3 >/dev/null 2>&1; kill -s KILL -- -$pid) >/dev/null 2>&1 & "
+    "exec 3<&-; wait $pid"
+)
+
+
 class HostKeyRejected(HostError):
     """The server's host key is unknown or differs from the known one: we did not connect."""
 
@@ -283,7 +295,7 @@ class SshHost:
             ) from exc
 
     def close(self) -> None:
-        """Close the connection. Processes still running on the host are left as they are."""
+        """Close the connection; processes still running on the host are killed by their waiters."""
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -322,8 +334,7 @@ class SshHost:
         self._check_build(build)
         self._check_paths(writable, readable, output)
         inner = f"exec {shlex.join(argv)} >>{shlex.quote(str(output))} 2>&1 </dev/null"
-        waiter = f"setsid sh -c {shlex.quote(inner)} & echo $!; wait $!"
-        channel = self._exec(f"exec sh -c {shlex.quote(waiter)}")
+        channel = self._exec(f"exec sh -c {shlex.quote(_WAITER.format(inner=shlex.quote(inner)))}")
         pid = self._read_pid(channel, argv)
         return SshProcess(self, channel, pid, list(argv))
 

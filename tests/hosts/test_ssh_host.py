@@ -129,6 +129,25 @@ def test_kill_takes_the_whole_process_group(
     host.kill(proc)  # already gone: nothing to do
 
 
+def test_a_closed_connection_takes_its_processes_along(
+    pair: NamespacePair, trixie: Build, rundir: Path
+) -> None:
+    """What a harness that exits, dies or loses the link leaves on a lab host: nothing."""
+    host = pair.host("b")
+
+    def sleepers() -> list[str]:
+        return [c for c in commands_in(pair.b.netns) if c.split()[:2] == ["sleep", "600"]]
+
+    proc = host.spawn(trixie, ["sleep", "600"], writable=[rundir], readable=[],
+                      output=rundir / "sleep.log")
+    assert proc.poll() is None and len(sleepers()) == 1
+    host.close()
+    deadline = time.monotonic() + 10
+    while sleepers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sleepers() == []
+
+
 def test_spawn_refuses_what_the_host_cannot_see(
     pair: NamespacePair, trixie: Build, rundir: Path, tmp_path: Path
 ) -> None:
