@@ -7,7 +7,6 @@ plugin turns into Allure results, pass or fail.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from harness.placement import lab_target, place
 from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup, common_properties
 from harness.qemu.process import QemuProcess
+from harness.rundir import make_rundir
 from harness.scenarios import NEEDS_LOCAL_BUILDS, SCENARIOS, ScenarioResult
 from harness.scenarios.context import ScenarioContext
 from harness.timing import timed
@@ -129,9 +129,7 @@ def _run_pair(
     cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost,
     builds: tuple[Build, Build], setup: MachineSetup,
 ) -> None:
-    # Sockets need short paths (108 bytes), so the cell runs in /tmp and its
-    # evidence is moved to reports/ afterwards, whatever happened.
-    rundir = Path(tempfile.mkdtemp(prefix="gm-"))
+    rundir = make_rundir()  # evidence moves to reports/ afterwards, whatever happened
     readable = sorted({setup.kernel.parent, setup.initrd.parent})
     recording = matrix.keep_streams != "none"
     passed = False
@@ -190,11 +188,13 @@ def keeps_stream(policy: str, passed: bool) -> bool:
 
 def _keep_evidence(rundir: Path, evidence: Path, keep_stream: bool) -> None:
     """Move the cell's files to ``evidence``; the recorded stream only if the policy keeps it."""
-    shutil.rmtree(evidence, ignore_errors=True)
-    evidence.mkdir(parents=True)
-    for item in rundir.iterdir():
-        is_stream = item.name.startswith(STREAM_PREFIX) and item.suffix == ".bin"
-        if item.is_file() and not item.is_socket() and (keep_stream or not is_stream):
-            shutil.move(str(item), evidence / item.name)
-    shutil.rmtree(rundir, ignore_errors=True)
+    try:
+        shutil.rmtree(evidence, ignore_errors=True)
+        evidence.mkdir(parents=True)
+        for item in rundir.iterdir():
+            is_stream = item.name.startswith(STREAM_PREFIX) and item.suffix == ".bin"
+            if item.is_file() and not item.is_socket() and (keep_stream or not is_stream):
+                shutil.move(str(item), evidence / item.name)
+    finally:
+        shutil.rmtree(rundir, ignore_errors=True)
 

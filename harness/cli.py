@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     save.add_argument("file", type=Path)
     save.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
     save.add_argument("--stopped", action="store_true", help="a stopped machine, no guest running")
+    standin = sub.add_parser("standin", help="stand-in lab hosts and a matrix for them, until Ctrl-C")
+    standin.add_argument("--out", type=Path, default=None,
+                         help="where to write their matrix (default: reports/standin-lab.yaml)")
+    standin.add_argument("--suite", default="trixie", help="Debian suite whose QEMU they run")
     rec = sub.add_parser("bench-recording", help="what recording the stream adds to a migration")
     rec.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
     rec.add_argument("--cell", default="qemu-7.2>qemu-10.0/pseries-7.2/baseline")
@@ -81,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             out = save_stream(load_matrix(Path(args.matrix)), args.build, args.machine, args.file,
                               running=not args.stopped)
             print(f"saved {out} ({out.stat().st_size} bytes)")
+            return 0
+        if args.command == "standin":
+            from harness.standin import serve
+
+            out = args.out or reports_root() / "standin-lab.yaml"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            serve(out, args.suite)
             return 0
         if args.command == "patch":
             return _patch(args, extra)

@@ -23,6 +23,7 @@ from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
 from harness.report.summary import CellOutcome, summary_lines, write_cells_json
+from harness.rundir import sweep_stale_rundirs
 
 _MATRIX_KEY = pytest.StashKey[Matrix]()
 
@@ -65,8 +66,11 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Remove namespaces (and their sshd) left by runs that were killed outright."""
-    if session.config.stash[_MATRIX_KEY].hosts == "netns" and not hasattr(session.config, "workerinput"):
+    """Remove run directories, namespaces and sshds left by runs that were killed outright."""
+    if hasattr(session.config, "workerinput"):
+        return
+    sweep_stale_rundirs()
+    if session.config.stash[_MATRIX_KEY].hosts == "netns":
         sweep_stale()
 
 

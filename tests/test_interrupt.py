@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,3 +67,4 @@ def test_signal_mid_cell_reaps_every_qemu(tmp_path: Path, signum: int) -> None:
     assert run.returncode == pytest.ExitCode.INTERRUPTED, output.decode(errors="replace")[-2000:]
     time.sleep(0.5)
     assert [pid for pid in seen if Path(f"/proc/{pid}").exists()] == []
+    assert list(Path(tempfile.gettempdir()).glob(f"gm-run-{run.pid}-*")) == []

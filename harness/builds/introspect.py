@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +18,7 @@ from harness.hosts.local import LocalHost
 from harness.hosts.workspace import Workspace, own_filesystem, workspace_for
 from harness.paths import cache_root
 from harness.qemu.monitor import Monitor
+from harness.rundir import make_rundir
 
 _VERSION = re.compile(r"QEMU emulator version (\S+)")
 
@@ -63,7 +63,7 @@ def _ask(build: Build, host: Host) -> BuildInfo:
             f"build {build.name!r}: `{build.binary} -version` did not report a QEMU version "
             f"(exit {proc.returncode}): {(proc.stdout + proc.stderr).strip()[:500]}"
         )
-    rundir = Path(tempfile.mkdtemp(prefix="gm-intro-"))
+    rundir = make_rundir()
     try:
         machines, cores = _ask_qmp(build, host, rundir)
     finally:

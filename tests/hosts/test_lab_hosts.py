@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -24,10 +23,9 @@ from harness.hosts.ssh import HostKeyRejected, SshHost
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Matrix
 from harness.placement import lab_target
+from harness.standin import WORKDIR, lab_section, standin_matrix
 
 pytestmark = pytest.mark.slow
-
-WORKDIR = "/tmp/goldmig"
 
 
 @pytest.fixture(scope="module")
@@ -40,25 +38,8 @@ def standins(trixie_root: Path) -> Iterator[NamespacePair]:
 def _lab_matrix(tmp_path: Path, pair: NamespacePair, *, keep_streams: str = "all",
                 scenario: str = "baseline", known_hosts: Path | None = None) -> Matrix:
     """A matrix.yaml as a lab would write it, pointing at the stand-ins."""
-    assert pair.workdir is not None
-
-    def host(label: str) -> dict[str, Any]:
-        side = pair.side(label)
-        return {"address": side.address, "key_file": str(pair.workdir / "client_key"),
-                "known_hosts": str(known_hosts or pair.workdir / "known_hosts"),
-                "accel": "tcg", "workdir": WORKDIR, "netns": side.netns}
-
-    data = {
-        "hosts": "lab",
-        "lab": {"source": host("a"), "destination": host("b")},
-        "builds": {"lab-qemu": {"kind": "host"}},
-        "timeouts": {"boot_s": 60, "migrate_s": 120, "beat_s": 8},
-        "groups": [{"name": "lab", "builds": ["lab-qemu"], "machines": ["pseries-7.2"],
-                    "scenarios": [scenario]}],
-        "selections": {"all": ["*"]},
-        "default_selection": "all",
-        "reports": {"keep_streams": keep_streams},
-    }
+    data = standin_matrix(pair, [scenario], ["pseries-7.2"], keep_streams)
+    data["lab"] = lab_section(pair, known_hosts)
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_matrix(path)
@@ -71,7 +52,7 @@ def _run(matrix: Matrix, tmp_path: Path) -> CellRecord:
     return record
 
 
-def _remote(pair: NamespacePair, label: str, matrix: Matrix) -> SshHost:
+def _remote(label: str, matrix: Matrix) -> SshHost:
     assert matrix.lab is not None
     return SshHost(lab_target(matrix.lab["ab".index(label)]))
 
@@ -111,7 +92,7 @@ def test_recorded_baseline_goes_through_the_harness_and_leaves_the_hosts_clean(
     assert (evidence / "stream-src-dst.bin").stat().st_size == record.migrations[0].stream_bytes > 0
     assert _qemus_in(standins, "a") == _qemus_in(standins, "b") == []
     for label in "ab":
-        with _remote(standins, label, matrix) as host:
+        with _remote(label, matrix) as host:
             assert host.run_command(["ls", "-A", f"{WORKDIR}/runs"]).stdout == ""
 
 
