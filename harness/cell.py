@@ -109,6 +109,9 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
             "machine": setup.machine_arg(),
             "firmware": setup.firmware,
             "guest image": image.image_id,
+            "hosts": (f"lab {matrix.lab[0].address} > {matrix.lab[1].address}" if matrix.lab
+                      else matrix.hosts),
+            "accel": matrix.accel,
         })
         _run_pair(cell, matrix, record, host, (src_build, dst_build), setup)
     finally:

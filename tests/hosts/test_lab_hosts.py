@@ -77,6 +77,8 @@ def test_recorded_baseline_goes_through_the_harness_and_leaves_the_hosts_clean(
     assert record.checks and all(c.ok for c in record.checks), record.checks
     assert "QEMU 10.0." in record.parameters["source build"]
     assert "QEMU 10.0." in record.parameters["destination build"]
+    assert record.parameters["hosts"] == f"lab {standins.a.address} > {standins.b.address}"
+    assert record.parameters["accel"] == "tcg"
     evidence = tmp_path / "evidence"
     argv = (evidence / "src-argv.txt").read_text().splitlines()
     assert argv[argv.index("-accel") + 1] == "tcg"

@@ -138,14 +138,18 @@ def test_a_closed_connection_takes_its_processes_along(
     def sleepers() -> list[str]:
         return [c for c in commands_in(pair.b.netns) if c.split()[:2] == ["sleep", "600"]]
 
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(sleepers()) != count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(sleepers()) == count
+
     proc = host.spawn(trixie, ["sleep", "600"], writable=[rundir], readable=[],
                       output=rundir / "sleep.log")
-    assert proc.poll() is None and len(sleepers()) == 1
+    wait_for(1)  # the spawned shell has exec'd sleep
+    assert proc.poll() is None
     host.close()
-    deadline = time.monotonic() + 10
-    while sleepers() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert sleepers() == []
+    wait_for(0)
 
 
 def test_spawn_refuses_what_the_host_cannot_see(
