@@ -417,10 +417,7 @@ class SshHost:
                 channel.shutdown_write()
             except _NETWORK_ERRORS as exc:  # the command failed early: its status says why
                 broken = exc
-        code, _, err = self._finish(channel, f"upload to {remote}", 60.0)
-        if code != 0 or broken is not None:
-            why = err.decode(errors="replace").strip() or f"exit {code}, {broken}"
-            raise HostError(f"host {self.name}: cannot upload {local} to {remote}: {why}")
+        self._finish_transfer(channel, broken, f"upload {local} to {remote}")
 
     @_connected
     def read_file(self, remote: str) -> bytes | None:
@@ -450,10 +447,14 @@ class SshHost:
                 tar.extractall(local_dir, filter=_regular_files)
         except (tarfile.TarError, *_NETWORK_ERRORS) as exc:
             broken = exc
-        code, _, err = self._finish(channel, f"tar of {remote_dir}", 60.0)
+        self._finish_transfer(channel, broken, f"fetch {remote_dir} into {local_dir}")
+
+    def _finish_transfer(self, channel: paramiko.Channel, broken: Exception | None, what: str) -> None:
+        """End a file transfer's command; HostError with its stderr (or status) if it failed."""
+        code, _, err = self._finish(channel, what, 60.0)
         if code != 0 or broken is not None:
             why = err.decode(errors="replace").strip() or f"exit {code}, {broken}"
-            raise HostError(f"host {self.name}: cannot fetch {remote_dir} into {local_dir}: {why}")
+            raise HostError(f"host {self.name}: cannot {what}: {why}")
 
     @_connected
     def open_unix_channel(self, path: str) -> paramiko.Channel:

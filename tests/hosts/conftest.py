@@ -12,7 +12,7 @@ import pytest
 
 from harness.builds.debian import ensure_suite_root
 from harness.builds.model import Build
-from harness.hosts.setns import list_namespaces
+from harness.hosts.setns import list_namespaces, netns_pids
 
 QEMU = "/usr/bin/qemu-system-ppc64"
 
@@ -70,4 +70,23 @@ def find_leftovers(names: list[str], needles: list[str], gone: list[Path]) -> li
         if any(n in line for n in needles):
             found.append(f"mount {line}")
     found += [f"path {p}" for p in gone if p.exists()]
+    return found
+
+
+Commands = Callable[[str], list[str]]
+
+
+@pytest.fixture
+def commands() -> Commands:
+    return commands_in
+
+
+def commands_in(netns: str) -> list[str]:
+    """Command lines of the processes in a namespace (those that exit meanwhile are skipped)."""
+    found = []
+    for pid in netns_pids(netns):
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
     return found

@@ -9,7 +9,7 @@ thing a stand-in cannot be is a POWER host with KVM: it runs ``accel: tcg``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,6 @@ import yaml
 from harness.cell import CellImpossible, CellRecord, run_cell
 from harness.hosts import sshkeys
 from harness.hosts.netns import NamespacePair
-from harness.hosts.setns import netns_pids
 from harness.hosts.ssh import HostKeyRejected, SshHost
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Matrix
@@ -26,6 +25,8 @@ from harness.placement import lab_target
 from harness.standin import WORKDIR, lab_section, standin_matrix
 
 pytestmark = pytest.mark.slow
+
+Commands = Callable[[str], list[str]]
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +58,12 @@ def _remote(label: str, matrix: Matrix) -> SshHost:
     return SshHost(lab_target(matrix.lab["ab".index(label)]))
 
 
-def _qemus_in(pair: NamespacePair, label: str) -> list[int]:
-    found = []
-    for pid in netns_pids(pair.side(label).netns):
-        try:
-            if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-        except OSError:
-            continue
-    return found
+def _qemus_in(commands: Commands, pair: NamespacePair, label: str) -> list[str]:
+    return [c for c in commands(pair.side(label).netns) if "qemu-system" in c]
 
 
 def test_recorded_baseline_goes_through_the_harness_and_leaves_the_hosts_clean(
-    standins: NamespacePair, tmp_path: Path
+    standins: NamespacePair, tmp_path: Path, commands: Commands
 ) -> None:
     matrix = _lab_matrix(tmp_path, standins)
     record = _run(matrix, tmp_path)
@@ -92,7 +86,7 @@ def test_recorded_baseline_goes_through_the_harness_and_leaves_the_hosts_clean(
                     (evidence / "src-qmp.log").read_text())
     assert uri and uri[1].startswith("tcp:127.0.0.1:")
     assert (evidence / "stream-src-dst.bin").stat().st_size == record.migrations[0].stream_bytes > 0
-    assert _qemus_in(standins, "a") == _qemus_in(standins, "b") == []
+    assert _qemus_in(commands, standins, "a") == _qemus_in(commands, standins, "b") == []
     for label in "ab":
         with _remote(label, matrix) as host:
             assert host.run_command(["ls", "-A", f"{WORKDIR}/runs"]).stdout == ""
@@ -117,7 +111,7 @@ def test_ping_pong_returns_to_the_source_host(standins: NamespacePair, tmp_path:
 
 
 def test_a_changed_host_key_fails_the_cell_with_what_to_do(
-    standins: NamespacePair, tmp_path: Path
+    standins: NamespacePair, tmp_path: Path, commands: Commands
 ) -> None:
     assert standins.workdir is not None
     impostor = sshkeys.generate(tmp_path / "impostor", "impostor")
@@ -131,7 +125,7 @@ def test_a_changed_host_key_fails_the_cell_with_what_to_do(
     with pytest.raises(HostKeyRejected, match="HOST KEY CHANGED") as caught:
         _run(matrix, tmp_path)
     assert standins.b.address in str(caught.value) and "ssh-keygen -R" in str(caught.value)
-    assert _qemus_in(standins, "a") == []
+    assert _qemus_in(commands, standins, "a") == []
 
 
 def test_scenarios_that_need_local_builds_are_impossible_on_lab_hosts(

@@ -15,25 +15,19 @@ from harness.builds.model import Build
 from harness.errors import HostError
 from harness.hosts import sshkeys
 from harness.hosts.netns import NamespacePair
-from harness.hosts.setns import netns_pids
 from harness.hosts.ssh import HostKeyRejected, SshHost, SshTarget
 from harness.hosts.workspace import SharedWorkspace
 from harness.qemu.argv import SidePaths
 from harness.qemu.process import QemuProcess
 
 Leftovers = Callable[[list[str], list[str], list[Path]], list[str]]
+Commands = Callable[[str], list[str]]
 
 
 @pytest.fixture
 def pair(trixie: Build, rundir: Path) -> Iterator[NamespacePair]:
     with NamespacePair(trixie.root, writable=[rundir]) as made:
         yield made
-
-
-def commands_in(netns: str) -> list[str]:
-    """Command lines of the processes in a namespace."""
-    return [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            for pid in netns_pids(netns)]
 
 
 def tiny_qemu(build: Build, paths: SidePaths, *extra: str) -> list[str]:
@@ -57,7 +51,8 @@ def migration_ends(qemu: QemuProcess, timeout: float = 20.0) -> str | None:
 
 
 def test_qemu_over_ssh_in_one_namespace_migrates_to_the_other(
-    trixie: Build, rundir: Path, leftovers: Leftovers, capsys: pytest.CaptureFixture[str]
+    trixie: Build, rundir: Path, leftovers: Leftovers, commands: Commands,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The pieces together: QEMU started over SSH in each namespace, QMP from the harness
     through the shared run directory, migration over the veth link, nothing left after."""
@@ -83,7 +78,7 @@ def test_qemu_over_ssh_in_one_namespace_migrates_to_the_other(
                 assert migration_ends(qemu) == "completed", qemu.monitor.cmd("query-migrate")
             remote_pids = {role: q._process.pid for role, q in qemus.items() if q._process}
         assert all(not q.alive() for q in qemus.values())
-        assert not [c for s in pair.sides for c in commands_in(s.netns) if "qemu" in c]
+        assert not [c for s in pair.sides for c in commands(s.netns) if "qemu" in c]
     names = [s.netns for s in pair.sides]
     assert pair.workdir is not None
     assert leftovers(names, [str(pair.workdir), str(rundir)], [pair.workdir]) == []
@@ -130,13 +125,13 @@ def test_kill_takes_the_whole_process_group(
 
 
 def test_a_closed_connection_takes_its_processes_along(
-    pair: NamespacePair, trixie: Build, rundir: Path
+    pair: NamespacePair, trixie: Build, rundir: Path, commands: Commands
 ) -> None:
     """What a harness that exits, dies or loses the link leaves on a lab host: nothing."""
     host = pair.host("b")
 
     def sleepers() -> list[str]:
-        return [c for c in commands_in(pair.b.netns) if c.split()[:2] == ["sleep", "600"]]
+        return [c for c in commands(pair.b.netns) if c.split()[:2] == ["sleep", "600"]]
 
     def wait_for(count: int) -> None:
         deadline = time.monotonic() + 10
