@@ -79,7 +79,6 @@ class SharedWorkspace:
     """The host sees the run directory and the input files at their own paths."""
 
     def __init__(self, rundir: Path, readable: Sequence[Path]) -> None:
-        self._rundir = rundir
         self.writable = [rundir]
         self.readable = list(readable)
 
