@@ -18,22 +18,20 @@ from harness.builds.lab import on_lab_host
 from harness.builds.model import Build, BuildInfo, MachineInfo
 from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec
-from harness.checks import CheckResult, require_all
+from harness.checks import CheckResult, Limits, require_all
+from harness.context import ScenarioContext
 from harness.errors import MigrationFailed
 from harness.explain import diff_last_hop, summarise_streams
 from harness.guest.image import GoldenImage, ensure_golden_image
 from harness.hosts.local import LocalHost
 from harness.hosts.ssh import SshHost
-from harness.hosts.workspace import Workspace, workspace_for
-from harness.matrix.model import Cell, LabHost, Matrix
+from harness.matrix.model import Cell, LabHost, Matrix, ScenarioRef
 from harness.migration.run import STREAM_PREFIX, MigrationResult
 from harness.placement import lab_target, place
-from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup, common_properties
-from harness.qemu.process import QemuProcess
 from harness.rundir import make_rundir
-from harness.scenarios import NEEDS_LOCAL_BUILDS, SCENARIOS, ScenarioResult
-from harness.scenarios.context import ScenarioContext
+from harness.scenarios import SCENARIOS
+from harness.scenarios.declare import MachineChange, Needs, ScenarioResult
 from harness.timing import timed
 
 
@@ -47,6 +45,8 @@ class CellRecord:
 
     cell: Cell
     evidence: Path
+    attempt: int = 1
+    """Which run of the cell this is (``goldmig run --repeat``)."""
     parameters: dict[str, str] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
     observations: ScenarioResult | None = None
@@ -91,31 +91,60 @@ def resolve_machine(cell: Cell, src: BuildInfo, dst: BuildInfo) -> tuple[Machine
 def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | None = None) -> None:
     """Run ``cell`` to the end; raises ProductFailure, HarnessError or CellImpossible."""
     host = host or LocalHost()
+    scenario = SCENARIOS[cell.scenario]
+    variant = scenario.variant(cell.variant)
+    needs = scenario.needs_of(cell.variant)
     started = time.monotonic()
     try:
-        if matrix.lab and cell.scenario in NEEDS_LOCAL_BUILDS:
+        if matrix.lab and needs.local_builds:
             raise CellImpossible(f"scenario {cell.scenario} records reference streams with the "
                                  "builds on this machine; lab builds live on the lab hosts")
+        if needs.accel is not None and needs.accel != matrix.accel:
+            raise CellImpossible(f"{ScenarioRef(cell.scenario, cell.variant).name} needs accel "
+                                 f"{needs.accel}; this matrix runs {matrix.accel}")
         with timed(record.phases, "provision"):
             src_lab, dst_lab = matrix.lab or (None, None)
             src_build, src_info = _provisioned(matrix.builds[cell.src], src_lab)
             dst_build, dst_info = _provisioned(matrix.builds[cell.dst], dst_lab)
             image = ensure_golden_image()
         src_machine, dst_machine = resolve_machine(cell, src_info, dst_info)
-        setup = _setup(matrix, image, src_machine, dst_machine)
+        _require(needs, cell, {cell.src: (src_info, src_machine), cell.dst: (dst_info, dst_machine)})
+        base = _setup(matrix, image, src_machine, dst_machine)
+        setups = {side: _apply(base, variant.change_for(side), machine, build)
+                  for side, machine, build in (("src", src_machine, cell.src), ("dst", dst_machine, cell.dst))}
         record.parameters.update({
             "source build": f"{cell.src} (QEMU {src_info.version}, {src_info.package or 'path'})",
             "destination build": f"{cell.dst} (QEMU {dst_info.version}, {dst_info.package or 'path'})",
-            "machine": setup.machine_arg(),
-            "firmware": setup.firmware,
+            "machine": setups["src"].machine_arg(),
+            "firmware": base.firmware,
+            "CPUs": f"{setups['src'].smp} (maxcpus {setups['src'].maxcpus})",
             "guest image": image.image_id,
             "hosts": (f"lab {matrix.lab[0].address} > {matrix.lab[1].address}" if matrix.lab
                       else matrix.hosts),
             "accel": matrix.accel,
         })
-        _run_pair(cell, matrix, record, host, (src_build, dst_build), setup)
+        if setups["dst"] != setups["src"]:
+            record.parameters["destination machine"] = setups["dst"].machine_arg()
+        _run_scenario(cell, matrix, record, host, (src_build, dst_build), setups)
     finally:
         record.phases["total"] = time.monotonic() - started
+
+
+def _require(needs: Needs, cell: Cell, sides: dict[str, tuple[BuildInfo, MachineInfo]]) -> None:
+    """CellImpossible, naming the build and what it lacks, unless both sides meet ``needs``."""
+    for name, (info, machine) in sides.items():
+        missing = [p for p in needs.machine_properties if p not in machine.properties]
+        if missing:
+            raise CellImpossible(f"{name} (QEMU {info.version}) {machine.name} has no machine "
+                                 f"property {', '.join(missing)}")
+        if needs.min_qemu and _version(info.version) < needs.min_qemu:
+            raise CellImpossible(f"{name} is QEMU {info.version}; this scenario needs "
+                                 f"{needs.min_qemu[0]}.{needs.min_qemu[1]} or newer")
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = (text.split(".") + ["0"])[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
 def _setup(matrix: Matrix, image: GoldenImage, src: MachineInfo, dst: MachineInfo) -> MachineSetup:
@@ -128,54 +157,47 @@ def _setup(matrix: Matrix, image: GoldenImage, src: MachineInfo, dst: MachineInf
     )
 
 
-def _run_pair(
+def _apply(setup: MachineSetup, change: MachineChange, machine: MachineInfo, build: str) -> MachineSetup:
+    """``setup`` with a variant's change for one side; a property that side lacks is impossible."""
+    for key, _ in change.properties:
+        if key not in machine.properties:
+            raise CellImpossible(f"{build}'s {machine.name} has no machine property {key}")
+    properties = dict(setup.properties) | dict(change.properties)
+    smp = change.smp or setup.smp
+    return replace(setup, properties=tuple(properties.items()), devices=setup.devices + change.devices,
+                   smp=smp, maxcpus=max(change.maxcpus or setup.maxcpus, smp))
+
+
+def _run_scenario(
     cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost,
-    builds: tuple[Build, Build], setup: MachineSetup,
+    builds: tuple[Build, Build], setups: dict[str, MachineSetup],
 ) -> None:
     rundir = make_rundir()  # evidence moves to reports/ afterwards, whatever happened
-    readable = sorted({setup.kernel.parent, setup.initrd.parent})
+    readable = sorted({setups["src"].kernel.parent, setups["src"].initrd.parent})
     recording = matrix.keep_streams != "none"
+    scenario = SCENARIOS[cell.scenario]
+    limits = Limits(matrix.tb_slack_ms)
     passed = False
     try:
         with ExitStack() as stack:
             placement = place(matrix, builds, rundir, readable, recording, host, stack)
-            workspaces: dict[int, Workspace] = {}
-            sides: list[QemuProcess] = []
-
-            def start_side(role: str, build: Build, incoming: bool) -> QemuProcess:
-                on = placement.hosts[role]
-                if id(on) not in workspaces:
-                    workspaces[id(on)] = stack.enter_context(workspace_for(on, rundir, readable))
-                ws = workspaces[id(on)]
-                paths = SidePaths.for_role(rundir, role)
-                staged = replace(setup, kernel=ws.stage(setup.kernel), initrd=ws.stage(setup.initrd))
-                argv = qemu_argv(build, staged, SidePaths.for_role(ws.path(rundir), role),
-                                 incoming=incoming)
-                (rundir / f"{role}-argv.txt").write_text("\n".join(argv) + "\n")
-                side = stack.enter_context(QemuProcess(role, on, build, argv, paths, ws))
-                sides.append(side)
-                side.start()
-                return side
-
+            ctx = ScenarioContext(
+                builds, setups, scenario.variant(cell.variant), rundir, matrix.timeouts, limits,
+                placement, stack, readable, record_stream=recording, accel=matrix.accel,
+                phases=record.phases, migrations=record.migrations,
+            )
             try:
-                with timed(record.phases, "boot"):
-                    src = start_side("src", builds[0], False)
-                    dst = start_side("dst", builds[1], True)
-                ctx = ScenarioContext(
-                    src, dst, builds, setup, rundir, matrix.timeouts, placement.transport_to,
-                    record_stream=recording, start_return=lambda: start_side("back", builds[0], True),
-                    phases=record.phases, migrations=record.migrations,
-                )
-                record.observations = SCENARIOS[cell.scenario](ctx)
+                record.observations = scenario.run(ctx, ctx.variant)
                 with timed(record.phases, "check"):
-                    record.checks = record.observations.checks(matrix.tb_slack_ms)
+                    record.checks = record.observations.checks(limits)
             except MigrationFailed:
                 if matrix.lab is None:  # the diff records reference streams on this machine
-                    diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0]}, setup)
+                    diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0]},
+                                  setups["src"])
                 raise
             finally:
                 summarise_streams(rundir)
-                for side in sides:
+                for side in ctx.started:
                     if side.console.corrupt_lines:
                         (rundir / f"{side.role}-corrupt-lines.txt").write_text(
                             "\n".join(side.console.corrupt_lines) + "\n")

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         if name != "cells":
             p.add_argument("-n", "--workers", default="0",
                            help="parallel cells (pytest-xdist -n; 'auto' for one per core)")
+            p.add_argument("--repeat", type=int, default=1, metavar="N",
+                           help="run each cell N times; the summary gives pass counts and flaky cells")
     sub.add_parser("guest", help="build (or find cached) the golden guest and print its identity")
     patch = sub.add_parser("patch", help="pit a candidate build against every reference build")
     patch.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     patch.add_argument("--firmware", required=True, type=Path, help="its firmware dir (pc-bios)")
     patch.add_argument("--machines", default=None,
                        help="comma-separated machine types (default: every type both builds share)")
-    patch.add_argument("--scenarios", default="baseline", help="comma-separated (default: baseline)")
+    patch.add_argument("--scenarios", default="baseline-idle",
+                       help="comma-separated scenarios or scenario-variants (default: baseline-idle)")
     patch.add_argument("-n", "--workers", default="0")
     thr = sub.add_parser("bench-throughput", help="cells per minute at several worker counts")
     thr.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     standin.add_argument("--suite", default="trixie", help="Debian suite whose QEMU they run")
     rec = sub.add_parser("bench-recording", help="what recording the stream adds to a migration")
     rec.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
-    rec.add_argument("--cell", default="qemu-7.2>qemu-10.0/pseries-7.2/baseline")
+    rec.add_argument("--cell", default="qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle")
     rec.add_argument("--repeat", type=int, default=5)
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
@@ -136,6 +139,8 @@ def _pytest(args: argparse.Namespace, extra: list[str]) -> int:
         options += ["--select", args.select]
     if args.shard:
         options += ["--shard", args.shard]
+    if getattr(args, "repeat", 1) != 1:
+        options += ["--repeat", str(args.repeat)]
     if getattr(args, "workers", "0") != "0":
         options += ["-n", args.workers]
     if "--collect-only" not in extra:

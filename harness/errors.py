@@ -10,6 +10,8 @@
      |    +-- QemuStartError     QEMU exited or refused to start (argv, caps, machine)
      +-- ProductFailure          QEMU or the guest misbehaved: Allure "failed"
           +-- QemuCrashed        a QEMU process died during the cell
+          +-- QemuUnresponsive   a live QEMU stopped answering QMP
+          +-- QmpCommandError    QEMU refused a QMP command the scenario expected to succeed
           +-- MigrationFailed    QEMU reported the migration failed, or the destination did not run
           +-- MigrationTimeout   the migration did not finish in time
           +-- GuestUnresponsive  the guest agent did not answer or beat in time
@@ -20,6 +22,9 @@ as a test failure, while every other error is reported as broken.
 """
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 
 class GoldmigError(Exception):
@@ -68,6 +73,27 @@ class ProductFailure(GoldmigError, AssertionError):
 
 class QemuCrashed(ProductFailure):
     """A QEMU process exited while the cell still needed it."""
+
+
+class QemuUnresponsive(ProductFailure):
+    """A QEMU process is alive but did not answer a QMP command in time."""
+
+
+class QmpCommandError(ProductFailure):
+    """QEMU answered a QMP command with an error, as qemu.qmp's ExecuteError: the error class
+    (``GenericError``, ``DeviceNotFound``, ...), its description, the command and arguments.
+
+    A scenario that expects a refusal catches it; anywhere else it fails the cell.
+    """
+
+    def __init__(self, monitor: str, command: str, args: dict[str, Any], error_class: str,
+                 desc: str) -> None:
+        self.command = command
+        self.arguments = args
+        self.error_class = error_class
+        self.desc = desc
+        super().__init__(f"{monitor}: QEMU refused QMP {command} {json.dumps(args)}: "
+                         f"{error_class}: {desc}")
 
 
 class MigrationFailed(ProductFailure):

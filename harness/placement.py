@@ -24,14 +24,14 @@ from harness.migration.transport import LabTransport, LocalTransport, NamespaceT
 from harness.qemu.process import QemuProcess
 
 _SIDE_OF = {"src": "a", "dst": "b", "back": "a"}
-_SENDER_TO = {"dst": "src", "back": "dst"}
-"""Who migrates to a role: the source to the destination, the destination back."""
 
 
 @dataclass(frozen=True)
 class Placement:
     hosts: dict[str, Host]
-    transport_to: Callable[[QemuProcess], Transport]
+    """Where each role (src, dst, back) runs."""
+    transport_to: Callable[[QemuProcess, QemuProcess], Transport]
+    """The route from a sending QEMU to a receiving one."""
 
 
 def place(
@@ -41,22 +41,21 @@ def place(
     """Hosts for roles src, dst and back; anything made here is closed by ``stack``."""
     if matrix.hosts == "local":
         return Placement({role: local for role in _SIDE_OF},
-                         lambda dst: LocalTransport(rundir, dst.role))
+                         lambda src, dst: LocalTransport(rundir, dst.role))
     if matrix.lab is not None:
         source, destination = matrix.lab
         hosts = {"a": stack.enter_context(SshHost(lab_target(source))),
                  "b": stack.enter_context(SshHost(lab_target(destination)))}
         address = {"a": source.address, "b": destination.address}
         by_role = {role: hosts[side] for role, side in _SIDE_OF.items()}
-        return Placement(dict(by_role), lambda dst: LabTransport(
-            dst, by_role[_SENDER_TO[dst.role]], by_role[dst.role], address[_SIDE_OF[dst.role]],
-            recording))
+        return Placement(dict(by_role), lambda src, dst: LabTransport(
+            dst, by_role[src.role], by_role[dst.role], address[_SIDE_OF[dst.role]], recording))
     pair = stack.enter_context(NamespacePair(
         builds[0].root, builds[1].root, writable=[rundir], readable=readable, evidence=rundir))
     by_namespace: dict[str, Host] = {"a": pair.host("a"), "b": pair.host("b")}
     return Placement(
         {role: by_namespace[ns] for role, ns in _SIDE_OF.items()},
-        lambda dst: NamespaceTransport(pair, _SIDE_OF[dst.role], recording),
+        lambda src, dst: NamespaceTransport(pair, _SIDE_OF[dst.role], recording),
     )
 
 

@@ -22,7 +22,7 @@ from harness.hosts.netns import sweep_stale
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
-from harness.report.summary import CellOutcome, summary_lines, write_cells_json
+from harness.report.summary import CellOutcome, flaky_cells, summary_lines, write_cells_json
 from harness.rundir import sweep_stale_rundirs
 
 _MATRIX_KEY = pytest.StashKey[Matrix]()
@@ -34,6 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="matrix file (default: matrix.yaml at the top of the repo)")
     group.addoption("--select", default=None,
                     help="named selection of cells from the matrix (default: its default_selection)")
+    group.addoption("--repeat", default=1, type=int, metavar="N",
+                    help="run each selected cell N times; the summary gives each cell's pass count "
+                         "and calls a cell whose outcome changed between runs flaky")
     group.addoption("--shard", default=None, metavar="I/N",
                     help="run only shard I of N (1-based) of the selected cells, for splitting "
                          "a run across machines; merge the shards' allure-results directories")
@@ -53,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     config.option.select = selection
     config.option.shard = _parse_shard(config.getoption("--shard"))
+    if config.getoption("--repeat") < 1:
+        raise pytest.UsageError(f"goldmig: --repeat {config.getoption('--repeat')}: give a count of 1 or more")
     config.stash[_MATRIX_KEY] = matrix
 
 
@@ -83,7 +88,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             # Round-robin over the matrix order: stable for a given matrix, and
             # spreads slow builds across shards.
             cells = cells[shard[0] - 1::shard[1]]
-        metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
+        repeat = metafunc.config.getoption("--repeat")
+        if repeat == 1 or "attempt" not in metafunc.fixturenames:
+            metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
+            return
+        runs = [(c, k) for c in cells for k in range(1, repeat + 1)]
+        metafunc.parametrize(("cell", "attempt"), runs, ids=[f"{c.id}#{k}" for c, k in runs])
 
 
 @pytest.fixture
@@ -92,9 +102,16 @@ def matrix(request: pytest.FixtureRequest) -> Matrix:
 
 
 @pytest.fixture
-def cell_record(cell: Cell) -> Iterator[CellRecord]:
+def attempt() -> int:
+    """Which run of the cell this is (``--repeat``), from 1."""
+    return 1
+
+
+@pytest.fixture
+def cell_record(cell: Cell, attempt: int) -> Iterator[CellRecord]:
     slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", cell.id)
-    yield CellRecord(cell, reports_root() / "runs" / slug)
+    yield CellRecord(cell, reports_root() / "runs" / (slug if attempt == 1 else f"{slug}#{attempt}"),
+                     attempt)
 
 
 def run(cell: Cell, matrix: Matrix, record: CellRecord) -> None:
@@ -111,7 +128,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
 
     record = getattr(item, "funcargs", {}).get("cell_record")
     if record is not None:
-        allure_report.label_cell(record)
+        allure_report.label_cell(record, item.config.getoption("--repeat"))
     yield
     if record is not None:
         allure_report.attach_cell(record)
@@ -194,7 +211,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         write_cells_json(reports_root() / "cells.json", _outcomes)
     results = getattr(session.config.option, "allure_report_dir", None)
     if results:
-        from harness.report.allure import write_environment
+        from harness.report.allure import mark_flaky, write_environment
+
+        mark_flaky(Path(results), flaky_cells(_outcomes))
 
         entries = dict(_environment)
         entries["matrix"] = f"{session.config.option.matrix} selection={session.config.option.select}"

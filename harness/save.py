@@ -20,14 +20,15 @@ def stopped_machine(setup: MachineSetup) -> StreamRecipe:
     """A stopped machine (no guest, no devices) with a cell's machine type and options: what a
     build sends for that machine, to compare builds by."""
     return StreamRecipe(machine=setup.machine, properties=setup.properties, cpu=setup.cpu,
-                        memory_mb=setup.memory_mb)
+                        memory_mb=setup.memory_mb, smp=setup.smp, maxcpus=setup.maxcpus)
 
 
 def golden_stream(build: Build, setup: MachineSetup, rundir: Path) -> Path:
     """The golden guest on ``build`` with a cell's machine, options and devices, copied into
     the cell's run directory, where every sandbox sees it."""
     recipe = StreamRecipe(machine=setup.machine, properties=setup.properties, cpu=setup.cpu,
-                          memory_mb=setup.memory_mb, devices=setup.devices, guest=golden_boot())
+                          memory_mb=setup.memory_mb, smp=setup.smp, maxcpus=setup.maxcpus,
+                          devices=setup.devices, guest=golden_boot())
     copy = rundir / f"golden-{build.name}.bin"
     shutil.copyfile(record_stream(build, recipe).path, copy)
     return copy
@@ -45,6 +46,7 @@ def save_stream(matrix: Matrix, build_name: str, machine_name: str, out: Path, r
         raise ConfigError("command line", "MACHINE", f"{build_name} has no machine type {machine_name}")
     props, _ = common_properties(machine, machine, accel="tcg", firmware=matrix.guest.firmware, extra={})
     recipe = StreamRecipe(machine.name, props, cpu=matrix.guest.cpu, memory_mb=matrix.guest.memory_mb,
+                          smp=matrix.guest.smp, maxcpus=matrix.guest.maxcpus,
                           devices=matrix.guest.devices, guest=golden_boot() if running else None)
     shutil.copyfile(record_stream(build, recipe).path, out)
     return out

@@ -55,7 +55,7 @@ def standin_matrix(pair: NamespacePair, scenarios: list[str], machines: list[str
 def serve(out: Path, suite: str) -> None:
     """Bring the stand-ins up, write their matrix to ``out``, and keep them until a signal."""
     with NamespacePair(ensure_suite_root(suite)) as pair:
-        data = standin_matrix(pair, ["baseline", "pingpong", "linkloss"],
+        data = standin_matrix(pair, ["baseline-idle", "pingpong", "linkloss"],
                               ["pseries-7.2", "latest-common"])
         out.write_text("# stand-in lab hosts (namespace hosts sharing nothing with the harness, "
                        f"accel tcg, QEMU of Debian {suite}); gone when `goldmig standin` stops\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.cell import CellRecord, keeps_stream, run_cell
+from harness.checks import Observations
 from harness.matrix.load import load_matrix
 from harness.paths import REPO_ROOT
 
@@ -33,16 +34,21 @@ def _our_namespaces() -> list[str]:
 
 
 def test_baseline_cell_passes_every_check_and_keeps_evidence(tmp_path: Path) -> None:
-    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline", hosts="local")
+    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle", hosts="local")
 
     assert record.checks and all(c.ok for c in record.checks)
     obs = record.observations
-    assert obs is not None
+    assert isinstance(obs, Observations)
     (migration,) = record.migrations
     assert migration.figures.status == "completed" and migration.figures.transferred_bytes > 0
     assert obs.downtime_ms == migration.figures.downtime_ms
-    assert obs.timebase.max_back == 0 and obs.timebase.samples > 1000
+    assert [c.cpu for c in obs.timebase.cpus] == [0, 1]
+    assert all(c.max_back == 0 and c.samples > 1000 for c in obs.timebase.cpus)
+    assert [g.cpu for g in obs.tick_gaps] == [0, 1] and all(g.first_after for g in obs.tick_gaps)
+    assert len(obs.ipi.pairs) == 2 and all(p.ticks > 0 for p in obs.ipi.pairs)
     assert obs.probe_before.intc == obs.probe_after.intc == "XIVE"
+    assert obs.probe_after.cpus_online == "0-1"
+    assert record.parameters["CPUs"] == "2 (maxcpus 2)"
     assert record.parameters["firmware"] == "vof"
     assert "QEMU 10.0." in record.parameters["destination build"]
     kept = {p.name for p in (tmp_path / "evidence").iterdir()}
@@ -62,7 +68,7 @@ def test_stream_retention_policy(policy: str, passed: bool, kept: bool) -> None:
 
 
 def test_cell_on_namespace_hosts_crosses_the_veth_and_leaves_nothing(tmp_path: Path) -> None:
-    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline", hosts="netns", keep_streams="all")
+    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle", hosts="netns", keep_streams="all")
 
     assert all(c.ok for c in record.checks)
     evidence = tmp_path / "evidence"

@@ -51,7 +51,7 @@ def _matrix(tmp_path: Path, builds: dict[str, object], machine: str = "pseries-7
     names = list(builds)
     data = {
         "builds": builds,
-        "groups": [{"name": "g", "builds": names, "machines": [machine], "scenarios": ["baseline"]}],
+        "groups": [{"name": "g", "builds": names, "machines": [machine], "scenarios": ["baseline-idle"]}],
         "selections": {"all": ["*"]},
         "default_selection": "all",
         **extra,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 
 import pytest
@@ -31,12 +32,14 @@ class TestShippedMatrix:
     def test_default_selection_covers_every_direction(self) -> None:
         matrix = load_matrix(SHIPPED)
         ids = [c.id for c in matrix.select(matrix.default_selection)]
-        assert len(ids) == 3 * 3 * 4 + 3 * 3 + 2 * 2 + 2 * 2 + 3 * 3 == len(set(ids))
+        assert len(ids) == 3 * 3 * 4 + 3 * 3 * 2 + 3 * 3 + 2 * 2 + 2 * 2 + 3 * 3 == len(set(ids))
         assert {
-            "qemu-7.2>qemu-7.2/pseries-7.2/baseline",
-            "qemu-7.2>qemu-10.0/pseries-7.2/baseline",
-            "qemu-10.0>qemu-7.2/pseries-7.2/baseline",
-            "qemu-10.0>qemu-10.0/pseries-7.2/baseline",
+            "qemu-7.2>qemu-7.2/pseries-7.2/baseline-idle",
+            "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle",
+            "qemu-10.0>qemu-7.2/pseries-7.2/baseline-idle",
+            "qemu-10.0>qemu-10.0/pseries-7.2/baseline-idle",
+            "qemu-5.2>qemu-10.0/latest-common/baseline-busy",
+            "qemu-7.2>qemu-5.2/latest-common/baseline-timer",
         } <= set(ids)
 
     def test_every_known_failure_covers_a_cell(self) -> None:
@@ -72,7 +75,37 @@ class TestBadInput:
         data = _shipped()
         data["groups"][0]["scenarios"] = ["basline"]  # type: ignore[index]
         with pytest.raises(ConfigError,
-                           match=r"scenarios\[0\]: 'basline' is not defined; did you mean 'baseline'"):
+                           match=r"scenarios\[0\]: 'basline' is not a scenario or scenario-variant; "
+                                 r"did you mean 'baseline'"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_a_scenario_name_means_all_its_variants(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["groups"] = [{"name": "g", "builds": ["qemu-7.2"], "machines": ["pseries-7.2"],
+                           "scenarios": ["baseline", "baseline-idle", "pingpong"]}]
+        ids = [c.id for c in load_matrix(_write(tmp_path, data)).cells()]
+        assert ids == ["qemu-7.2>qemu-7.2/pseries-7.2/baseline-idle", "qemu-7.2>qemu-7.2/pseries-7.2/baseline-busy",
+                       "qemu-7.2>qemu-7.2/pseries-7.2/baseline-timer", "qemu-7.2>qemu-7.2/pseries-7.2/pingpong"]
+
+    def test_unknown_variant_suggests_one(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["groups"][0]["scenarios"] = ["baseline-idel"]  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"'baseline-idel' is not a scenario or scenario-variant; "
+                                              r"did you mean 'baseline-idle'"):
+            load_matrix(_write(tmp_path, data))
+
+    @pytest.mark.parametrize(("key", "value", "message"), [
+        ("memory_mb", -1, "guest.memory_mb: -1 is out of range: guest RAM in MiB, from 256 to 8192"),
+        ("memory_mb", 10_000_000, "guest.memory_mb: 10000000 is out of range"),
+        ("smp", 0, "guest.smp: 0 is out of range: virtual CPUs at boot, from 1 to 16"),
+        ("maxcpus", 1, "guest.maxcpus: 1 is less than smp (2)"),
+    ])
+    def test_impossible_guest_values_name_the_key_and_the_range(
+        self, tmp_path: Path, key: str, value: int, message: str
+    ) -> None:
+        data = _shipped()
+        data["guest"][key] = value  # type: ignore[index]
+        with pytest.raises(ConfigError, match=re.escape(message)):
             load_matrix(_write(tmp_path, data))
 
     def test_bad_machine_name(self, tmp_path: Path) -> None:

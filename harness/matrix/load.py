@@ -12,7 +12,15 @@ import yaml
 
 from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild, PathBuild
 from harness.errors import ConfigError
-from harness.matrix.model import Group, GuestSettings, KnownFailure, LabHost, Matrix, Timeouts
+from harness.matrix.model import (
+    Group,
+    GuestSettings,
+    KnownFailure,
+    LabHost,
+    Matrix,
+    ScenarioRef,
+    Timeouts,
+)
 from harness.scenarios import SCENARIOS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -187,11 +195,28 @@ def _groups(top: _Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
             if not _MACHINE.match(machine) and machine != "latest-common":
                 raise g.error(f"machines[{j}]", f"{machine!r} is not a pseries machine type "
                               "(pseries-X.Y, pseries, or latest-common)")
-        groups.append(Group(g.get("name", str, required=True), g.names("builds", builds),
-                            machines, g.names("scenarios", tuple(SCENARIOS))))
+        refs = tuple(ref for j, name in enumerate(g.names("scenarios"))
+                     for ref in _scenario_refs(g, f"scenarios[{j}]", name))
+        groups.append(Group(g.get("name", str, required=True), g.names("builds", builds), machines,
+                            tuple(dict.fromkeys(refs))))
     if not groups:
         raise top.error("groups", "must list at least one group")
     return tuple(groups)
+
+
+def _scenario_refs(g: _Reader, key: str, name: str) -> tuple[ScenarioRef, ...]:
+    """``scenario`` (all its variants) or ``scenario-variant`` (that one)."""
+    scenario, _, variant = name.partition("-")
+    declared = SCENARIOS.get(scenario)
+    names = {v.name for v in declared.variants} if declared else set()
+    if declared is None or (variant and variant not in names):
+        every = [*SCENARIOS, *(ScenarioRef(s.name, v.name).name for s in SCENARIOS.values()
+                               for v in s.variants if v.name)]
+        close = difflib.get_close_matches(name, every, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(every)}"
+        raise g.error(key, f"{name!r} is not a scenario or scenario-variant; {hint}")
+    chosen = [variant] if variant else [v.name for v in declared.variants]
+    return tuple(ScenarioRef(scenario, v) for v in chosen)
 
 
 def _selections(r: _Reader) -> dict[str, tuple[str, ...]]:
@@ -203,21 +228,38 @@ def _selections(r: _Reader) -> dict[str, tuple[str, ...]]:
     return selections
 
 
+# What a cell can start here: two guests per cell, cells in parallel, under TCG.
+MEMORY_MB = (256, 8192)
+SMP = (1, 16)
+MAXCPUS = (1, 64)
+
+
 def _guest(r: _Reader) -> GuestSettings:
     r.only("cpu", "memory_mb", "smp", "maxcpus", "firmware", "devices")
     default = GuestSettings()
     firmware = r.get("firmware", str, default.firmware)
     if firmware not in FIRMWARES:
         raise r.error("firmware", f"{firmware!r} is not one of {', '.join(FIRMWARES)}")
-    smp = r.get("smp", int, default.smp)
+    smp = _in_range(r, "smp", default.smp, SMP, "virtual CPUs at boot")
+    maxcpus = _in_range(r, "maxcpus", smp, MAXCPUS, "the most CPUs hotplug may reach")
+    if maxcpus < smp:
+        raise r.error("maxcpus", f"{maxcpus} is less than smp ({smp}); maxcpus is the most CPUs "
+                      "the guest may have, at least smp")
     return GuestSettings(
         cpu=r.get("cpu", str, default.cpu),
-        memory_mb=r.get("memory_mb", int, default.memory_mb),
+        memory_mb=_in_range(r, "memory_mb", default.memory_mb, MEMORY_MB, "guest RAM in MiB"),
         smp=smp,
-        maxcpus=r.get("maxcpus", int, max(smp, default.maxcpus)),
+        maxcpus=maxcpus,
         firmware=firmware,
         devices=tuple(r.get("devices", list, list(default.devices))),
     )
+
+
+def _in_range(r: _Reader, key: str, default: int, bounds: tuple[int, int], what: str) -> int:
+    value: int = r.get(key, int, default)
+    if not bounds[0] <= value <= bounds[1]:
+        raise r.error(key, f"{value} is out of range: {what}, from {bounds[0]} to {bounds[1]}")
+    return value
 
 
 def _timeouts(r: _Reader) -> Timeouts:

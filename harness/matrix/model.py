@@ -20,20 +20,33 @@ class Timeouts:
 class GuestSettings:
     cpu: str = "POWER9"
     memory_mb: int = 512
-    smp: int = 1
-    maxcpus: int = 1
+    smp: int = 2
+    maxcpus: int = 2
     firmware: str = "auto"
     devices: tuple[str, ...] = ("virtio-rng-pci",)
 
 
 @dataclass(frozen=True)
+class ScenarioRef:
+    """One variant of one scenario (variant "" for a scenario without variants)."""
+
+    scenario: str
+    variant: str = ""
+
+    @property
+    def name(self) -> str:
+        """As in cell ids: ``scenario`` or ``scenario-variant``."""
+        return f"{self.scenario}-{self.variant}" if self.variant else self.scenario
+
+
+@dataclass(frozen=True)
 class Group:
-    """Every ordered pair of ``builds`` (same-build pairs too) x machines x scenarios."""
+    """Every ordered pair of ``builds`` (same-build pairs too) x machines x scenario variants."""
 
     name: str
     builds: tuple[str, ...]
     machines: tuple[str, ...]
-    scenarios: tuple[str, ...]
+    scenarios: tuple[ScenarioRef, ...]
 
 
 @dataclass(frozen=True)
@@ -75,10 +88,12 @@ class Cell:
     dst: str
     machine: str
     scenario: str
+    variant: str = ""
 
     @property
     def id(self) -> str:
-        return f"{self.src}>{self.dst}/{self.machine}/{self.scenario}"
+        """``source>destination/machine/scenario[-variant]``: short and stable."""
+        return f"{self.src}>{self.dst}/{self.machine}/{ScenarioRef(self.scenario, self.variant).name}"
 
 
 @dataclass(frozen=True)
@@ -109,8 +124,8 @@ class Matrix:
             for src in group.builds:
                 for dst in group.builds:
                     for machine in group.machines:
-                        for scenario in group.scenarios:
-                            cell = Cell(src, dst, machine, scenario)
+                        for ref in group.scenarios:
+                            cell = Cell(src, dst, machine, ref.scenario, ref.variant)
                             seen.setdefault(cell.id, cell)
         return list(seen.values())
 

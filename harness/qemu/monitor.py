@@ -17,17 +17,7 @@ from typing import Any
 from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, StateError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from harness.errors import GoldmigError, HarnessError
-
-
-class QmpCommandError(GoldmigError):
-    """QEMU answered a QMP command with an error; carries command, arguments and reply."""
-
-    def __init__(self, monitor: str, command: str, args: dict[str, Any], error: str) -> None:
-        self.command = command
-        self.arguments = args
-        self.error = error
-        super().__init__(f"{monitor}: QMP {command} {json.dumps(args)} failed: {error}")
+from harness.errors import HarnessError, QemuUnresponsive, QmpCommandError
 
 
 class Monitor:
@@ -82,11 +72,14 @@ class Monitor:
         try:
             result = qmp.cmd(command, **args)
         except ExecuteError as exc:
-            self._log("<-", {"error": exc.error.error.desc})
-            raise QmpCommandError(self.name, command, args, exc.error.error.desc) from exc
+            error = exc.error.error
+            self._log("<-", {"error": {"class": error.class_, "desc": error.desc}})
+            raise QmpCommandError(self.name, command, args, error.class_, error.desc) from exc
         except TimeoutError as exc:
             self._log("<-", {"timeout": timeout})
-            raise HarnessError(f"{self.name}: QMP {command} got no answer in {timeout}s") from exc
+            raise QemuUnresponsive(
+                f"{self.name}: QEMU did not answer QMP {command} {json.dumps(args)} within "
+                f"{timeout}s (the process is alive but its monitor hangs)") from exc
         except (ExecInterruptedError, StateError, ConnectionError, EOFError) as exc:
             self._log("<-", {"disconnected": str(exc)})
             raise (self._on_lost() or HarnessError(

@@ -40,20 +40,31 @@ CATEGORIES = [
     {"name": "Migration failed in QEMU", "matchedStatuses": ["failed"],
      "traceRegex": ".*(MigrationFailed|MigrationTimeout|QemuCrashed).*"},
     {"name": "Guest unresponsive", "matchedStatuses": ["failed"], "traceRegex": ".*GuestUnresponsive.*"},
+    {"name": "QEMU refused a command or stopped answering", "matchedStatuses": ["failed"],
+     "traceRegex": ".*(QmpCommandError|QemuUnresponsive).*"},
     {"name": "Harness errors (our bug or environment)", "matchedStatuses": ["broken"]},
 ]
 
 
-def label_cell(record: CellRecord) -> None:
-    """Title, feature, story and parameters: set first, so even a broken cell is findable."""
+def label_cell(record: CellRecord, repeat: int) -> None:
+    """Title, feature, story and parameters: set first, so even a broken cell is findable.
+
+    Repeated runs of a cell share its title and differ only in the excluded
+    ``attempt`` parameter, so Allure shows them as retries of one test.
+    """
     cell = record.cell
     allure.dynamic.title(cell.id)
     allure.dynamic.feature(cell.scenario)
-    allure.dynamic.story(cell.machine)
+    allure.dynamic.story(cell.variant or cell.machine)
+    allure.dynamic.parameter("cell", cell.id)  # the pytest parameter, shown by id, not repr
+    if repeat > 1:
+        allure.dynamic.parameter("attempt", f"{record.attempt}/{repeat}", excluded=True)
     allure.dynamic.parameter("source", cell.src)
     allure.dynamic.parameter("destination", cell.dst)
     allure.dynamic.parameter("machine type", cell.machine)
     allure.dynamic.parameter("scenario", cell.scenario)
+    if cell.variant:
+        allure.dynamic.parameter("variant", cell.variant)
 
 
 def attach_cell(record: CellRecord) -> None:
@@ -77,6 +88,18 @@ def attach_cell(record: CellRecord) -> None:
     if record.checks:
         _attach_json("checks", record.checks)
     _attach_json("phase times (s)", {k: round(v, 3) for k, v in record.phases.items()})
+
+
+def mark_flaky(results: Path, cells: set[str]) -> None:
+    """Flag every result of a cell whose outcome changed between runs as flaky (Allure's own
+    flag, shown on the result and counted in the overview)."""
+    if not cells:
+        return
+    for path in results.glob("*-result.json"):
+        data = json.loads(path.read_text())
+        if data.get("name") in cells:
+            data.setdefault("statusDetails", {})["flaky"] = True
+            path.write_text(json.dumps(data))
 
 
 def write_environment(results: Path, entries: Mapping[str, str]) -> None:

@@ -1,4 +1,9 @@
-"""The one-screen summary of a run, and cells.json for the benchmark and CI."""
+"""The one-screen summary of a run, and cells.json for the benchmark and CI.
+
+With ``--repeat`` a cell runs several times: the summary gives one line per
+cell with how many runs passed, and a cell whose outcome changed between runs
+is *flaky*.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-OUTCOMES = ("passed", "failed", "known", "fixed", "broken", "skipped")
-_LABEL = {"passed": "PASS", "failed": "FAIL", "known": "KNOWN", "fixed": "FIXED?",
+OUTCOMES = ("passed", "failed", "flaky", "known", "fixed", "broken", "skipped")
+_LABEL = {"passed": "PASS", "failed": "FAIL", "flaky": "FLAKY", "known": "KNOWN", "fixed": "FIXED?",
           "broken": "BROKEN", "skipped": "SKIP"}
 
 
@@ -20,20 +25,60 @@ class CellOutcome:
     phases: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CellRuns:
+    """Every run of one cell, in order."""
+
+    cell: str
+    runs: tuple[CellOutcome, ...]
+
+    @property
+    def outcome(self) -> str:
+        outcomes = {r.outcome for r in self.runs}
+        return outcomes.pop() if len(outcomes) == 1 else "flaky"
+
+    @property
+    def passed(self) -> int:
+        return sum(r.outcome == "passed" for r in self.runs)
+
+    def line(self, width: int) -> str:
+        totals = [r.phases["total"] for r in self.runs if "total" in r.phases]
+        time = f"{sorted(totals)[len(totals) // 2]:6.1f}s" if totals else "      -"
+        count = f"  {self.passed}/{len(self.runs)} passed" if len(self.runs) > 1 else ""
+        if self.outcome == "flaky":
+            seen = Counter(r.outcome for r in self.runs)
+            count += " (" + ", ".join(f"{n} {o}" for o, n in seen.most_common()) + ")"
+        reasons = [r.reason for r in self.runs if r.reason and r.outcome != "passed"]
+        reason = f"  {reasons[0].splitlines()[0][:100]}" if reasons else ""
+        return f"  {_LABEL[self.outcome]:6} {self.cell:{width}} {time}{count}{reason}"
+
+
+def by_cell(outcomes: list[CellOutcome]) -> list[CellRuns]:
+    """Runs grouped per cell, in first-seen order."""
+    grouped: dict[str, list[CellOutcome]] = {}
+    for o in outcomes:
+        grouped.setdefault(o.cell, []).append(o)
+    return [CellRuns(cell, tuple(runs)) for cell, runs in grouped.items()]
+
+
+def flaky_cells(outcomes: list[CellOutcome]) -> set[str]:
+    return {c.cell for c in by_cell(outcomes) if c.outcome == "flaky"}
+
+
 def summary_lines(outcomes: list[CellOutcome]) -> list[str]:
-    counts = Counter(o.outcome for o in outcomes)
+    cells = by_cell(outcomes)
+    counts = Counter(c.outcome for c in cells)
     head = ", ".join(f"{counts.get(k, 0)} {k}" for k in OUTCOMES)
-    lines = [f"goldmig: {len(outcomes)} cells: {head}"]
-    width = max((len(o.cell) for o in outcomes), default=10)
-    for o in sorted(outcomes, key=lambda o: (OUTCOMES.index(o.outcome), o.cell)):
-        total = o.phases.get("total")
-        time = f"{total:6.1f}s" if total is not None else "      -"
-        reason = f"  {o.reason.splitlines()[0][:100]}" if o.reason else ""
-        lines.append(f"  {_LABEL[o.outcome]:6} {o.cell:{width}} {time}{reason}")
-    lines.append("  (known = declared in matrix.yaml known_failures; FIXED? = a known failure "
-                 "that now passes: review and remove its entry)" if counts.get("fixed") or
-                 counts.get("known") else "")
-    return [line for line in lines if line]
+    runs = f" ({len(outcomes)} runs)" if len(outcomes) > len(cells) else ""
+    lines = [f"goldmig: {len(cells)} cells{runs}: {head}"]
+    width = max((len(c.cell) for c in cells), default=10)
+    for c in sorted(cells, key=lambda c: (OUTCOMES.index(c.outcome), c.cell)):
+        lines.append(c.line(width))
+    if counts.get("fixed") or counts.get("known") or counts.get("flaky"):
+        lines.append("  (known = declared in matrix.yaml known_failures; FIXED? = a known failure "
+                     "that now passes: review and remove its entry; FLAKY = the outcome changed "
+                     "between runs)")
+    return lines
 
 
 def write_cells_json(path: Path, outcomes: list[CellOutcome]) -> None:

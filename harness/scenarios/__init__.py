@@ -1,29 +1,34 @@
-"""Scenarios, one module each. A scenario drives a started QEMU pair and returns what it saw,
-which knows the invariants that must hold for that scenario."""
+"""Scenarios, one module each: a module declares ``SCENARIO`` (see :mod:`.declare`).
+
+Adding a scenario is adding a module here (and naming it in matrix.yaml):
+this package finds every module that declares one, here or in a
+``harness/scenarios/`` directory elsewhere on the Python path (a lab's own
+scenarios, kept outside this repository). Scenario modules import
+only declarations, checks and the guest protocol at the top, so the matrix
+can be validated without loading anything that drives QEMU.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+import importlib
+import pkgutil
+from typing import Any
 
-from harness.checks import CheckResult
-from harness.scenarios import baseline, goldenload, linkloss, pingpong, vmstate
-from harness.scenarios.context import ScenarioContext
+from harness.scenarios.declare import Scenario
 
-
-class ScenarioResult(Protocol):
-    def checks(self, tb_slack_ms: int) -> list[CheckResult]: ...
+__path__ = pkgutil.extend_path(__path__, __name__)
 
 
-Scenario = Callable[[ScenarioContext], ScenarioResult]
+def _discover() -> dict[str, Scenario[Any]]:
+    found: dict[str, Scenario[Any]] = {}
+    for module in pkgutil.iter_modules(__path__):
+        declared = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SCENARIO", None)
+        if isinstance(declared, Scenario):
+            if declared.name in found:
+                raise ValueError(f"two modules declare scenario {declared.name!r}")
+            found[declared.name] = declared
+    return dict(sorted(found.items()))
 
-SCENARIOS: dict[str, Scenario] = {
-    "baseline": baseline.run,
-    "pingpong": pingpong.run,
-    "linkloss": linkloss.run,
-    "goldenload": goldenload.run,
-    "vmstate": vmstate.run,
-}
 
-NEEDS_LOCAL_BUILDS = frozenset({"goldenload", "vmstate"})
-"""Scenarios that record reference streams or vmstate dumps with the builds on this machine."""
+SCENARIOS: dict[str, Scenario[Any]] = _discover()
+"""Every declared scenario by name."""

@@ -2,9 +2,10 @@
 
 The stream (the golden guest running on the source build, saved once with the
 cell's machine type and options, cached) goes in with ``-incoming`` from the
-file, as a restore would; the live source QEMU stays paused and unused. The
-guest must run on the destination, keep a monotonic timebase, and keep the
-interrupt controller it negotiated (the CAS vector in the stream).
+file, as a restore would; no live source runs. The guest must run on the
+destination with every CPU ticking and making progress, keep a monotonic
+timebase, and keep the interrupt controller it negotiated (the CAS vector in
+the stream).
 
 The stream's spapr ``guest_timebase`` is not compared with the guest's mftb:
 under TCG QEMU computes it from the host's tick counter plus the TCG offset,
@@ -13,15 +14,20 @@ so it is not the guest's timebase.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult
+from harness.checks import CheckResult, Limits
 from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, Probe, TbStats, Tick
-from harness.migration.run import wait_destination_running
-from harness.save import golden_stream
-from harness.scenarios.context import ScenarioContext
+from harness.scenarios.declare import Needs, Scenario, single
+from harness.scenarios.steps import LATE_MARGIN_S
 from harness.stream import summarise
+
+if TYPE_CHECKING:
+    from harness.context import ScenarioContext
+    from harness.scenarios.declare import Variant
 
 
 @dataclass(frozen=True)
@@ -29,21 +35,24 @@ class GoldenLoadObservations:
     stream: str
     stream_intc: str | None
     destination_status: str
-    busy: Busy
-    tick: Tick
+    ticks: dict[int, int | None]
+    """Per CPU: the first tick number after the load (None: none came)."""
+    busy: dict[int, int | None]
     probe: Probe
     timebase: TbStats
 
-    def checks(self, tb_slack_ms: int) -> list[CheckResult]:
+    def checks(self, limits: Limits) -> list[CheckResult]:
+        backwards = {c.cpu: c.max_back for c in self.timebase.cpus if c.max_back}
         return [
             CheckResult("destination is running", self.destination_status == "running", "running",
                         self.destination_status, "query-status on destination after loading the stream"),
-            CheckResult("CPU progress (busy heartbeat)", self.busy.n > 0, "> 0", self.busy.n,
-                        "first busy beat on the destination"),
-            CheckResult("timer interrupts (tick heartbeat)", self.tick.n > 0, "> 0", self.tick.n,
-                        "first tick on the destination"),
-            CheckResult("timebase never goes backwards", self.timebase.max_back == 0, 0,
-                        self.timebase.max_back, "watcher since the guest booted on the source build"),
+            CheckResult("timer interrupts on every CPU", bool(self.ticks) and None not in self.ticks.values(),
+                        "a tick per CPU", self.ticks, "first tick per CPU on the destination, waited for on schedule: one tick period plus the "
+                        "slack after the load, plus a second"),
+            CheckResult("CPU progress on every CPU", bool(self.busy) and None not in self.busy.values(),
+                        "a busy beat per CPU", self.busy, "first busy beat per CPU on the destination"),
+            CheckResult("timebase never goes backwards", not backwards, 0, backwards or 0,
+                        "per-CPU watcher on the destination"),
             CheckResult("interrupt controller as negotiated in the stream",
                         self.stream_intc is not None and self.probe.intc == self.stream_intc,
                         self.stream_intc, self.probe.intc,
@@ -51,25 +60,48 @@ class GoldenLoadObservations:
         ]
 
 
-def run(ctx: ScenarioContext) -> GoldenLoadObservations:
+def run(ctx: ScenarioContext, variant: Variant[None]) -> GoldenLoadObservations:
+    from harness.save import golden_stream  # records with a local build: runtime only
+
     with ctx.phase("provision"):
         stream = golden_stream(ctx.builds[0], ctx.setup, ctx.rundir)
-        summary = summarise(stream).as_dict()
-    spapr = summary.get("spapr") or {}
+        spapr = summarise(stream).as_dict().get("spapr") or {}
+    dst = ctx.start("dst")
     with ctx.phase("migrate"):
-        ctx.dst.monitor.cmd("migrate-incoming", uri=f"exec:cat {stream}")
-        wait_destination_running(ctx.dst, ctx.timeouts.migrate_s)
+        ctx.load_stream(dst, stream)
         stream.unlink()  # a copy; the cache keeps the original
-    destination = Agent(ctx.dst.console)
+    destination = Agent(dst.console)
     with ctx.phase("check"):
-        busy = destination.beat_after(Busy, 0, ctx.timeouts.beat_s)
-        tick = destination.beat_after(Tick, 0, ctx.timeouts.beat_s)
+        # The agent announced its CPUs on the saving QEMU's console, not this one.
+        cpus = range(ctx.setup.smp)
+        # On schedule: a tick on every CPU within one period plus the slack of the load.
+        deadline = time.monotonic() + ctx.limits.gap_bound_ms(0) / 1000 + LATE_MARGIN_S
+        ticks = {}
+        for cpu in cpus:
+            tick = destination.console.wait_for(Tick, lambda t, c=cpu: t.cpu == c,  # type: ignore[misc]
+                                                max(0.0, deadline - time.monotonic()))
+            ticks[cpu] = tick.n if tick else None
+        destination.set_load("busy")
+        busy = {}
+        for cpu in cpus:
+            beat = destination.console.wait_for(Busy, lambda b, c=cpu: b.cpu == c,  # type: ignore[misc]
+                                                ctx.timeouts.beat_s)
+            busy[cpu] = beat.n if beat else None
         return GoldenLoadObservations(
             stream=stream.name,
             stream_intc=(spapr.get("cas") or {}).get("interrupt_controller"),
-            destination_status=ctx.dst.monitor.cmd("query-status")["status"],
+            destination_status=dst.monitor.cmd("query-status")["status"],
+            ticks=ticks,
             busy=busy,
-            tick=tick,
             probe=destination.probe(),
             timebase=destination.tbstats(),
         )
+
+
+SCENARIO = Scenario(
+    name="goldenload",
+    description="a stored golden stream of the source build loaded into the destination build",
+    run=run,
+    variants=single(),
+    needs=Needs(local_builds=True),
+)

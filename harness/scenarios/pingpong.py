@@ -1,16 +1,35 @@
-"""pingpong: migrate source to destination and back to a fresh QEMU of the source's build."""
+"""pingpong: migrate source to destination and back to a fresh QEMU of the source's build.
+
+The way back is where a build that can send what it cannot load (or load what
+it cannot send) shows; every CPU's ticks are checked on schedule after each hop.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from harness.checks import Observations
-from harness.scenarios.context import ScenarioContext
+from harness.scenarios.declare import Scenario, single
 from harness.scenarios.steps import boot, hop, observe
 
+if TYPE_CHECKING:
+    from harness.context import ScenarioContext
+    from harness.scenarios.declare import Variant
 
-def run(ctx: ScenarioContext) -> Observations:
-    before = boot(ctx)
-    there = hop(ctx, ctx.src, ctx.dst, before)
-    back = ctx.start_return()
-    home = hop(ctx, ctx.dst, back, before)
-    # Each hop stops the guest once; the watcher's largest gap is one of them.
-    return observe(ctx, ctx.dst, back, before, max(there.downtime_ms, home.downtime_ms))
+
+def run(ctx: ScenarioContext, variant: Variant[None]) -> Observations:
+    src = ctx.start("src")
+    dst = ctx.start("dst")
+    before = boot(ctx, src)
+    there = hop(ctx, src, dst, before)
+    back = ctx.start("back")
+    home = hop(ctx, dst, back, before)
+    return observe(ctx, dst, back, before, [there, home])
+
+
+SCENARIO = Scenario(
+    name="pingpong",
+    description="source to destination and back to a fresh QEMU of the source's build",
+    run=run,
+    variants=single(),
+)

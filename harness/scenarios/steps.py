@@ -1,15 +1,29 @@
-"""Steps scenarios are made of: boot and observe, one migration hop, observe afterwards."""
+"""Steps scenarios are made of: boot and settle the guest, one migration hop, observe afterwards.
+
+Timer interrupts are checked on schedule, not eventually: right after each
+hop the harness waits, without sending the guest anything (console input is
+an interrupt that can wake a stalled CPU and hide the stall), for every CPU's
+next tick, and gives up a second after the bound. A CPU whose tick does not
+come fails the cell there and then.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from harness.checks import Observations
-from harness.guest.agent import Agent
+from harness.checks import Limits, Observations, Progress, TickGap, require_all, ticks_on_schedule
+from harness.guest.agent import Agent, LoadMode
 from harness.guest.protocol import Busy, Probe, Tick
-from harness.migration.run import MigrationFigures, migrate, stream_path
-from harness.qemu.process import QemuProcess
-from harness.scenarios.context import ScenarioContext
+
+if TYPE_CHECKING:
+    from harness.context import ScenarioContext
+    from harness.migration.run import MigrationFigures
+    from harness.qemu.process import QemuProcess
+
+LATE_MARGIN_S = 1.0
+"""How long past the tick-gap bound the harness keeps waiting before it calls a CPU stalled."""
 
 
 @dataclass(frozen=True)
@@ -17,56 +31,98 @@ class Before:
     """The guest as seen on the source just before the first migration."""
 
     probe: Probe
-    busy: Busy
-    tick: Tick
+    load: LoadMode
+    cpus: tuple[int, ...]
 
 
-def boot(ctx: ScenarioContext) -> Before:
-    """Run the paused source, wait for the agent and both heartbeats, probe, reset the watcher."""
-    source = Agent(ctx.src.console)
+@dataclass(frozen=True)
+class Hop:
+    """One migration and every CPU's ticks across it."""
+
+    figures: MigrationFigures
+    gaps: tuple[TickGap, ...]
+
+
+def boot(ctx: ScenarioContext, src: QemuProcess, load: LoadMode = "idle") -> Before:
+    """Run the paused source until every CPU ticks, put the guest in ``load``, probe, reset the
+    watchers."""
+    agent = Agent(src.console)
     with ctx.phase("boot"):
-        ctx.src.monitor.cmd("cont")
-        source.hello(ctx.timeouts.boot_s)
-        source.beat_after(Busy, 0, ctx.timeouts.beat_s)
-        source.beat_after(Tick, 0, ctx.timeouts.beat_s)
+        src.monitor.cmd("cont")
+        agent.hello(ctx.timeouts.boot_s)
+        cpus = agent.online_cpus(ctx.timeouts.beat_s)
+        for cpu in cpus:
+            agent.beat_after(Tick, 0, ctx.timeouts.beat_s, cpu=cpu)
     with ctx.phase("check"):
-        probe = source.probe()
-        source.tbreset()
-        busy, tick = source.latest(Busy), source.latest(Tick)
-        assert busy is not None and tick is not None
-        return Before(probe, busy, tick)
+        agent.set_load(load)
+        if load == "busy":
+            for cpu in cpus:
+                agent.beat_after(Busy, 0, ctx.timeouts.beat_s, cpu=cpu)
+        probe = agent.probe()
+        agent.tbreset()
+    return Before(probe, load, cpus)
 
 
-def hop(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before) -> MigrationFigures:
-    """Migrate ``src`` to ``dst`` and wait until the guest beats there again."""
-    with ctx.phase("migrate"):
-        record = stream_path(ctx.rundir, src, dst) if ctx.record_stream else None
-        result = migrate(src, dst, ctx.transport_to(dst), timeout=ctx.timeouts.migrate_s,
-                         record=record)
-    ctx.migrations.append(result)
-    destination = Agent(dst.console)
+def hop(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before) -> Hop:
+    """Migrate ``src`` to ``dst``, then wait for every CPU's next tick on ``dst``; a CPU whose
+    tick is late past the bound fails the cell now (CheckFailed), with every CPU's gap."""
+    result = ctx.migrate(src, dst)
     with ctx.phase("check"):
-        destination.beat_after(Busy, before.busy.n, ctx.timeouts.beat_s)
-        destination.beat_after(Tick, before.tick.n, ctx.timeouts.beat_s)
-    return result.figures
+        gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus,
+                         ctx.limits, result.figures.downtime_ms)
+    if any(g.first_after is None for g in gaps):
+        require_all([ticks_on_schedule(gaps, result.figures.downtime_ms, before.probe.tb_freq,
+                                       ctx.limits)])
+    return Hop(result.figures, gaps)
+
+
+def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: Limits,
+              downtime_ms: int) -> tuple[TickGap, ...]:
+    """Each CPU's last tick on the source and first on the destination, waiting at most the
+    gap bound plus :data:`LATE_MARGIN_S` from now (the destination has just resumed)."""
+    resumed = time.monotonic()
+    deadline = resumed + limits.gap_bound_ms(downtime_ms) / 1000 + LATE_MARGIN_S
+    gaps = []
+    for cpu in cpus:
+        last = source.latest(Tick, cpu=cpu)
+        if last is None:
+            raise AssertionError(f"CPU {cpu} never ticked on the source")  # boot() waited for it
+        first = destination.console.wait_for(
+            Tick, lambda t, c=cpu, n=last.n: t.cpu == c and t.n > n,  # type: ignore[misc]
+            max(0.0, deadline - time.monotonic()))
+        waited = (time.monotonic() - resumed) * 1000
+        gaps.append(TickGap(cpu, last, first, round(waited)))
+    return tuple(gaps)
 
 
 def observe(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before,
-            downtime_ms: int) -> Observations:
+            hops: list[Hop]) -> Observations:
     """What the guest saw, read on ``dst`` after the last hop from ``src``."""
-    destination = Agent(dst.console)
+    source, destination = Agent(src.console), Agent(dst.console)
     with ctx.phase("check"):
-        busy_after = destination.beat_after(Busy, before.busy.n, ctx.timeouts.beat_s)
-        tick_after = destination.beat_after(Tick, before.tick.n, ctx.timeouts.beat_s)
+        busy_before = {cpu: _latest_busy(source, cpu) for cpu in before.cpus}
+        if before.load != "busy":
+            destination.set_load("busy")
+        progress = []
+        for cpu in before.cpus:
+            beat = destination.console.wait_for(
+                Busy, lambda b, c=cpu: b.cpu == c and b.n > busy_before[c],  # type: ignore[misc]
+                ctx.timeouts.beat_s)
+            progress.append(Progress(cpu, busy_before[cpu], beat.n if beat else None))
         return Observations(
+            load=before.load,
             probe_before=before.probe,
             probe_after=destination.probe(),
             timebase=destination.tbstats(),
-            downtime_ms=downtime_ms,
+            downtime_ms=max(h.figures.downtime_ms for h in hops),
             source_status=src.monitor.cmd("query-status")["status"],
             destination_status=dst.monitor.cmd("query-status")["status"],
-            busy_before=before.busy,
-            busy_after=busy_after,
-            tick_before=before.tick,
-            tick_after=tick_after,
+            tick_gaps=tuple(g for h in hops for g in h.gaps),
+            progress=tuple(progress),
+            ipi=destination.ipi(),
         )
+
+
+def _latest_busy(agent: Agent, cpu: int) -> int:
+    beat = agent.latest(Busy, cpu=cpu)
+    return beat.n if beat else 0

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult
+from harness.checks import CheckResult, Limits
 from harness.errors import QemuCrashed
-from harness.save import stopped_machine
-from harness.scenarios.context import ScenarioContext
+from harness.scenarios.declare import Needs, Scenario, single
 from harness.stream import StaticCheck, static_check, summarise
-from harness.stream.recorder import RecordError, dump_vmstate, record_stream
+
+if TYPE_CHECKING:
+    from harness.context import ScenarioContext
+    from harness.scenarios.declare import Variant
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class VmstateObservations:
     devices: tuple[str, ...]
     report: StaticCheck
 
-    def checks(self, tb_slack_ms: int) -> list[CheckResult]:
+    def checks(self, limits: Limits) -> list[CheckResult]:
         breaking = self.report.errors
         return [CheckResult(
             "destination can load every vmstate the source sends (static check)", breaking == 0,
@@ -35,7 +38,11 @@ class VmstateObservations:
         )]
 
 
-def run(ctx: ScenarioContext) -> VmstateObservations:
+def run(ctx: ScenarioContext, variant: Variant[None]) -> VmstateObservations:
+    # These record and dump with the builds on this machine: runtime only.
+    from harness.save import stopped_machine
+    from harness.stream.recorder import RecordError, dump_vmstate, record_stream
+
     source, destination = ctx.builds
     with ctx.phase("check"):
         sections = summarise(record_stream(source, stopped_machine(ctx.setup)).path).as_dict()["sections"]
@@ -55,3 +62,12 @@ def _killed_by_signal(message: str) -> bool:
     """A negative exit code (the process) or 128+N (bwrap reporting its child's signal)."""
     code = re.search(r"\(exit (-?\d+)\)", message)
     return code is not None and (int(code[1]) < 0 or int(code[1]) > 128)
+
+
+SCENARIO = Scenario(
+    name="vmstate",
+    description="both builds' -dump-vmstate compared, no guest",
+    run=run,
+    variants=single(),
+    needs=Needs(local_builds=True),
+)

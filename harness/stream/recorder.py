@@ -57,6 +57,8 @@ class StreamRecipe:
     properties: tuple[tuple[str, str], ...] = ()
     cpu: str = "POWER9"
     memory_mb: int = 256
+    smp: int = 1
+    maxcpus: int = 1
     guest: GuestBoot | None = None
     devices: tuple[str, ...] = ()  # extra -device options
     files: tuple[Path, ...] = ()  # files the devices read (bound read-only into a build's root)
@@ -157,7 +159,8 @@ def _record(build: Build, recipe: StreamRecipe, host: LocalHost, final: Path, ti
         if build.firmware_dir:
             argv += ["-L", build.firmware_dir]
         argv += ["-accel", "tcg", "-M", recipe.machine_arg(), "-cpu", recipe.cpu,
-                 "-m", str(recipe.memory_mb), "-nodefaults", "-display", "none",
+                 "-m", str(recipe.memory_mb), "-smp", f"{recipe.smp},maxcpus={recipe.maxcpus}",
+                 "-nodefaults", "-display", "none",
                  "-qmp", f"unix:{sock},server=on,wait=off"]
         readable: list[Path] = sorted({f.parent for f in recipe.files})
         for dev in recipe.devices:

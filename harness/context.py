@@ -1,0 +1,113 @@
+"""What a scenario is given at run time: start QEMUs, migrate between them, talk to the guest.
+
+A scenario starts the QEMUs it needs (``ctx.start``), so it decides what each
+side runs with: a destination with a device plugged, a third QEMU for a
+return hop. Every QEMU started here is stopped when the cell ends, whatever
+happened (the cell's ExitStack owns it).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from harness.builds.model import Build
+from harness.checks import Limits
+from harness.hosts.workspace import Workspace, workspace_for
+from harness.matrix.model import Timeouts
+from harness.migration.run import MigrationResult, migrate, stream_path, wait_destination_running
+from harness.placement import Placement
+from harness.qemu.argv import SidePaths, qemu_argv
+from harness.qemu.machine import MachineSetup
+from harness.qemu.process import QemuProcess
+from harness.scenarios.declare import Variant
+from harness.timing import timed
+
+ROLES = ("src", "dst", "back")
+"""src runs the guest first, dst receives it, back is a return destination on src's side."""
+
+
+@dataclass
+class ScenarioContext:
+    """The cell's builds and machine set-ups, and the means to run them.
+
+    ``setups`` maps ``src`` and ``dst`` to what each side starts with (the
+    variant's changes applied); a return destination starts like ``src``.
+    """
+
+    builds: tuple[Build, Build]
+    setups: dict[str, MachineSetup]
+    variant: Variant[Any]
+    rundir: Path
+    timeouts: Timeouts
+    limits: Limits
+    placement: Placement
+    stack: ExitStack
+    readable: list[Path]
+    record_stream: bool = True
+    accel: str = "tcg"
+    phases: dict[str, float] = field(default_factory=dict)
+    migrations: list[MigrationResult] = field(default_factory=list)
+    started: list[QemuProcess] = field(default_factory=list)
+    _workspaces: dict[int, Workspace] = field(default_factory=dict)
+
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        """Time a block as one of the benchmark's phases (boot, migrate, check, ...)."""
+        return timed(self.phases, name)
+
+    @property
+    def setup(self) -> MachineSetup:
+        """The source's machine set-up (what a cell without per-side changes runs everywhere)."""
+        return self.setups["src"]
+
+    def build_of(self, role: str) -> Build:
+        return self.builds[1] if role == "dst" else self.builds[0]
+
+    def setup_of(self, role: str) -> MachineSetup:
+        return self.setups["dst"] if role == "dst" else self.setups["src"]
+
+    def start(self, role: str, build: Build | None = None, *, setup: MachineSetup | None = None,
+              incoming: bool | None = None) -> QemuProcess:
+        """Start QEMU for ``role`` (src, dst or back) and connect its QMP and console.
+
+        By default a role runs its side's build and set-up; the source starts
+        paused (``-S``), every other role waits for an incoming migration.
+        """
+        if role not in ROLES:
+            raise ValueError(f"role {role!r} is not one of {ROLES}")
+        build = build or self.build_of(role)
+        setup = setup or self.setup_of(role)
+        incoming = role != "src" if incoming is None else incoming
+        on = self.placement.hosts[role]
+        if id(on) not in self._workspaces:
+            self._workspaces[id(on)] = self.stack.enter_context(workspace_for(on, self.rundir, self.readable))
+        ws = self._workspaces[id(on)]
+        staged = replace(setup, kernel=ws.stage(setup.kernel), initrd=ws.stage(setup.initrd))
+        argv = qemu_argv(build, staged, SidePaths.for_role(ws.path(self.rundir), role), incoming=incoming)
+        (self.rundir / f"{role}-argv.txt").write_text("\n".join(argv) + "\n")
+        side = self.stack.enter_context(
+            QemuProcess(role, on, build, argv, SidePaths.for_role(self.rundir, role), ws))
+        self.started.append(side)
+        with self.phase("boot"):
+            side.start()
+        return side
+
+    def migrate(self, src: QemuProcess, dst: QemuProcess, *, timeout: float | None = None,
+                cut_after_bytes: int | None = None) -> MigrationResult:
+        """Migrate ``src`` to ``dst`` (recording the stream unless the matrix says none)."""
+        record = stream_path(self.rundir, src, dst) if self.record_stream else None
+        with self.phase("migrate"):
+            result = migrate(src, dst, self.placement.transport_to(src, dst),
+                             timeout=self.timeouts.migrate_s if timeout is None else timeout,
+                             record=record, cut_after_bytes=cut_after_bytes)
+        self.migrations.append(result)
+        return result
+
+    def load_stream(self, dst: QemuProcess, stream: Path) -> None:
+        """Load a stored stream into ``dst`` (started incoming) as a restore would; returns once
+        the guest runs there."""
+        dst.monitor.cmd("migrate-incoming", uri=f"exec:cat {stream}")
+        wait_destination_running(dst, self.timeouts.migrate_s)
+

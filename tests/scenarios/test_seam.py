@@ -1,0 +1,110 @@
+"""The scenario seam: a new scenario is one module plus a matrix entry; names are validated
+without loading the runtime; variants that a build cannot express are skipped with the reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.paths import REPO_ROOT
+
+HERE = Path(__file__).parent
+
+MATRIX = textwrap.dedent("""
+    builds:
+      qemu-7.2: {kind: host}
+      qemu-10.0: {kind: debian, suite: trixie}
+    hosts: local
+    groups:
+      - {name: example, builds: [qemu-7.2, qemu-10.0], machines: [pseries-7.2, pseries-3.1],
+         scenarios: [example]}
+    selections: {forward: ["qemu-7.2>qemu-10.0/*"]}
+    default_selection: forward
+""")
+
+
+def _python(code: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with ``path`` (holding harness/scenarios/) on the path."""
+    env = {"PYTHONPATH": f"{REPO_ROOT}:{path}", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=path, check=False, timeout=120)
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """The example scenario as harness/scenarios/example.py outside the repository."""
+    package = tmp_path / "lab" / "harness" / "scenarios"
+    package.mkdir(parents=True)
+    shutil.copyfile(HERE / "example_scenario.py", package / "example.py")
+    (tmp_path / "lab" / "matrix.yaml").write_text(MATRIX)
+    return tmp_path / "lab"
+
+
+def test_matrix_names_are_validated_without_loading_the_runtime(outside: Path) -> None:
+    done = _python(textwrap.dedent("""
+        import json, sys
+        from pathlib import Path
+        from harness.matrix.load import load_matrix
+        cells = [c.id for c in load_matrix(Path("matrix.yaml")).select("forward")]
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("qemu", "paramiko")
+                       or m.startswith(("harness.qemu.process", "harness.qemu.monitor", "harness.hosts",
+                                        "harness.context", "harness.migration")))
+        print(json.dumps({"cells": cells, "heavy": heavy}))
+    """), outside)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["heavy"] == []
+    assert result["cells"] == [
+        "qemu-7.2>qemu-10.0/pseries-7.2/example-xics", "qemu-7.2>qemu-10.0/pseries-7.2/example-xive",
+        "qemu-7.2>qemu-10.0/pseries-3.1/example-xics", "qemu-7.2>qemu-10.0/pseries-3.1/example-xive",
+    ]
+
+
+def test_an_unknown_variant_is_named_with_a_suggestion(outside: Path) -> None:
+    (outside / "matrix.yaml").write_text(MATRIX.replace("scenarios: [example]", "scenarios: [example-xiv]"))
+    done = _python("from pathlib import Path; from harness.matrix.load import load_matrix; "
+                   "load_matrix(Path('matrix.yaml'))", outside)
+    assert "groups[0].scenarios[0]: 'example-xiv' is not a scenario or scenario-variant; " \
+           "did you mean 'example-xive'?" in done.stderr
+
+
+@pytest.mark.slow
+def test_variants_start_the_machine_they_declare_and_skip_where_impossible(outside: Path) -> None:
+    """Real cells: each variant's ic-mode is on the command line and in the guest; pseries-3.1 has
+    no ic-mode property, so its cells are skipped with that reason."""
+    done = _python(textwrap.dedent("""
+        import json
+        from pathlib import Path
+        from harness.cell import CellImpossible, CellRecord, run_cell
+        from harness.matrix.load import load_matrix
+        matrix = load_matrix(Path("matrix.yaml"))
+        out = {}
+        for cell in matrix.select("forward"):
+            record = CellRecord(cell, Path("evidence") / cell.id.replace("/", "_"))
+            try:
+                run_cell(cell, matrix, record)
+                argv = (record.evidence / "src-argv.txt").read_text()
+                out[cell.id] = {"ok": [c.invariant for c in record.checks if c.ok],
+                                "failed": [c.invariant for c in record.checks if not c.ok],
+                                "machine": record.parameters["machine"], "argv": argv}
+            except CellImpossible as exc:
+                out[cell.id] = {"skipped": str(exc)}
+        print(json.dumps(out))
+    """), outside)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cells = json.loads(done.stdout.splitlines()[-1])
+    xics = cells["qemu-7.2>qemu-10.0/pseries-7.2/example-xics"]
+    xive = cells["qemu-7.2>qemu-10.0/pseries-7.2/example-xive"]
+    assert "ic-mode=xics" in xics["machine"] and "ic-mode=xive" in xive["machine"]
+    assert "ic-mode=xics" in xics["argv"] and "ic-mode=xive" in xive["argv"]
+    assert xics["failed"] == [] and xive["failed"] == []
+    assert "guest uses the variant's interrupt controller" in xics["ok"]
+    assert "IPIs delivered between every pair of CPUs" not in xics["ok"], "left out by name"
+    skipped = cells["qemu-7.2>qemu-10.0/pseries-3.1/example-xics"]["skipped"]
+    assert "has no machine property ic-mode" in skipped

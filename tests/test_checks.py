@@ -1,0 +1,144 @@
+"""The generic checks on hand-built observations: each passes on a healthy migration and
+fails, naming the CPU, when its invariant is broken. No QEMU here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from harness.checks import (
+    GENERIC,
+    Limits,
+    Observations,
+    Progress,
+    TickGap,
+    generic_checks,
+    require_all,
+)
+from harness.errors import CheckFailed, ConfigError
+from harness.guest.protocol import CpuTbStats, IpiPair, IpiReport, Probe, TbStats, ThreadPlacement, Tick
+
+FREQ = 512_000_000
+MS = FREQ // 1000
+LIMITS = Limits(tb_slack_ms=500)
+
+
+def _probe(tb: int, **changes: object) -> Probe:
+    probe = Probe(
+        seq=1, req=1, tb=tb, tb_freq=FREQ, uptime="5.00", intc="XIVE", intc_names=("XIVE-IRQ",),
+        cpus_online="0-1", pci=(), phb_ranges={"pci@800000020000000": "00"}, load="idle",
+        cpus_present="0-1",
+        threads=(ThreadPlacement("tick", 0, 0), ThreadPlacement("tick", 1, 1)),
+    )
+    return dataclasses.replace(probe, **changes)
+
+
+def _tick(cpu: int, n: int, ms: int) -> Tick:
+    return Tick(seq=n, cpu=cpu, n=n, tb=ms * MS)
+
+
+def _healthy(**changes: object) -> Observations:
+    obs = Observations(
+        load="idle",
+        probe_before=_probe(1_000 * MS),
+        probe_after=_probe(3_000 * MS),
+        timebase=TbStats(seq=9, req=3, cpus=(
+            CpuTbStats(cpu=0, samples=5000, max_back=0, max_fwd=2 * MS, max_fwd_at=2_900 * MS,
+                       last=3_000 * MS, timer_wakeups=0),
+            CpuTbStats(cpu=1, samples=4000, max_back=0, max_fwd=3 * MS, max_fwd_at=2_950 * MS,
+                       last=3_000 * MS, timer_wakeups=0),
+        )),
+        downtime_ms=80,
+        source_status="postmigrate",
+        destination_status="running",
+        tick_gaps=(TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
+                   TickGap(1, _tick(1, 7, 1_760), _tick(1, 8, 2_012), 250)),
+        progress=(Progress(0, 4, 6), Progress(1, 4, 7)),
+        ipi=IpiReport(seq=10, req=4, pairs=(IpiPair(0, 1, 40_000), IpiPair(1, 0, 41_000))),
+    )
+    return dataclasses.replace(obs, **changes)
+
+
+def _failed(obs: Observations) -> dict[str, str]:
+    return {r.invariant: str(r.after) + " | " + r.evidence for r in obs.checks(LIMITS) if not r.ok}
+
+
+class TestHealthyMigration:
+    def test_every_generic_check_passes(self) -> None:
+        assert _failed(_healthy()) == {}
+
+    def test_every_check_is_named_and_evaluated(self) -> None:
+        assert [r.invariant for r in _healthy().checks(LIMITS)] == list(GENERIC)
+
+
+class TestTicksOnSchedule:
+    def test_a_cpu_without_a_tick_after_resume_fails_naming_it(self) -> None:
+        gaps = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
+                TickGap(1, _tick(1, 7, 1_760), None, 1_830))
+        failed = _failed(_healthy(tick_gaps=gaps))
+        assert set(failed) == {"timer ticks on schedule"}
+        assert "CPU 1: no tick after #7 within 1830 ms" in failed["timer ticks on schedule"]
+
+    def test_a_late_tick_fails_even_though_it_came(self) -> None:
+        # 830 ms allowed (250 period + 80 downtime + 500 slack); this one took 900 ms.
+        gaps = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_650), 900),)
+        failed = _failed(_healthy(tick_gaps=gaps))
+        assert "CPU 0: tick #7 to #8 took 900 ms" in failed["timer ticks on schedule"]
+
+    def test_a_gap_just_within_the_bound_passes(self) -> None:
+        gaps = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_580), 800),)
+        assert "timer ticks on schedule" not in _failed(_healthy(tick_gaps=gaps))
+
+    def test_no_gaps_at_all_is_not_a_pass(self) -> None:
+        assert "timer ticks on schedule" in _failed(_healthy(tick_gaps=()))
+
+
+class TestPerCpu:
+    def test_one_stalled_cpu_fails_progress(self) -> None:
+        failed = _failed(_healthy(progress=(Progress(0, 4, 6), Progress(1, 4, None))))
+        assert "stalled: [1]" in failed["CPU progress on every CPU"]
+
+    def test_a_lost_ipi_fails(self) -> None:
+        ipi = IpiReport(seq=10, req=4, pairs=(IpiPair(0, 1, 40_000), IpiPair(1, 0, -1)))
+        assert "lost: ['1->0']" in _failed(_healthy(ipi=ipi))["IPIs delivered between every pair of CPUs"]
+
+    def test_missing_ipi_pairs_fail(self) -> None:
+        ipi = IpiReport(seq=10, req=4, pairs=(IpiPair(0, 1, 40_000),))
+        assert "IPIs delivered between every pair of CPUs" in _failed(_healthy(ipi=ipi))
+
+    def test_a_backward_step_on_one_cpu_fails(self) -> None:
+        stats = _healthy().timebase
+        cpus = (stats.cpus[0], dataclasses.replace(stats.cpus[1], max_back=12))
+        failed = _failed(_healthy(timebase=dataclasses.replace(stats, cpus=cpus)))
+        assert "{1: 12}" in failed["timebase never goes backwards"]
+
+    def test_a_forward_jump_past_the_bound_fails(self) -> None:
+        stats = _healthy().timebase
+        cpus = (dataclasses.replace(stats.cpus[0], max_fwd=700 * MS), stats.cpus[1])
+        failed = _failed(_healthy(timebase=dataclasses.replace(stats, cpus=cpus)))
+        assert set(failed) == {"timebase forward jump within bound"}
+
+    def test_a_thread_off_its_cpu_fails(self) -> None:
+        probe = _probe(3_000 * MS, threads=(ThreadPlacement("tick", 0, 0), ThreadPlacement("tick", 1, 0)))
+        assert "tick1 ran on 0" in _failed(_healthy(probe_after=probe))["agent threads run on their CPUs"]
+
+    def test_a_cpu_gone_offline_fails(self) -> None:
+        failed = _failed(_healthy(probe_after=_probe(3_000 * MS, cpus_online="0")))
+        assert "online CPUs" in failed
+
+
+class TestComposition:
+    def test_leaving_out_a_check_by_name(self) -> None:
+        names = [r.invariant for r in generic_checks(_healthy(), LIMITS, without={"source is postmigrate"})]
+        assert "source is postmigrate" not in names and "destination is running" in names
+
+    def test_a_misspelt_check_name_is_an_error_not_a_silent_drop(self) -> None:
+        with pytest.raises(ConfigError, match="no such generic check"):
+            generic_checks(_healthy(), LIMITS, without={"source is post-migrate"})
+
+    def test_require_all_names_the_first_and_the_others(self) -> None:
+        obs = _healthy(destination_status="paused", progress=(Progress(0, 4, None),))
+        with pytest.raises(CheckFailed, match="destination is running") as raised:
+            require_all(obs.checks(LIMITS))
+        assert "also failed: CPU progress on every CPU" in str(raised.value)
