@@ -110,8 +110,8 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
         src_machine, dst_machine = resolve_machine(cell, src_info, dst_info)
         _require(needs, cell, {cell.src: (src_info, src_machine), cell.dst: (dst_info, dst_machine)})
         base = _setup(matrix, image, src_machine, dst_machine)
-        setups = {side: _apply(base, variant.change_for(side), machine, build)
-                  for side, machine, build in (("src", src_machine, cell.src), ("dst", dst_machine, cell.dst))}
+        setups = {side: _apply(base, variant.change_for(side), machine, build) for side, machine, build
+                  in (("src", src_machine, cell.src), ("dst", dst_machine, cell.dst))}
         record.parameters.update({
             "source build": f"{cell.src} (QEMU {src_info.version}, {src_info.package or 'path'})",
             "destination build": f"{cell.dst} (QEMU {dst_info.version}, {dst_info.package or 'path'})",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from harness.errors import CheckFailed, ConfigError
-from harness.guest.protocol import IpiReport, Probe, TbStats, Tick
+from harness.guest.protocol import IpiReport, Probe, TbStats, Tick, parse_cpu_list
 
 TICK_PERIOD_MS = 250
 """The agent's per-CPU tick period (guests/golden/PROTOCOL.md)."""
@@ -138,7 +138,7 @@ def _progress(obs: Observations, limits: Limits) -> CheckResult:
 def _ipis(obs: Observations, limits: Limits) -> CheckResult:
     pairs = obs.ipi.pairs
     lost = [f"{p.from_cpu}->{p.to_cpu}" for p in pairs if p.ticks < 0]
-    expected = _cpu_count(obs.probe_before.cpus_online)
+    expected = len(parse_cpu_list(obs.probe_before.cpus_online))
     complete = len(pairs) == expected * (expected - 1)
     return CheckResult(
         "IPIs delivered between every pair of CPUs", complete and not lost,
@@ -236,13 +236,4 @@ def require_all(results: list[CheckResult]) -> None:
 
 def _equal(invariant: str, before: object, after: object, evidence: str) -> CheckResult:
     return CheckResult(invariant, before == after, before, after, evidence)
-
-
-def _cpu_count(cpulist: str) -> int:
-    """CPUs in a kernel cpulist such as ``0-1,3``."""
-    count = 0
-    for part in filter(None, cpulist.strip().split(",")):
-        low, _, high = part.partition("-")
-        count += int(high or low) - int(low) + 1
-    return count
 

@@ -57,7 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.select = selection
     config.option.shard = _parse_shard(config.getoption("--shard"))
     if config.getoption("--repeat") < 1:
-        raise pytest.UsageError(f"goldmig: --repeat {config.getoption('--repeat')}: give a count of 1 or more")
+        raise pytest.UsageError(f"goldmig: --repeat {config.getoption('--repeat')}: "
+                                "give a count of 1 or more")
     config.stash[_MATRIX_KEY] = matrix
 
 
@@ -89,11 +90,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             # spreads slow builds across shards.
             cells = cells[shard[0] - 1::shard[1]]
         repeat = metafunc.config.getoption("--repeat")
-        if repeat == 1 or "attempt" not in metafunc.fixturenames:
+        if repeat == 1:
             metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
             return
-        runs = [(c, k) for c in cells for k in range(1, repeat + 1)]
-        metafunc.parametrize(("cell", "attempt"), runs, ids=[f"{c.id}#{k}" for c, k in runs])
+        # The same parameter for every run, so that reports see runs of one test (Allure:
+        # retries); the run number is only in the test id.
+        runs = [c for c in cells for _ in range(repeat)]
+        metafunc.parametrize("cell", runs, ids=[f"{c.id}{_RUN}{k % repeat + 1}" for k, c in enumerate(runs)])
+
+
+_RUN = "#"
+"""Separates a cell id from the run number in the test ids of ``--repeat``."""
 
 
 @pytest.fixture
@@ -102,9 +109,10 @@ def matrix(request: pytest.FixtureRequest) -> Matrix:
 
 
 @pytest.fixture
-def attempt() -> int:
+def attempt(request: pytest.FixtureRequest) -> int:
     """Which run of the cell this is (``--repeat``), from 1."""
-    return 1
+    _, sep, number = request.node.callspec.id.rpartition(_RUN)
+    return int(number) if sep else 1
 
 
 @pytest.fixture

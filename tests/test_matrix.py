@@ -84,8 +84,8 @@ class TestBadInput:
         data["groups"] = [{"name": "g", "builds": ["qemu-7.2"], "machines": ["pseries-7.2"],
                            "scenarios": ["baseline", "baseline-idle", "pingpong"]}]
         ids = [c.id for c in load_matrix(_write(tmp_path, data)).cells()]
-        assert ids == ["qemu-7.2>qemu-7.2/pseries-7.2/baseline-idle", "qemu-7.2>qemu-7.2/pseries-7.2/baseline-busy",
-                       "qemu-7.2>qemu-7.2/pseries-7.2/baseline-timer", "qemu-7.2>qemu-7.2/pseries-7.2/pingpong"]
+        assert ids == [f"qemu-7.2>qemu-7.2/pseries-7.2/{s}" for s in
+                       ("baseline-idle", "baseline-busy", "baseline-timer", "pingpong")]
 
     def test_unknown_variant_suggests_one(self, tmp_path: Path) -> None:
         data = _shipped()

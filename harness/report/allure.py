@@ -49,8 +49,8 @@ CATEGORIES = [
 def label_cell(record: CellRecord, repeat: int) -> None:
     """Title, feature, story and parameters: set first, so even a broken cell is findable.
 
-    Repeated runs of a cell share its title and differ only in the excluded
-    ``attempt`` parameter, so Allure shows them as retries of one test.
+    Repeated runs of a cell have the same parameters (the run number is an
+    excluded one), so Allure shows them as retries of one test.
     """
     cell = record.cell
     allure.dynamic.title(cell.id)

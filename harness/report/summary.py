@@ -48,7 +48,8 @@ class CellRuns:
         if self.outcome == "flaky":
             seen = Counter(r.outcome for r in self.runs)
             count += " (" + ", ".join(f"{n} {o}" for o, n in seen.most_common()) + ")"
-        reasons = [r.reason for r in self.runs if r.reason and r.outcome != "passed"]
+        reasons = sorted((r.reason for r in self.runs if r.reason), key=lambda text: text.startswith(
+            "intermittent"))
         reason = f"  {reasons[0].splitlines()[0][:100]}" if reasons else ""
         return f"  {_LABEL[self.outcome]:6} {self.cell:{width}} {time}{count}{reason}"
 

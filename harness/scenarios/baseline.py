@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.checks import Observations
-from harness.guest.agent import LoadMode
+from harness.guest.protocol import LoadMode
 from harness.scenarios.declare import Scenario, Variant
 from harness.scenarios.steps import boot, hop, observe
 
@@ -30,7 +30,7 @@ def run(ctx: ScenarioContext, variant: Variant[LoadMode]) -> Observations:
     return observe(ctx, src, dst, before, [there])
 
 
-SCENARIO = Scenario(
+SCENARIO: Scenario[LoadMode] = Scenario(
     name="baseline",
     description="one live migration of the golden guest; every generic check on the destination",
     run=run,

@@ -47,8 +47,9 @@ class GoldenLoadObservations:
             CheckResult("destination is running", self.destination_status == "running", "running",
                         self.destination_status, "query-status on destination after loading the stream"),
             CheckResult("timer interrupts on every CPU", bool(self.ticks) and None not in self.ticks.values(),
-                        "a tick per CPU", self.ticks, "first tick per CPU on the destination, waited for on schedule: one tick period plus the "
-                        "slack after the load, plus a second"),
+                        "a tick per CPU", self.ticks,
+                        "first tick per CPU on the destination, waited for on schedule: one tick period "
+                        "plus the slack after the load, plus a second"),
             CheckResult("CPU progress on every CPU", bool(self.busy) and None not in self.busy.values(),
                         "a busy beat per CPU", self.busy, "first busy beat per CPU on the destination"),
             CheckResult("timebase never goes backwards", not backwards, 0, backwards or 0,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.checks import Limits, Observations, Progress, TickGap, require_all, ticks_on_schedule
-from harness.guest.agent import Agent, LoadMode
-from harness.guest.protocol import Busy, Probe, Tick
+from harness.guest.agent import Agent
+from harness.guest.protocol import Busy, LoadMode, Probe, Tick, parse_cpu_list
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext
@@ -49,8 +49,7 @@ def boot(ctx: ScenarioContext, src: QemuProcess, load: LoadMode = "idle") -> Bef
     agent = Agent(src.console)
     with ctx.phase("boot"):
         src.monitor.cmd("cont")
-        agent.hello(ctx.timeouts.boot_s)
-        cpus = agent.online_cpus(ctx.timeouts.beat_s)
+        cpus = parse_cpu_list(agent.hello(ctx.timeouts.boot_s).cpus)
         for cpu in cpus:
             agent.beat_after(Tick, 0, ctx.timeouts.beat_s, cpu=cpu)
     with ctx.phase("check"):

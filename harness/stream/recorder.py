@@ -57,12 +57,12 @@ class StreamRecipe:
     properties: tuple[tuple[str, str], ...] = ()
     cpu: str = "POWER9"
     memory_mb: int = 256
-    smp: int = 1
-    maxcpus: int = 1
     guest: GuestBoot | None = None
     devices: tuple[str, ...] = ()  # extra -device options
     files: tuple[Path, ...] = ()  # files the devices read (bound read-only into a build's root)
     tag: str = ""  # names what the devices/files stand for in the cache key and file name
+    smp: int = 1
+    maxcpus: int = 1
 
     def machine_arg(self) -> str:
         return ",".join([self.machine, *(f"{k}={v}" for k, v in self.properties)])
