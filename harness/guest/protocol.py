@@ -1,4 +1,4 @@
-"""The harness side of the guest agent's console protocol (guests/golden/PROTOCOL.md, v1).
+"""The harness side of the guest agent's console protocol (guests/golden/PROTOCOL.md, v2).
 
 Each agent line is ``##GM <type> <seq> <crc> <payload>`` anywhere in a console
 line (kernel text may precede the marker).  :func:`parse_line` turns one
@@ -16,15 +16,23 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeVar, get_args
 
 from harness.errors import HarnessError
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 MARKER: Final = "##GM "
+
+LoadMode = Literal["idle", "busy", "timer"]
+"""What the CPUs do besides the 250 ms ticks (PROTOCOL.md, "Load modes")."""
+ThreadRole = Literal["tick", "busy", "timer", "ipi"]
+"""The agent's per-CPU threads (PROTOCOL.md, "Per-CPU threads")."""
+LOAD_MODES: Final[tuple[LoadMode, ...]] = get_args(LoadMode)
+THREAD_ROLES: Final[tuple[ThreadRole, ...]] = get_args(ThreadRole)
 
 _HEADER = re.compile(r"([a-z]+) (0|[1-9][0-9]*) ([0-9a-f]{8}) (.*)", re.DOTALL)
 _COMMAND = re.compile(r"[a-z]+")
+_CPU_LIST = re.compile(r"(0|[1-9][0-9]*)(?:-(0|[1-9][0-9]*))?")
 
 
 class ProtocolError(HarnessError):
@@ -44,18 +52,32 @@ class ProtocolError(HarnessError):
 
 @dataclass(frozen=True)
 class Hello:
-    """``hello``: the agent started."""
+    """``hello``: the agent started; ``cpus`` is the online CPU list then (``"0-1"``)."""
 
     seq: int
     agent: int
     tb_freq: int
+    cpus: str
+
+
+@dataclass(frozen=True)
+class CpuOnline:
+    """``cpu``: the agent started its threads on ``cpu`` (at start, or after a hotplug)."""
+
+    seq: int
+    cpu: int
 
 
 @dataclass(frozen=True)
 class Busy:
-    """``busy``: CPU-progress heartbeat from the timebase watcher loop."""
+    """``busy``: CPU-progress heartbeat of one CPU's spinner (only in load mode busy).
+
+    ``n`` counts per CPU from 1 and carries on across idle periods; ``iter``
+    is the spinner's loop iterations since it started.
+    """
 
     seq: int
+    cpu: int
     n: int
     iter: int
     tb: int
@@ -63,11 +85,24 @@ class Busy:
 
 @dataclass(frozen=True)
 class Tick:
-    """``tick``: timer heartbeat, one per 250 ms of nanosleep."""
+    """``tick``: timer heartbeat of one CPU, one per 250 ms of nanosleep, in every load mode."""
 
     seq: int
+    cpu: int
     n: int
     tb: int
+
+
+@dataclass(frozen=True)
+class ThreadPlacement:
+    """One per-CPU thread in a probe: pinned to ``cpu``, last seen running on ``ran_on``.
+
+    ``ran_on`` is -1 while the thread has not run yet.
+    """
+
+    role: ThreadRole
+    cpu: int
+    ran_on: int
 
 
 @dataclass(frozen=True)
@@ -97,26 +132,70 @@ class Probe:
     intc: str
     intc_names: tuple[str, ...]
     cpus_online: str
+    cpus_present: str
+    load: LoadMode
+    threads: tuple[ThreadPlacement, ...]
     pci: tuple[PciDevice, ...]
     phb_ranges: Mapping[str, str]
 
 
 @dataclass(frozen=True)
-class TbStats:
-    """``tbstats``: the timebase watcher's statistics since start or the last tbreset."""
+class CpuTbStats:
+    """One CPU's timebase watcher statistics since start or the last tbreset.
 
-    seq: int
-    req: int
+    ``samples`` is 0 when the CPU's spinner has not spun since then (load mode
+    not busy); ``timer_wakeups`` counts the 1 ms sleeps of load mode timer.
+    """
+
+    cpu: int
     samples: int
     max_back: int
     max_fwd: int
     max_fwd_at: int
     last: int
+    timer_wakeups: int
+
+
+@dataclass(frozen=True)
+class TbStats:
+    """``tbstats``: every CPU's watcher statistics, in CPU order."""
+
+    seq: int
+    req: int
+    cpus: tuple[CpuTbStats, ...]
+
+    def for_cpu(self, cpu: int) -> CpuTbStats:
+        """The statistics of ``cpu``; KeyError if the agent has no threads there."""
+        for stats in self.cpus:
+            if stats.cpu == cpu:
+                return stats
+        raise KeyError(f"tbstats has no cpu {cpu} (cpus {[s.cpu for s in self.cpus]})")
+
+
+@dataclass(frozen=True)
+class IpiPair:
+    """One IPI round trip: ``from_cpu`` woke ``to_cpu`` and back.
+
+    ``ticks`` is the round trip in timebase ticks, -1 if no answer came within 1 s.
+    """
+
+    from_cpu: int
+    to_cpu: int
+    ticks: int
+
+
+@dataclass(frozen=True)
+class IpiReport:
+    """``ipi``: one round trip for every ordered pair of distinct CPUs."""
+
+    seq: int
+    req: int
+    pairs: tuple[IpiPair, ...]
 
 
 @dataclass(frozen=True)
 class Ok:
-    """``ok``: reply to ``tbreset``."""
+    """``ok``: reply to ``tbreset`` and to the load commands."""
 
     seq: int
     req: int
@@ -131,7 +210,22 @@ class AgentError:
     error: str
 
 
-AgentMessage = Hello | Busy | Tick | Probe | TbStats | Ok | AgentError
+AgentMessage = Hello | CpuOnline | Busy | Tick | Probe | TbStats | IpiReport | Ok | AgentError
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """The CPUs of a kernel CPU list such as ``"0-3,5"``, ascending; ValueError if malformed."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        match = _CPU_LIST.fullmatch(part)
+        if match is None:
+            raise ValueError(f"not a CPU list: {text!r}")
+        first = int(match[1])
+        last = int(match[2]) if match[2] is not None else first
+        if last < first:
+            raise ValueError(f"not a CPU list (range {part} goes down): {text!r}")
+        cpus.update(range(first, last + 1))
+    return tuple(sorted(cpus))
 
 
 def encode_command(name: str, req_id: int) -> bytes:
@@ -175,6 +269,9 @@ def parse_line(line: str) -> AgentMessage | None:
         raise ProtocolError(str(exc), line) from None
 
 
+_Word = TypeVar("_Word", bound=str)
+
+
 class _Invalid(Exception):
     """A payload field is missing, extra or of the wrong type."""
 
@@ -208,6 +305,21 @@ class _Payload:
             raise self._bad(key, "a string")
         return value
 
+    def choice(self, key: str, allowed: tuple[_Word, ...]) -> _Word:
+        value = self._get(key)
+        for option in allowed:
+            if value == option:
+                return option
+        raise self._bad(key, f"one of {', '.join(allowed)}")
+
+    def cpu_list(self, key: str) -> str:
+        value = self.text(key)
+        try:
+            parse_cpu_list(value)
+        except ValueError:
+            raise self._bad(key, "a CPU list like '0-1,3'") from None
+        return value
+
     def texts(self, key: str) -> tuple[str, ...]:
         value = self._get(key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -238,23 +350,41 @@ class _Payload:
 
 
 def _hello(p: _Payload, seq: int) -> Hello:
-    msg = Hello(seq, agent=p.integer("agent"), tb_freq=p.integer("tb_freq", 1))
+    agent = p.integer("agent")
+    if agent != PROTOCOL_VERSION:
+        # Before the other keys: they are what changes between versions.
+        raise _Invalid(f"agent speaks protocol {agent}, harness {PROTOCOL_VERSION}")
+    msg = Hello(seq, agent=agent, tb_freq=p.integer("tb_freq", 1), cpus=p.cpu_list("cpus"))
     p.done()
-    if msg.agent != PROTOCOL_VERSION:
-        raise _Invalid(f"agent speaks protocol {msg.agent}, harness {PROTOCOL_VERSION}")
+    return msg
+
+
+def _cpu(p: _Payload, seq: int) -> CpuOnline:
+    msg = CpuOnline(seq, cpu=p.integer("cpu"))
+    p.done()
     return msg
 
 
 def _busy(p: _Payload, seq: int) -> Busy:
-    msg = Busy(seq, n=p.integer("n", 1), iter=p.integer("iter"), tb=p.integer("tb"))
+    msg = Busy(
+        seq, cpu=p.integer("cpu"), n=p.integer("n", 1), iter=p.integer("iter"), tb=p.integer("tb")
+    )
     p.done()
     return msg
 
 
 def _tick(p: _Payload, seq: int) -> Tick:
-    msg = Tick(seq, n=p.integer("n", 1), tb=p.integer("tb"))
+    msg = Tick(seq, cpu=p.integer("cpu"), n=p.integer("n", 1), tb=p.integer("tb"))
     p.done()
     return msg
+
+
+def _thread(p: _Payload) -> ThreadPlacement:
+    placement = ThreadPlacement(
+        role=p.choice("role", THREAD_ROLES), cpu=p.integer("cpu"), ran_on=p.integer("ran_on", -1)
+    )
+    p.done()
+    return placement
 
 
 def _pci(p: _Payload) -> PciDevice:
@@ -279,6 +409,9 @@ def _probe(p: _Payload, seq: int) -> Probe:
         intc=p.text("intc"),
         intc_names=p.texts("intc_names"),
         cpus_online=p.text("cpus_online"),
+        cpus_present=p.text("cpus_present"),
+        load=p.choice("load", LOAD_MODES),
+        threads=tuple(_thread(t) for t in p.objs("threads")),
         pci=tuple(_pci(d) for d in p.objs("pci")),
         phb_ranges=MappingProxyType(p.obj("phb_ranges").str_map()),
     )
@@ -286,16 +419,39 @@ def _probe(p: _Payload, seq: int) -> Probe:
     return msg
 
 
-def _tbstats(p: _Payload, seq: int) -> TbStats:
-    msg = TbStats(
-        seq,
-        req=p.integer("req"),
+def _cpu_tbstats(p: _Payload) -> CpuTbStats:
+    stats = CpuTbStats(
+        cpu=p.integer("cpu"),
         samples=p.integer("samples"),
         max_back=p.integer("max_back"),
         max_fwd=p.integer("max_fwd"),
         max_fwd_at=p.integer("max_fwd_at"),
         last=p.integer("last"),
+        timer_wakeups=p.integer("timer_wakeups"),
     )
+    p.done()
+    return stats
+
+
+def _tbstats(p: _Payload, seq: int) -> TbStats:
+    msg = TbStats(seq, req=p.integer("req"), cpus=tuple(_cpu_tbstats(c) for c in p.objs("cpus")))
+    p.done()
+    cpus = [c.cpu for c in msg.cpus]
+    if cpus != sorted(set(cpus)):
+        raise _Invalid(f"tbstats cpus must be distinct and ascending, got {cpus}")
+    return msg
+
+
+def _ipi_pair(p: _Payload) -> IpiPair:
+    pair = IpiPair(from_cpu=p.integer("from"), to_cpu=p.integer("to"), ticks=p.integer("ticks", -1))
+    p.done()
+    if pair.from_cpu == pair.to_cpu:
+        raise _Invalid(f"ipi pair from cpu {pair.from_cpu} to itself")
+    return pair
+
+
+def _ipi(p: _Payload, seq: int) -> IpiReport:
+    msg = IpiReport(seq, req=p.integer("req"), pairs=tuple(_ipi_pair(x) for x in p.objs("pairs")))
     p.done()
     return msg
 
@@ -314,10 +470,12 @@ def _error(p: _Payload, seq: int) -> AgentError:
 
 _BUILDERS: Final[Mapping[str, Callable[[_Payload, int], AgentMessage]]] = {
     "hello": _hello,
+    "cpu": _cpu,
     "busy": _busy,
     "tick": _tick,
     "probe": _probe,
     "tbstats": _tbstats,
+    "ipi": _ipi,
     "ok": _ok,
     "error": _error,
 }
