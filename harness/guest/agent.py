@@ -9,7 +9,10 @@ from harness.errors import GuestUnresponsive
 from harness.guest.protocol import (
     AgentError,
     Busy,
+    CpuOnline,
     Hello,
+    IpiReport,
+    LoadMode,
     Ok,
     Probe,
     TbStats,
@@ -19,12 +22,20 @@ from harness.guest.protocol import (
 from harness.qemu.console import Console
 
 _request_ids = itertools.count(1)
-R = TypeVar("R", Probe, TbStats, Ok)
+R = TypeVar("R", Probe, TbStats, IpiReport, Ok)
 Beat = TypeVar("Beat", Busy, Tick)
+
+IPI_ANSWER_S = 1.0
+"""How long the agent waits for one IPI round trip before reporting it lost (PROTOCOL.md)."""
 
 
 class Agent:
-    """Talks to the agent behind ``console`` (the source's, or after migration the destination's)."""
+    """Talks to the agent behind ``console`` (the source's, or after migration the destination's).
+
+    What it knows of the guest comes from the messages on this console only:
+    on a destination's console, the ``cpu`` announcements and beats from
+    before the migration were on the source's.
+    """
 
     def __init__(self, console: Console, timeout: float = 10.0) -> None:
         self.console = console
@@ -48,30 +59,55 @@ class Agent:
     def tbreset(self) -> None:
         self._request("tbreset", Ok)
 
-    def latest(self, kind: type[Beat]) -> Beat | None:
-        beats = [m for m in self.console.messages() if isinstance(m, kind)]
-        return beats[-1] if beats else None
+    def set_load(self, mode: LoadMode) -> None:
+        """Switch every CPU's load mode; returns once the agent says it is in effect."""
+        self._request(f"load{mode}", Ok)
 
-    def beat_after(self, kind: type[Beat], after: int, timeout: float) -> Beat:
-        """The first ``kind`` heartbeat numbered above ``after``."""
-        beat = self.console.wait_for(kind, lambda b: b.n > after, timeout)
+    def ipi(self) -> IpiReport:
+        """Round trips between every ordered pair of CPUs (lost ones have ``ticks == -1``).
+
+        The agent measures the pairs one after another, each up to
+        :data:`IPI_ANSWER_S`, so the wait allows for that on top of the usual
+        timeout for the CPUs announced on this console.
+        """
+        cpus = len(self.online_cpus())
+        return self._request("ipi", IpiReport, self.timeout + cpus * (cpus - 1) * IPI_ANSWER_S)
+
+    def online_cpus(self) -> tuple[int, ...]:
+        """The CPUs the agent announced (``cpu`` messages) on this console, ascending."""
+        return tuple(sorted({m.cpu for m in self.console.messages() if isinstance(m, CpuOnline)}))
+
+    def beats(self, kind: type[Beat], cpu: int) -> tuple[Beat, ...]:
+        """Every ``kind`` heartbeat of ``cpu`` seen so far, in order."""
+        return tuple(m for m in self.console.messages() if isinstance(m, kind) and m.cpu == cpu)
+
+    def latest(self, kind: type[Beat], cpu: int | None = None) -> Beat | None:
+        """The last ``kind`` heartbeat seen, of ``cpu`` or of any CPU when None."""
+        for message in reversed(self.console.messages()):
+            if isinstance(message, kind) and cpu in (None, message.cpu):
+                return message
+        return None
+
+    def beat_after(self, kind: type[Beat], after: int, timeout: float, *, cpu: int) -> Beat:
+        """The first ``kind`` heartbeat of ``cpu`` numbered above ``after``."""
+        beat = self.console.wait_for(kind, lambda b: b.cpu == cpu and b.n > after, timeout)
         if beat is None:
             raise GuestUnresponsive(
-                f"{self.console.name}: no {kind.__name__.lower()} heartbeat after #{after} "
-                f"within {timeout}s"
+                f"{self.console.name}: no {kind.__name__.lower()} heartbeat from cpu {cpu} "
+                f"after #{after} within {timeout}s"
             )
         return beat
 
-    def _request(self, command: str, reply: type[R]) -> R:
+    def _request(self, command: str, reply: type[R], timeout: float | None = None) -> R:
         req = next(_request_ids)
+        wait = self.timeout if timeout is None else timeout
         self.console.send(encode_command(command, req))
         answer = self.console.wait_for(
-            (reply, AgentError), lambda m: m.req == req, self.timeout  # type: ignore[arg-type]
+            (reply, AgentError), lambda m: m.req == req, wait  # type: ignore[arg-type]
         )
         if answer is None:
             raise GuestUnresponsive(
-                f"{self.console.name}: no reply to {command!r} (request {req}) "
-                f"within {self.timeout}s"
+                f"{self.console.name}: no reply to {command!r} (request {req}) within {wait}s"
             )
         if isinstance(answer, AgentError):
             raise GuestUnresponsive(f"{self.console.name}: agent refused {command!r}: {answer.error}")
