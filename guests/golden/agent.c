@@ -1,13 +1,23 @@
 /*
- * goldmig guest agent: speaks PROTOCOL.md (version 1) on hvc0.
+ * goldmig guest agent: speaks PROTOCOL.md (version 2) on hvc0.
  *
- * Started by /init with stdin/stdout/stderr on /dev/hvc0.  Three threads:
+ * Started by /init with stdin/stdout/stderr on /dev/hvc0.  Threads:
  *
- *   watcher  samples mftb in a tight loop, keeps the backward-step/forward-gap
- *            statistics and emits the `busy` heartbeat (CPU progress);
- *   ticker   emits the `tick` heartbeat every 250 ms of nanosleep (timer
- *            interrupts still arrive);
- *   main     reads commands from the console and answers them.
+ *   per online CPU, each pinned to that CPU (sched_setaffinity):
+ *     tick     emits the `tick` heartbeat every 250 ms of nanosleep, in every
+ *              load mode (timer interrupts still arrive on that CPU);
+ *     busy     the CPU's spinner and timebase watcher: while the load mode is
+ *              busy it samples mftb in a tight loop, keeps the statistics and
+ *              emits the `busy` heartbeat (CPU progress); otherwise it blocks
+ *              on a condition variable so that the CPU can go idle;
+ *     timer    while the load mode is timer, sleeps 1 ms in a loop (keeps the
+ *              CPU's decrementer armed about 1 ms ahead) and counts wake-ups;
+ *              otherwise blocks like the spinner;
+ *     ipi      blocked in a futex wait; pings a peer CPU and times the answer
+ *              (ipi command), or answers a peer's ping;
+ *   supervisor rescans /sys/devices/system/cpu/online every 250 ms and starts
+ *              the per-CPU threads on a CPU that came online (CPU hotplug);
+ *   main       reads commands from the console and answers them.
  *
  * Every output line goes through emit(), which holds one mutex while it
  * assigns the sequence number and writes the whole line, so lines never
@@ -20,7 +30,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -28,14 +41,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
-#define PROTOCOL_VERSION 1
+#define PROTOCOL_VERSION 2
+#define MAX_CPUS 256            /* CPU numbers at or above this are not watched */
 #define BUSY_PER_SECOND 4       /* target busy beat rate */
 #define CALIBRATION_WINDOWS 4   /* one-off calibration: 4 windows of 1/BUSY_PER_SECOND s */
+#define SPIN_BATCH 4096         /* spinner iterations between stats flushes and mode checks */
 #define TICK_NS 250000000L      /* tick heartbeat period */
+#define TIMER_NS 1000000L       /* timer-load sleep */
+#define SCAN_NS 250000000L      /* online CPU rescan period */
+#define MODE_WAIT_S 5           /* a load mode must be in effect within this */
+#define IPI_ANSWER_S 1          /* an IPI round trip not back within this is lost */
+#define THREAD_STACK (128 * 1024)
 #define MAX_COMMAND 128         /* longest accepted command line */
 
 static inline uint64_t mftb(void)
@@ -189,6 +210,43 @@ static void reply_error(long long req, const char *text)
 	buf_printf(&b, "}");
 	emit("error", b.data);
 	buf_free(&b);
+}
+
+/* ---- CPU lists ("0-3,5" as in /sys/devices/system/cpu/online) ---- */
+
+/*
+ * Set set[c] for every CPU c in list (a trailing newline is allowed); false
+ * if the text is not a CPU list.  CPUs at or above MAX_CPUS are left out and
+ * counted in *beyond.
+ */
+static bool parse_cpulist(const char *list, bool set[MAX_CPUS], unsigned long *beyond)
+{
+	const char *p = list;
+	memset(set, 0, MAX_CPUS * sizeof(set[0]));
+	*beyond = 0;
+	for (;;) {
+		char *end;
+		if (!isdigit((unsigned char)*p))
+			return false;
+		unsigned long first = strtoul(p, &end, 10), last = first;
+		p = end;
+		if (*p == '-') {
+			if (!isdigit((unsigned char)p[1]))
+				return false;
+			last = strtoul(p + 1, &end, 10);
+			p = end;
+		}
+		if (last < first)
+			return false;
+		for (unsigned long c = first; c <= last && c < MAX_CPUS; c++)
+			set[c] = true;
+		if (last >= MAX_CPUS)
+			*beyond += last - (first > MAX_CPUS ? first : MAX_CPUS) + 1;
+		if (*p != ',')
+			break;
+		p++;
+	}
+	return *p == '\0' || (*p == '\n' && p[1] == '\0');
 }
 
 /* ---- small file helpers for probe ---- */
@@ -414,6 +472,401 @@ static void json_phb_ranges(struct buf *out)
 	free_list(nodes, n);
 }
 
+/* ---- per-CPU state ---- */
+
+enum load { LOAD_IDLE, LOAD_BUSY, LOAD_TIMER, NLOADS };
+static const char *const load_names[NLOADS] = {"idle", "busy", "timer"};
+
+enum role { ROLE_TICK, ROLE_BUSY, ROLE_TIMER, ROLE_IPI, NROLES };
+static const char *const role_names[NROLES] = {"tick", "busy", "timer", "ipi"};
+
+/* Timebase watcher statistics (PROTOCOL.md, "Timebase watcher"). */
+struct tb_stats {
+	uint64_t samples, max_back, max_fwd, max_fwd_at, last;
+};
+
+/* Aligned to POWER's 128-byte cache line: a CPU's threads write mostly to their own slot. */
+struct __attribute__((aligned(128))) cpu_slot {
+	int cpu;
+	atomic_bool started;          /* threads exist; set once, never cleared */
+	atomic_int ran_on[NROLES];    /* sched_getcpu() at the thread's last iteration, -1 before */
+	int seen_load[NROLES];        /* guarded by mode_lock: last load mode the thread acted on */
+
+	pthread_mutex_t stats_lock;
+	struct tb_stats stats;        /* guarded by stats_lock */
+	uint64_t stats_gen;           /* guarded by stats_lock; tbreset bumps it */
+	atomic_uint_fast64_t timer_wakeups;
+
+	/* IPI: futex words (32-bit, as the futex syscall wants) and one-slot
+	 * mailboxes packed as (seq << 16) | (cpu + 1), 0 when empty. */
+	atomic_uint ipi_gen;          /* bumped for every request to this CPU's ipi thread */
+	atomic_uint_least64_t ipi_ping;    /* a peer asks for a pong */
+	atomic_uint_least64_t ipi_measure; /* main asks for a round trip to a peer */
+	atomic_uint ipi_pong;         /* seq of the last pong this CPU's ipi thread received */
+	atomic_uint ipi_done;         /* seq of the last round trip measured */
+	atomic_int_least64_t ipi_ticks;   /* its result, written before ipi_done */
+};
+
+static struct cpu_slot slots[MAX_CPUS];
+static uint64_t tb_freq;
+
+/* Held while one CPU's threads are created and announced; each new thread
+ * passes through it first, so nothing from a CPU precedes its `cpu` line. */
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void note_cpu(struct cpu_slot *s, enum role r)
+{
+	atomic_store_explicit(&s->ran_on[r], sched_getcpu(), memory_order_relaxed);
+}
+
+static void thread_begin(struct cpu_slot *s, enum role r)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET((size_t)s->cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+		/* Keep running unpinned: probe's ran_on shows where. */
+		char text[96];
+		snprintf(text, sizeof(text), "cpu %d: %s thread not pinned: %m", s->cpu, role_names[r]);
+		reply_error(-1, text);
+	}
+	pthread_mutex_lock(&start_lock);
+	pthread_mutex_unlock(&start_lock);
+	note_cpu(s, r);
+}
+
+static void sleep_ns(long ns)
+{
+	struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* ---- load mode ---- */
+
+/*
+ * The mode lives in load_mode (read without a lock by the spinner's hot
+ * loop, once per batch).  Changes happen under mode_lock with a broadcast
+ * on mode_changed; every spinner and timer thread records in seen_load the
+ * mode it has acted on (parked, spinning or sleeping 1 ms) and signals
+ * mode_acked, so main can reply ok only once the mode is in effect.
+ */
+static pthread_mutex_t mode_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t mode_changed = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t mode_acked;   /* CLOCK_MONOTONIC, set up in main */
+static atomic_int load_mode = LOAD_IDLE;
+
+/* Block until the load mode is want, acknowledging every other mode seen meanwhile. */
+static void wait_for_load(struct cpu_slot *s, enum role r, int want)
+{
+	pthread_mutex_lock(&mode_lock);
+	for (;;) {
+		int mode = atomic_load_explicit(&load_mode, memory_order_relaxed);
+		s->seen_load[r] = mode;
+		pthread_cond_broadcast(&mode_acked);
+		if (mode == want)
+			break;
+		pthread_cond_wait(&mode_changed, &mode_lock);
+	}
+	pthread_mutex_unlock(&mode_lock);
+	note_cpu(s, r);
+}
+
+static bool load_is(int mode)
+{
+	return atomic_load_explicit(&load_mode, memory_order_relaxed) == mode;
+}
+
+/*
+ * Switch every CPU to mode; true once every started spinner and timer
+ * thread has acted on it, false (with the laggard in why) after MODE_WAIT_S.
+ */
+static bool set_load(int mode, char *why, size_t why_len)
+{
+	struct timespec deadline;
+	bool ok = true;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += MODE_WAIT_S;
+	pthread_mutex_lock(&mode_lock);
+	atomic_store_explicit(&load_mode, mode, memory_order_relaxed);
+	pthread_cond_broadcast(&mode_changed);
+	for (int c = 0; c < MAX_CPUS && ok; c++) {
+		struct cpu_slot *s = &slots[c];
+		if (!atomic_load_explicit(&s->started, memory_order_acquire))
+			continue;
+		for (enum role r = ROLE_BUSY; r <= ROLE_TIMER && ok; r++) {
+			while (ok && s->seen_load[r] != mode)
+				ok = pthread_cond_timedwait(&mode_acked, &mode_lock, &deadline) == 0 ||
+				     s->seen_load[r] == mode;
+			if (!ok)
+				snprintf(why, why_len, "load %s not in effect after %d s: cpu %d %s thread",
+					 load_names[mode], MODE_WAIT_S, c, role_names[r]);
+		}
+	}
+	pthread_mutex_unlock(&mode_lock);
+	return ok;
+}
+
+/* ---- tick heartbeat ---- */
+
+static void *ticker(void *arg)
+{
+	struct cpu_slot *s = arg;
+	thread_begin(s, ROLE_TICK);
+	for (uint64_t n = 1;; n++) {
+		sleep_ns(TICK_NS);
+		note_cpu(s, ROLE_TICK);
+		emitf("tick", "{\"cpu\":%d,\"n\":%" PRIu64 ",\"tb\":%" PRIu64 "}", s->cpu, n, mftb());
+	}
+	return NULL;
+}
+
+/* ---- spinner: busy heartbeat and timebase watcher ---- */
+
+/* The spinner's own state; only its thread touches it, so the hot loop takes no lock. */
+struct spin {
+	struct tb_stats batch;  /* since the last flush */
+	uint64_t gen;           /* stats_gen when the batch began */
+	uint64_t prev;          /* previous mftb sample */
+	uint64_t iter;          /* loop iterations since the spinner started */
+	uint64_t busy_every;    /* iterations per busy beat, from calibrate() */
+	uint64_t countdown;     /* iterations to the next beat */
+	uint64_t beat;          /* last busy beat number */
+};
+
+/*
+ * SPIN_BATCH samples.  For consecutive samples prev, cur: a backward step
+ * prev - cur or a forward gap cur - prev, keeping the largest of each (and
+ * where the largest gap ended).  Every busy_every iterations, a busy beat.
+ */
+static void spin_batch(struct cpu_slot *s, struct spin *sp)
+{
+	struct tb_stats *b = &sp->batch;
+	for (int i = 0; i < SPIN_BATCH; i++) {
+		uint64_t cur = mftb();
+		if (cur < sp->prev) {
+			if (sp->prev - cur > b->max_back)
+				b->max_back = sp->prev - cur;
+		} else if (cur - sp->prev > b->max_fwd) {
+			b->max_fwd = cur - sp->prev;
+			b->max_fwd_at = cur;
+		}
+		b->samples++;
+		sp->prev = cur;
+		sp->iter++;
+		if (--sp->countdown == 0) {
+			sp->countdown = sp->busy_every;
+			note_cpu(s, ROLE_BUSY);
+			emitf("busy", "{\"cpu\":%d,\"n\":%" PRIu64 ",\"iter\":%" PRIu64 ",\"tb\":%" PRIu64 "}",
+			      s->cpu, ++sp->beat, sp->iter, cur);
+		}
+	}
+	b->last = sp->prev;
+}
+
+/* Merge the batch into the shared statistics, unless a tbreset came since it began. */
+static void spin_flush(struct cpu_slot *s, struct spin *sp)
+{
+	const struct tb_stats *b = &sp->batch;
+	pthread_mutex_lock(&s->stats_lock);
+	if (s->stats_gen == sp->gen) {
+		struct tb_stats *t = &s->stats;
+		t->samples += b->samples;
+		if (b->max_back > t->max_back)
+			t->max_back = b->max_back;
+		if (b->max_fwd > t->max_fwd) {
+			t->max_fwd = b->max_fwd;
+			t->max_fwd_at = b->max_fwd_at;
+		}
+		t->last = b->last;
+	}
+	sp->gen = s->stats_gen;
+	pthread_mutex_unlock(&s->stats_lock);
+	sp->batch = (struct tb_stats){0};
+}
+
+/*
+ * Once, at start: count iterations of the real loop in a few windows of
+ * 1/BUSY_PER_SECOND s and keep the best, since interference (boot leftovers,
+ * a busy host) only ever lowers a count.  After that the beat is driven by
+ * the iteration count alone, so it measures CPU progress, not time.
+ * Calibration samples do not count in the statistics.
+ */
+static void calibrate(struct cpu_slot *s, struct spin *sp)
+{
+	const uint64_t window = tb_freq / BUSY_PER_SECOND;
+	uint64_t best = 0;
+	sp->countdown = UINT64_MAX;
+	sp->prev = mftb();
+	for (int w = 0; w < CALIBRATION_WINDOWS; w++) {
+		uint64_t start = mftb(), iter = sp->iter;
+		do
+			spin_batch(s, sp);
+		while (sp->prev >= start && sp->prev - start < window);
+		if (sp->iter - iter > best)
+			best = sp->iter - iter;
+	}
+	sp->busy_every = best ? best : 1;
+	sp->countdown = sp->busy_every;
+	sp->batch = (struct tb_stats){0};
+}
+
+static void *spinner(void *arg)
+{
+	struct cpu_slot *s = arg;
+	struct spin sp = {0};
+	thread_begin(s, ROLE_BUSY);
+	calibrate(s, &sp);
+	for (;;) {
+		wait_for_load(s, ROLE_BUSY, LOAD_BUSY);
+		/* A new busy period: the time spent parked is not a gap. */
+		pthread_mutex_lock(&s->stats_lock);
+		sp.gen = s->stats_gen;
+		pthread_mutex_unlock(&s->stats_lock);
+		sp.prev = mftb();
+		do {
+			spin_batch(s, &sp);
+			spin_flush(s, &sp);
+		} while (load_is(LOAD_BUSY));
+		note_cpu(s, ROLE_BUSY);
+	}
+	return NULL;
+}
+
+/* ---- timer load: a 1 ms sleep in a loop ---- */
+
+static void *timer_load(void *arg)
+{
+	struct cpu_slot *s = arg;
+	thread_begin(s, ROLE_TIMER);
+	for (;;) {
+		wait_for_load(s, ROLE_TIMER, LOAD_TIMER);
+		while (load_is(LOAD_TIMER)) {
+			sleep_ns(TIMER_NS);
+			atomic_fetch_add_explicit(&s->timer_wakeups, 1, memory_order_relaxed);
+			note_cpu(s, ROLE_TIMER);
+		}
+	}
+	return NULL;
+}
+
+/* ---- IPI round trips ---- */
+
+static void futex_wait(atomic_uint *word, unsigned expected, const struct timespec *rel)
+{
+	syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, rel, NULL, 0);
+}
+
+static void futex_wake(atomic_uint *word)
+{
+	syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+static uint64_t pack(unsigned seq, int cpu)
+{
+	return (uint64_t)seq << 16 | (uint64_t)(cpu + 1);
+}
+
+/* Put (seq, cpu) in one of to's mailboxes and wake its ipi thread. */
+static void ipi_post(struct cpu_slot *to, atomic_uint_least64_t *mailbox, unsigned seq, int cpu)
+{
+	atomic_store_explicit(mailbox, pack(seq, cpu), memory_order_release);
+	atomic_fetch_add_explicit(&to->ipi_gen, 1, memory_order_release);
+	futex_wake(&to->ipi_gen);
+}
+
+/*
+ * Wait until *word == want or timeout_ticks of timebase have passed since
+ * start (blocked in the futex, never spinning); true if it came.
+ */
+static bool ipi_await(atomic_uint *word, unsigned want, uint64_t start, uint64_t timeout_ticks)
+{
+	for (;;) {
+		unsigned now = atomic_load_explicit(word, memory_order_acquire);
+		if (now == want)
+			return true;
+		uint64_t spent = mftb() - start;
+		if (spent >= timeout_ticks)
+			return false;
+		uint64_t left_ns = (timeout_ticks - spent) * 1000000000ULL / tb_freq + 1;
+		struct timespec rel = {(time_t)(left_ns / 1000000000ULL), (long)(left_ns % 1000000000ULL)};
+		futex_wait(word, now, &rel);
+	}
+}
+
+/* On s's CPU: wake the ipi thread of to, wait for its pong, time the round trip. */
+static int64_t ipi_round_trip(struct cpu_slot *s, struct cpu_slot *to, unsigned seq)
+{
+	uint64_t start = mftb();
+	ipi_post(to, &to->ipi_ping, seq, s->cpu);
+	if (!ipi_await(&s->ipi_pong, seq, start, tb_freq * IPI_ANSWER_S))
+		return -1;
+	return (int64_t)(mftb() - start);
+}
+
+static void *ipi_thread(void *arg)
+{
+	struct cpu_slot *s = arg;
+	thread_begin(s, ROLE_IPI);
+	for (;;) {
+		unsigned gen = atomic_load_explicit(&s->ipi_gen, memory_order_acquire);
+		uint64_t ping = atomic_exchange_explicit(&s->ipi_ping, 0, memory_order_acquire);
+		uint64_t measure = atomic_exchange_explicit(&s->ipi_measure, 0, memory_order_acquire);
+		if (!ping && !measure) {
+			futex_wait(&s->ipi_gen, gen, NULL);
+			continue;
+		}
+		note_cpu(s, ROLE_IPI);
+		if (ping) {
+			struct cpu_slot *from = &slots[(ping & 0xffff) - 1];
+			atomic_store_explicit(&from->ipi_pong, (unsigned)(ping >> 16), memory_order_release);
+			futex_wake(&from->ipi_pong);
+		}
+		if (measure) {
+			unsigned seq = (unsigned)(measure >> 16);
+			int64_t ticks = ipi_round_trip(s, &slots[(measure & 0xffff) - 1], seq);
+			atomic_store_explicit(&s->ipi_ticks, ticks, memory_order_relaxed);
+			atomic_store_explicit(&s->ipi_done, seq, memory_order_release);
+			futex_wake(&s->ipi_done);
+		}
+	}
+	return NULL;
+}
+
+/* Round trips for every ordered pair of CPUs with threads, one pair at a time. */
+static void do_ipi(long long req)
+{
+	static unsigned seq;
+	struct buf b = {0};
+	bool first = true;
+
+	buf_printf(&b, "{\"req\":%lld,\"pairs\":[", req);
+	for (int a = 0; a < MAX_CPUS; a++) {
+		if (!atomic_load_explicit(&slots[a].started, memory_order_acquire))
+			continue;
+		for (int c = 0; c < MAX_CPUS; c++) {
+			if (c == a || !atomic_load_explicit(&slots[c].started, memory_order_acquire))
+				continue;
+			/* Skip 0 on wrap-around: it means "empty" in a mailbox. */
+			if (++seq == 0)
+				++seq;
+			ipi_post(&slots[a], &slots[a].ipi_measure, seq, c);
+			/* The measuring thread gives up after IPI_ANSWER_S; allow it
+			 * as long again to be scheduled and report. */
+			int64_t ticks = -1;
+			if (ipi_await(&slots[a].ipi_done, seq, mftb(), tb_freq * IPI_ANSWER_S * 2))
+				ticks = atomic_load_explicit(&slots[a].ipi_ticks, memory_order_relaxed);
+			buf_printf(&b, "%s{\"from\":%d,\"to\":%d,\"ticks\":%" PRId64 "}",
+				   first ? "" : ",", a, c, ticks);
+			first = false;
+		}
+	}
+	buf_printf(&b, "]}");
+	emit("ipi", b.data);
+	buf_free(&b);
+}
+
 static void do_probe(long long req)
 {
 	struct buf b = {0};
@@ -428,7 +881,23 @@ static void do_probe(long long req)
 	buf_json_str(&b, intc);
 	buf_printf(&b, ",\"intc_names\":%s,\"cpus_online\":", names.data);
 	json_file_field(&b, "/sys/devices/system/cpu/online", true);
-	buf_printf(&b, ",\"pci\":");
+	buf_printf(&b, ",\"cpus_present\":");
+	json_file_field(&b, "/sys/devices/system/cpu/present", true);
+	buf_printf(&b, ",\"load\":\"%s\",\"threads\":[",
+		   load_names[atomic_load_explicit(&load_mode, memory_order_relaxed)]);
+	bool first = true;
+	for (int c = 0; c < MAX_CPUS; c++) {
+		struct cpu_slot *s = &slots[c];
+		if (!atomic_load_explicit(&s->started, memory_order_acquire))
+			continue;
+		for (enum role r = 0; r < NROLES; r++) {
+			buf_printf(&b, "%s{\"role\":\"%s\",\"cpu\":%d,\"ran_on\":%d}", first ? "" : ",",
+				   role_names[r], c,
+				   atomic_load_explicit(&s->ran_on[r], memory_order_relaxed));
+			first = false;
+		}
+	}
+	buf_printf(&b, "],\"pci\":");
 	json_pci(&b);
 	buf_printf(&b, ",\"phb_ranges\":");
 	json_phb_ranges(&b);
@@ -438,97 +907,113 @@ static void do_probe(long long req)
 	buf_free(&b);
 }
 
-/* ---- timebase watcher ---- */
+/* ---- tbstats, tbreset ---- */
 
-/*
- * The watcher owns its statistics; nobody else touches them, so the hot loop
- * takes no lock.  tbstats/tbreset are handed to it through this one-slot
- * mailbox (a plain load per iteration) and it writes the reply itself.
- */
-enum { REQ_NONE, REQ_STATS, REQ_RESET };
-static atomic_int mailbox_kind = REQ_NONE;
-static long long mailbox_req; /* written before mailbox_kind is published */
-
-static uint64_t tb_freq;
-
-static void watcher_request(uint64_t *samples, uint64_t *max_back, uint64_t *max_fwd,
-			    uint64_t *max_fwd_at, uint64_t last)
+static void do_tbstats(long long req)
 {
-	int kind = atomic_load_explicit(&mailbox_kind, memory_order_acquire);
-	if (kind == REQ_STATS) {
-		emitf("tbstats",
-		      "{\"req\":%lld,\"samples\":%" PRIu64 ",\"max_back\":%" PRIu64
-		      ",\"max_fwd\":%" PRIu64 ",\"max_fwd_at\":%" PRIu64 ",\"last\":%" PRIu64 "}",
-		      mailbox_req, *samples, *max_back, *max_fwd, *max_fwd_at, last);
-	} else {
-		*samples = *max_back = *max_fwd = 0;
-		*max_fwd_at = 0;
-		emitf("ok", "{\"req\":%lld}", mailbox_req);
+	struct buf b = {0};
+	bool first = true;
+
+	buf_printf(&b, "{\"req\":%lld,\"cpus\":[", req);
+	for (int c = 0; c < MAX_CPUS; c++) {
+		struct cpu_slot *s = &slots[c];
+		if (!atomic_load_explicit(&s->started, memory_order_acquire))
+			continue;
+		pthread_mutex_lock(&s->stats_lock);
+		struct tb_stats t = s->stats;
+		pthread_mutex_unlock(&s->stats_lock);
+		buf_printf(&b,
+			   "%s{\"cpu\":%d,\"samples\":%" PRIu64 ",\"max_back\":%" PRIu64
+			   ",\"max_fwd\":%" PRIu64 ",\"max_fwd_at\":%" PRIu64 ",\"last\":%" PRIu64
+			   ",\"timer_wakeups\":%" PRIuFAST64 "}",
+			   first ? "" : ",", c, t.samples, t.max_back, t.max_fwd, t.max_fwd_at, t.last,
+			   atomic_load_explicit(&s->timer_wakeups, memory_order_relaxed));
+		first = false;
 	}
-	atomic_store_explicit(&mailbox_kind, REQ_NONE, memory_order_release);
+	buf_printf(&b, "]}");
+	emit("tbstats", b.data);
+	buf_free(&b);
 }
 
-static void *watcher(void *arg)
+static void do_tbreset(long long req)
+{
+	for (int c = 0; c < MAX_CPUS; c++) {
+		struct cpu_slot *s = &slots[c];
+		if (!atomic_load_explicit(&s->started, memory_order_acquire))
+			continue;
+		pthread_mutex_lock(&s->stats_lock);
+		s->stats = (struct tb_stats){0};
+		s->stats_gen++;
+		atomic_store_explicit(&s->timer_wakeups, 0, memory_order_relaxed);
+		pthread_mutex_unlock(&s->stats_lock);
+	}
+	emitf("ok", "{\"req\":%lld}", req);
+}
+
+/* ---- CPUs coming online ---- */
+
+static void start_cpu(int c)
+{
+	static void *(*const bodies[NROLES])(void *) = {ticker, spinner, timer_load, ipi_thread};
+	struct cpu_slot *s = &slots[c];
+	pthread_attr_t attr;
+	pthread_t tid;
+
+	s->cpu = c;
+	pthread_mutex_init(&s->stats_lock, NULL);
+	for (enum role r = 0; r < NROLES; r++) {
+		atomic_init(&s->ran_on[r], -1);
+		s->seen_load[r] = -1; /* not LOAD_IDLE (0): set_load must wait for the thread */
+	}
+	if (pthread_attr_init(&attr) != 0 || pthread_attr_setstacksize(&attr, THREAD_STACK) != 0 ||
+	    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) != 0)
+		die("pthread_attr");
+	pthread_mutex_lock(&start_lock);
+	for (enum role r = 0; r < NROLES; r++)
+		if ((errno = pthread_create(&tid, &attr, bodies[r], s)) != 0)
+			die("pthread_create");
+	atomic_store_explicit(&s->started, true, memory_order_release);
+	emitf("cpu", "{\"cpu\":%d}", c);
+	pthread_mutex_unlock(&start_lock);
+	pthread_attr_destroy(&attr);
+}
+
+/* Start threads on every CPU in the online list that has none yet. */
+static void start_online_cpus(const char *online)
+{
+	static bool warned, unparsable; /* say each once, not every SCAN_NS */
+	bool set[MAX_CPUS];
+	unsigned long beyond;
+
+	if (!parse_cpulist(online, set, &beyond)) {
+		char text[160];
+		snprintf(text, sizeof(text), "cannot parse the online CPU list '%.100s'", online);
+		if (!unparsable)
+			reply_error(-1, text);
+		unparsable = true;
+		return;
+	}
+	if (beyond && !warned) {
+		char text[96];
+		snprintf(text, sizeof(text), "%lu online CPUs numbered %d or above are not watched",
+			 beyond, MAX_CPUS);
+		reply_error(-1, text);
+		warned = true;
+	}
+	for (int c = 0; c < MAX_CPUS; c++)
+		if (set[c] && !atomic_load_explicit(&slots[c].started, memory_order_relaxed))
+			start_cpu(c);
+}
+
+static void *supervisor(void *arg)
 {
 	(void)arg;
-	uint64_t samples = 0, max_back = 0, max_fwd = 0, max_fwd_at = 0;
-	uint64_t prev = mftb();
-	const uint64_t window_ticks = tb_freq / BUSY_PER_SECOND;
-	uint64_t window_start = prev, best_window = 0, windows = 0;
-	uint64_t iter = 0, busy_every = 0, countdown = 0, beat = 0;
-
 	for (;;) {
-		uint64_t cur = mftb();
-		if (cur < prev) {
-			if (prev - cur > max_back)
-				max_back = prev - cur;
-		} else if (cur - prev > max_fwd) {
-			max_fwd = cur - prev;
-			max_fwd_at = cur;
-		}
-		samples++;
-		prev = cur;
-		iter++;
-
-		if (atomic_load_explicit(&mailbox_kind, memory_order_relaxed) != REQ_NONE)
-			watcher_request(&samples, &max_back, &max_fwd, &max_fwd_at, cur);
-
-		if (busy_every == 0) {
-			/* Calibration, once: count iterations in a few windows of
-			 * 1/BUSY_PER_SECOND s and keep the best, since interference
-			 * (boot leftovers, a busy host) only ever lowers a count.
-			 * After that the beat is driven by the iteration count
-			 * alone, so it measures CPU progress, not time. */
-			if (cur < window_start || cur - window_start >= window_ticks) {
-				if (iter > best_window)
-					best_window = iter;
-				window_start = cur;
-				iter = 0;
-				if (++windows == CALIBRATION_WINDOWS) {
-					busy_every = best_window ? best_window : 1;
-					countdown = busy_every;
-				}
-			}
-		} else if (--countdown == 0) {
-			countdown = busy_every;
-			beat++;
-			emitf("busy", "{\"n\":%" PRIu64 ",\"iter\":%" PRIu64 ",\"tb\":%" PRIu64 "}",
-			      beat, iter, cur);
-		}
-	}
-	return NULL;
-}
-
-/* ---- tick heartbeat ---- */
-
-static void *ticker(void *arg)
-{
-	(void)arg;
-	for (uint64_t n = 1;; n++) {
-		struct timespec ts = {0, TICK_NS};
-		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-			;
-		emitf("tick", "{\"n\":%" PRIu64 ",\"tb\":%" PRIu64 "}", n, mftb());
+		struct buf online = {0};
+		sleep_ns(SCAN_NS);
+		if (slurp("/sys/devices/system/cpu/online", &online))
+			start_online_cpus(online.data);
+		buf_free(&online);
 	}
 	return NULL;
 }
@@ -544,15 +1029,13 @@ static long long parse_id(const char *s)
 	return strtoll(s, NULL, 10);
 }
 
-/* Hand a request to the watcher and wait until it has replied, so replies
- * come out in command order and the one-slot mailbox is never overwritten. */
-static void post_to_watcher(int kind, long long req)
+static void do_load(long long req, int mode)
 {
-	const struct timespec ms = {0, 1000000L};
-	mailbox_req = req;
-	atomic_store_explicit(&mailbox_kind, kind, memory_order_release);
-	while (atomic_load_explicit(&mailbox_kind, memory_order_acquire) != REQ_NONE)
-		nanosleep(&ms, NULL);
+	char why[128];
+	if (set_load(mode, why, sizeof(why)))
+		emitf("ok", "{\"req\":%lld}", req);
+	else
+		reply_error(req, why);
 }
 
 static void handle_command(char *line)
@@ -568,9 +1051,17 @@ static void handle_command(char *line)
 	} else if (strcmp(line, "probe") == 0) {
 		do_probe(req);
 	} else if (strcmp(line, "tbstats") == 0) {
-		post_to_watcher(REQ_STATS, req);
+		do_tbstats(req);
 	} else if (strcmp(line, "tbreset") == 0) {
-		post_to_watcher(REQ_RESET, req);
+		do_tbreset(req);
+	} else if (strcmp(line, "ipi") == 0) {
+		do_ipi(req);
+	} else if (strcmp(line, "loadidle") == 0) {
+		do_load(req, LOAD_IDLE);
+	} else if (strcmp(line, "loadbusy") == 0) {
+		do_load(req, LOAD_BUSY);
+	} else if (strcmp(line, "loadtimer") == 0) {
+		do_load(req, LOAD_TIMER);
 	} else {
 		char text[MAX_COMMAND + 32];
 		snprintf(text, sizeof(text), "unknown command '%s'", line);
@@ -618,9 +1109,15 @@ static void command_loop(void)
 int main(void)
 {
 	struct termios t;
+	pthread_condattr_t monotonic;
 	pthread_t tid;
+	struct buf online = {0};
 
 	crc32_init();
+	if (pthread_condattr_init(&monotonic) != 0 ||
+	    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC) != 0 ||
+	    pthread_cond_init(&mode_acked, &monotonic) != 0)
+		die("pthread_cond_init");
 
 	/* Raw, no echo: commands never show up in our output, no signals from
 	 * control characters.  Output keeps ONLCR so the console log reads
@@ -637,12 +1134,20 @@ int main(void)
 		errno = ENOENT;
 		die("no \"timebase\" in /proc/cpuinfo");
 	}
-	emitf("hello", "{\"agent\":%d,\"tb_freq\":%" PRIu64 "}", PROTOCOL_VERSION, tb_freq);
+	if (!slurp("/sys/devices/system/cpu/online", &online))
+		die("/sys/devices/system/cpu/online");
+	rstrip(&online);
+	struct buf hello = {0};
+	buf_printf(&hello, "{\"agent\":%d,\"tb_freq\":%" PRIu64 ",\"cpus\":", PROTOCOL_VERSION, tb_freq);
+	buf_json_str(&hello, online.data);
+	buf_printf(&hello, "}");
+	emit("hello", hello.data);
+	buf_free(&hello);
 
-	if (pthread_create(&tid, NULL, ticker, NULL) != 0)
-		die("pthread_create ticker");
-	if (pthread_create(&tid, NULL, watcher, NULL) != 0)
-		die("pthread_create watcher");
+	start_online_cpus(online.data);
+	buf_free(&online);
+	if ((errno = pthread_create(&tid, NULL, supervisor, NULL)) != 0)
+		die("pthread_create supervisor");
 	command_loop();
 	return 0;
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from harness.guest import image
 from harness.guest.image import GoldenImage, GuestImageError, ensure_golden_image, recipe_key
+from harness.guest.protocol import PROTOCOL_VERSION
 
 BUILD_PY = image.GOLDEN_DIR / "build.py"
 
@@ -69,6 +71,27 @@ class TestRecipeKey:
         key = recipe_key(golden)
         (golden / "PROTOCOL.md").write_text("changed")
         assert recipe_key(golden) == key
+
+
+class TestAgentSource:
+    def test_speaks_the_harness_protocol_version(self) -> None:
+        source = (image.GOLDEN_DIR / "agent.c").read_text()
+        version = re.search(r"^#define PROTOCOL_VERSION (\d+)$", source, re.M)
+        assert version is not None and int(version[1]) == PROTOCOL_VERSION
+        doc = (image.GOLDEN_DIR / "PROTOCOL.md").read_text()
+        assert doc.startswith(f"# goldmig guest agent: console line protocol (version {PROTOCOL_VERSION})")
+
+    def test_compiles_without_warnings(self, tmp_path: Path) -> None:
+        """The image build only logs compiler warnings; here they fail."""
+        compiler = json.loads((image.GOLDEN_DIR / "recipe.json").read_text())["compiler"]
+        if shutil.which(compiler["command"]) is None:
+            pytest.skip(f"{compiler['command']} is not installed")
+        proc = subprocess.run(
+            [compiler["command"], *compiler["flags"], "-Werror", "-o", str(tmp_path / "agent"),
+             str(image.GOLDEN_DIR / "agent.c")],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
 
 
 class TestCache:

@@ -11,14 +11,20 @@ import pytest
 from harness.guest.protocol import (
     AgentError,
     Busy,
+    CpuOnline,
+    CpuTbStats,
     Hello,
+    IpiPair,
+    IpiReport,
     Ok,
     PciDevice,
     Probe,
     ProtocolError,
     TbStats,
+    ThreadPlacement,
     Tick,
     encode_command,
+    parse_cpu_list,
     parse_line,
 )
 
@@ -39,6 +45,14 @@ PROBE = {
     "intc": "XIVE",
     "intc_names": ["XIVE-IPI", "XIVE-IRQ"],
     "cpus_online": "0-1",
+    "cpus_present": "0-3",
+    "load": "idle",
+    "threads": [
+        {"role": "tick", "cpu": 0, "ran_on": 0},
+        {"role": "busy", "cpu": 0, "ran_on": -1},
+        {"role": "timer", "cpu": 1, "ran_on": 1},
+        {"role": "ipi", "cpu": 1, "ran_on": 0},
+    ],
     "pci": [
         {
             "addr": "0000:00:00.0",
@@ -51,24 +65,76 @@ PROBE = {
     "phb_ranges": {"pci@800000020000000": "0100000000000000"},
 }
 
+CPU_STATS = {
+    "cpu": 0,
+    "samples": 10,
+    "max_back": 0,
+    "max_fwd": 5,
+    "max_fwd_at": 8,
+    "last": 9,
+    "timer_wakeups": 0,
+}
+TBSTATS = {"req": 2, "cpus": [CPU_STATS, {**CPU_STATS, "cpu": 1, "samples": 0, "timer_wakeups": 7}]}
+IPI = {
+    "req": 3,
+    "pairs": [{"from": 0, "to": 1, "ticks": 51200}, {"from": 1, "to": 0, "ticks": -1}],
+}
+
 
 class TestParseValid:
     def test_hello(self) -> None:
-        line = agent_line("hello", 1, {"agent": 1, "tb_freq": 512000000})
-        assert parse_line(line) == Hello(seq=1, agent=1, tb_freq=512000000)
+        line = agent_line("hello", 1, {"agent": 2, "tb_freq": 512000000, "cpus": "0-1"})
+        assert parse_line(line) == Hello(seq=1, agent=2, tb_freq=512000000, cpus="0-1")
 
-    def test_line_captured_from_the_real_agent(self) -> None:
-        # Verbatim from a boot of the golden image under QEMU 7.2.
-        line = '##GM busy 6 81e50b3f {"n":1,"iter":5520407,"tb":1859032268}\r'
-        assert parse_line(line) == Busy(seq=6, n=1, iter=5520407, tb=1859032268)
+    @pytest.mark.parametrize(
+        ("line", "message"),
+        [
+            # Verbatim from a boot of the golden image under QEMU 7.2 with -smp 2.
+            (
+                '##GM hello 1 423be8b0 {"agent":2,"tb_freq":512000000,"cpus":"0-1"}\r',
+                Hello(seq=1, agent=2, tb_freq=512000000, cpus="0-1"),
+            ),
+            ('##GM cpu 3 ad05a47f {"cpu":1}\r', CpuOnline(seq=3, cpu=1)),
+            (
+                '##GM busy 32 41a82048 {"cpu":1,"n":1,"iter":38248448,"tb":2615130234}\r',
+                Busy(seq=32, cpu=1, n=1, iter=38248448, tb=2615130234),
+            ),
+            (
+                '##GM tick 5 56eb195e {"cpu":0,"n":1,"tb":1059757238}\r',
+                Tick(seq=5, cpu=0, n=1, tb=1059757238),
+            ),
+            (
+                '##GM ipi 93 654db8e7 {"req":6,"pairs":[{"from":0,"to":1,"ticks":567422},'
+                '{"from":1,"to":0,"ticks":158253}]}\r',
+                IpiReport(seq=93, req=6, pairs=(IpiPair(0, 1, 567422), IpiPair(1, 0, 158253))),
+            ),
+        ],
+    )
+    def test_lines_captured_from_the_real_agent(self, line: str, message: object) -> None:
+        assert parse_line(line) == message
+
+    def test_cpu(self) -> None:
+        assert parse_line(agent_line("cpu", 2, {"cpu": 5})) == CpuOnline(seq=2, cpu=5)
+
+    def test_busy(self) -> None:
+        line = agent_line("busy", 8, {"cpu": 1, "n": 3, "iter": 10, "tb": 99})
+        assert parse_line(line) == Busy(seq=8, cpu=1, n=3, iter=10, tb=99)
 
     def test_tick(self) -> None:
-        assert parse_line(agent_line("tick", 3, {"n": 2, "tb": 99})) == Tick(seq=3, n=2, tb=99)
+        line = agent_line("tick", 3, {"cpu": 1, "n": 2, "tb": 99})
+        assert parse_line(line) == Tick(seq=3, cpu=1, n=2, tb=99)
 
     def test_probe(self) -> None:
         msg = parse_line(agent_line("probe", 40, PROBE))
         assert isinstance(msg, Probe)
         assert (msg.seq, msg.req, msg.intc, msg.cpus_online) == (40, 7, "XIVE", "0-1")
+        assert (msg.cpus_present, msg.load) == ("0-3", "idle")
+        assert msg.threads == (
+            ThreadPlacement(role="tick", cpu=0, ran_on=0),
+            ThreadPlacement(role="busy", cpu=0, ran_on=-1),
+            ThreadPlacement(role="timer", cpu=1, ran_on=1),
+            ThreadPlacement(role="ipi", cpu=1, ran_on=0),
+        )
         assert msg.intc_names == ("XIVE-IPI", "XIVE-IRQ")
         assert msg.pci == (
             PciDevice(
@@ -85,15 +151,39 @@ class TestParseValid:
         line = agent_line("probe", 1, PROBE)
         assert parse_line(line) == parse_line(line)
 
-    def test_tbstats_ok_error(self) -> None:
-        stats = {"req": 2, "samples": 10, "max_back": 0, "max_fwd": 5, "max_fwd_at": 8, "last": 9}
-        assert parse_line(agent_line("tbstats", 4, stats)) == TbStats(seq=4, **stats)
+    def test_tbstats(self) -> None:
+        msg = parse_line(agent_line("tbstats", 4, TBSTATS))
+        cpu0 = CpuTbStats(
+            cpu=0, samples=10, max_back=0, max_fwd=5, max_fwd_at=8, last=9, timer_wakeups=0
+        )
+        cpu1 = CpuTbStats(
+            cpu=1, samples=0, max_back=0, max_fwd=5, max_fwd_at=8, last=9, timer_wakeups=7
+        )
+        assert msg == TbStats(seq=4, req=2, cpus=(cpu0, cpu1))
+        assert msg.for_cpu(1) == cpu1
+        with pytest.raises(KeyError, match="no cpu 2"):
+            msg.for_cpu(2)
+
+    def test_ipi(self) -> None:
+        assert parse_line(agent_line("ipi", 9, IPI)) == IpiReport(
+            seq=9,
+            req=3,
+            pairs=(
+                IpiPair(from_cpu=0, to_cpu=1, ticks=51200),
+                IpiPair(from_cpu=1, to_cpu=0, ticks=-1),
+            ),
+        )
+
+    def test_ipi_with_one_cpu_has_no_pairs(self) -> None:
+        assert parse_line(agent_line("ipi", 9, {"req": 1, "pairs": []})) == IpiReport(9, 1, ())
+
+    def test_ok_error(self) -> None:
         assert parse_line(agent_line("ok", 5, {"req": 3})) == Ok(seq=5, req=3)
         error = {"req": -1, "error": "command too long"}
         assert parse_line(agent_line("error", 6, error)) == AgentError(6, -1, "command too long")
 
     def test_messages_are_frozen(self) -> None:
-        msg = parse_line(agent_line("tick", 3, {"n": 2, "tb": 99}))
+        msg = parse_line(agent_line("tick", 3, {"cpu": 0, "n": 2, "tb": 99}))
         with pytest.raises(AttributeError):
             msg.n = 5  # type: ignore[union-attr,misc]
 
@@ -106,8 +196,9 @@ class TestNonAgentLines:
         assert parse_line(line) is None
 
     def test_kernel_text_before_the_marker(self) -> None:
-        line = "[   12.5] random: crng init done" + agent_line("tick", 9, {"n": 4, "tb": 1})
-        assert parse_line(line) == Tick(seq=9, n=4, tb=1)
+        tick = agent_line("tick", 9, {"cpu": 0, "n": 4, "tb": 1})
+        line = "[   12.5] random: crng init done" + tick
+        assert parse_line(line) == Tick(seq=9, cpu=0, n=4, tb=1)
 
     def test_trailing_cr_lf_ignored(self) -> None:
         line = agent_line("ok", 2, {"req": 1}) + "\r\n"
@@ -130,14 +221,14 @@ class TestSeq:
 
 class TestCorrupt:
     def test_bad_crc(self) -> None:
-        line = agent_line("tick", 3, {"n": 2, "tb": 99}, crc=0x12345678)
+        line = agent_line("tick", 3, {"cpu": 0, "n": 2, "tb": 99}, crc=0x12345678)
         with pytest.raises(ProtocolError) as err:
             parse_line(line)
         assert err.value.line == line
         assert err.value.corrupt
 
     def test_interleaved_kernel_text_fails_crc(self) -> None:
-        line = agent_line("tick", 3, {"n": 2, "tb": 99})
+        line = agent_line("tick", 3, {"cpu": 0, "n": 2, "tb": 99})
         broken = line[:30] + "[  3.1] oops" + line[30:]
         with pytest.raises(ProtocolError, match="CRC"):
             parse_line(broken)
@@ -152,7 +243,7 @@ class TestCorrupt:
 
 class TestBadPayload:
     def test_bad_json(self) -> None:
-        line = agent_line("tick", 3, '{"n": 2, "tb": ')
+        line = agent_line("tick", 3, '{"cpu": 0, "n": 2, "tb": ')
         with pytest.raises(ProtocolError, match="not JSON") as err:
             parse_line(line)
         assert err.value.line == line
@@ -162,16 +253,59 @@ class TestBadPayload:
         ("kind", "payload", "problem"),
         [
             ("tick", [1, 2], "not a JSON object"),
-            ("tick", {"n": 2}, "lacks 'tb'"),
-            ("tick", {"n": 2, "tb": 1, "extra": 0}, "unknown keys"),
-            ("tick", {"n": "2", "tb": 1}, "'n' must be"),
-            ("tick", {"n": True, "tb": 1}, "'n' must be"),
-            ("tick", {"n": 0, "tb": 1}, "'n' must be"),
+            ("tick", {"cpu": 0, "n": 2}, "lacks 'tb'"),
+            ("tick", {"n": 2, "tb": 1}, "lacks 'cpu'"),
+            ("tick", {"cpu": 0, "n": 2, "tb": 1, "extra": 0}, "unknown keys"),
+            ("tick", {"cpu": 0, "n": "2", "tb": 1}, "'n' must be"),
+            ("tick", {"cpu": 0, "n": True, "tb": 1}, "'n' must be"),
+            ("tick", {"cpu": 0, "n": 0, "tb": 1}, "'n' must be"),
+            ("tick", {"cpu": -1, "n": 1, "tb": 1}, "'cpu' must be"),
+            ("busy", {"cpu": 0, "n": 1, "tb": 1}, "lacks 'iter'"),
+            ("busy", {"n": 1, "iter": 5, "tb": 1}, "lacks 'cpu'"),
+            ("busy", {"cpu": "1", "n": 1, "iter": 5, "tb": 1}, "'cpu' must be"),
+            ("cpu", {}, "lacks 'cpu'"),
+            ("cpu", {"cpu": 1.0}, "'cpu' must be"),
+            ("cpu", {"cpu": 1, "online": True}, "unknown keys"),
             ("ok", {"req": -1}, "'req' must be"),
-            ("hello", {"agent": 2, "tb_freq": 512000000}, "protocol 2"),
+            ("hello", {"agent": 1, "tb_freq": 512000000}, "protocol 1"),
+            ("hello", {"agent": 3, "tb_freq": 1, "cpus": "0"}, "protocol 3"),
+            ("hello", {"agent": 2, "tb_freq": 512000000}, "lacks 'cpus'"),
+            ("hello", {"agent": 2, "tb_freq": 1, "cpus": ""}, "'cpus' must be a CPU list"),
+            ("hello", {"agent": 2, "tb_freq": 1, "cpus": "1-0"}, "'cpus' must be a CPU list"),
+            ("hello", {"agent": 2, "tb_freq": 1, "cpus": [0, 1]}, "'cpus' must be a string"),
             ("probe", {**PROBE, "pci": [{"addr": "x"}]}, "lacks 'vendor'"),
             ("probe", {**PROBE, "phb_ranges": {"pci@1": 5}}, "must be a string"),
             ("probe", {**PROBE, "intc_names": "XICS"}, "list of strings"),
+            ("probe", {k: v for k, v in PROBE.items() if k != "cpus_present"}, "lacks 'cpus_present'"),
+            ("probe", {**PROBE, "load": "spin"}, "'load' must be one of idle, busy, timer"),
+            ("probe", {**PROBE, "load": None}, "'load' must be one of"),
+            ("probe", {**PROBE, "threads": {}}, "'threads' must be a list of objects"),
+            ("probe", {**PROBE, "threads": [{"role": "ipi", "cpu": 0}]}, "lacks 'ran_on'"),
+            (
+                "probe",
+                {**PROBE, "threads": [{"role": "idle", "cpu": 0, "ran_on": 0}]},
+                r"probe.threads\[0\] payload 'role' must be one of tick, busy, timer, ipi",
+            ),
+            ("probe", {**PROBE, "threads": [{"role": "ipi", "cpu": 0, "ran_on": -2}]}, "'ran_on'"),
+            ("tbstats", {"req": 2, "samples": 1}, "lacks 'cpus'"),
+            ("tbstats", {**TBSTATS, "cpus": [{**CPU_STATS, "timer_wakeups": -1}]}, "'timer_wakeups'"),
+            ("tbstats", {**TBSTATS, "cpus": [{**CPU_STATS, "watts": 1}]}, "unknown keys"),
+            (
+                "tbstats",
+                {**TBSTATS, "cpus": [{k: v for k, v in CPU_STATS.items() if k != "last"}]},
+                "lacks 'last'",
+            ),
+            ("tbstats", {**TBSTATS, "cpus": [CPU_STATS, CPU_STATS]}, "distinct and ascending"),
+            (
+                "tbstats",
+                {**TBSTATS, "cpus": [{**CPU_STATS, "cpu": 1}, CPU_STATS]},
+                "distinct and ascending",
+            ),
+            ("ipi", {"req": 3}, "lacks 'pairs'"),
+            ("ipi", {"req": 3, "pairs": [{"from": 0, "to": 1}]}, "lacks 'ticks'"),
+            ("ipi", {"req": 3, "pairs": [{"from": 0, "to": 1, "ticks": -2}]}, "'ticks' must be"),
+            ("ipi", {"req": 3, "pairs": [{"from": 1, "to": 1, "ticks": 5}]}, "to itself"),
+            ("ipi", {"req": 3, "pairs": [{"from": 0, "to": 1, "ticks": 5, "ns": 1}]}, "unknown keys"),
             ("frob", {}, "unknown agent message type"),
         ],
     )
@@ -182,9 +316,25 @@ class TestBadPayload:
         assert err.value.line == line
 
 
+class TestCpuList:
+    @pytest.mark.parametrize(
+        ("text", "cpus"),
+        [("0", (0,)), ("0-1", (0, 1)), ("0-3,5", (0, 1, 2, 3, 5)), ("4,0-1", (0, 1, 4)), ("2-2", (2,))],
+    )
+    def test_parsed(self, text: str, cpus: tuple[int, ...]) -> None:
+        assert parse_cpu_list(text) == cpus
+
+    @pytest.mark.parametrize("text", ["", "0-", "-1", "1-0", "0,", ",0", "0 1", "01", "a", "0-1\n"])
+    def test_malformed(self, text: str) -> None:
+        with pytest.raises(ValueError, match="not a CPU list"):
+            parse_cpu_list(text)
+
+
 class TestEncodeCommand:
     def test_encoding(self) -> None:
         assert encode_command("probe", 1) == b"probe 1\n"
+        assert encode_command("loadtimer", 3) == b"loadtimer 3\n"
+        assert encode_command("ipi", 4) == b"ipi 4\n"
         assert encode_command("tbstats", 12345678901) == b"tbstats 12345678901\n"
         assert encode_command("tbreset", 0) == b"tbreset 0\n"
 

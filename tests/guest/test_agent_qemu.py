@@ -1,0 +1,125 @@
+"""The golden guest's agent under the host's QEMU (TCG) with two vCPUs: protocol v2 end to end.
+
+One guest boots for the module; each test sets the load mode it needs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.builds.model import Build
+from harness.guest.agent import Agent
+from harness.guest.image import ensure_golden_image
+from harness.guest.protocol import Busy, LoadMode, Tick, parse_cpu_list
+from harness.hosts.local import LocalHost
+from harness.hosts.workspace import SharedWorkspace
+from harness.qemu.argv import SidePaths, qemu_argv
+from harness.qemu.machine import MachineSetup
+from harness.qemu.process import QemuProcess
+
+pytestmark = pytest.mark.slow
+
+HOST_QEMU = "/usr/bin/qemu-system-ppc64"
+CPUS = (0, 1)
+BEAT_S = 10.0  # beats come every 250 ms; TCG on a loaded 2-core host is slower
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    if shutil.which(HOST_QEMU) is None:
+        pytest.skip(f"{HOST_QEMU} is not installed")
+    image = ensure_golden_image()
+    rundir = tmp_path_factory.mktemp("smp")
+    setup = MachineSetup(
+        machine="pseries-7.2",
+        properties=(("cap-cfpc", "broken"), ("cap-sbbc", "broken"), ("cap-ibs", "broken"),
+                    ("cap-ccf-assist", "off"), ("x-vof", "on")),
+        firmware="vof", accel="tcg", cpu="POWER9", memory_mb=512, smp=len(CPUS), maxcpus=len(CPUS),
+        devices=(), kernel=image.kernel, initrd=image.initrd, append=image.kernel_cmdline,
+    )
+    build = Build(name="host", root=Path("/"), binary=HOST_QEMU)
+    paths = SidePaths.for_role(rundir, "src")
+    workspace = SharedWorkspace(rundir, [image.kernel.parent])
+    argv = qemu_argv(build, setup, paths, incoming=False)
+    with QemuProcess("src", LocalHost(), build, argv, paths, workspace) as qemu:
+        qemu.start()
+        qemu.monitor.cmd("cont")
+        agent = Agent(qemu.console)
+        agent.hello(timeout=60)  # commands only once the agent reads them
+        yield agent
+        assert not qemu.console.corrupt_lines
+
+
+def test_hello_and_one_cpu_message_per_online_cpu(agent: Agent) -> None:
+    hello = agent.hello(timeout=0)
+    assert parse_cpu_list(hello.cpus) == CPUS
+    deadline = time.monotonic() + 5
+    while agent.online_cpus() != CPUS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert agent.online_cpus() == CPUS
+
+
+def test_every_cpu_ticks(agent: Agent) -> None:
+    for cpu in CPUS:
+        assert agent.beat_after(Tick, 1, BEAT_S, cpu=cpu).cpu == cpu
+
+
+def test_busy_beats_from_every_cpu_only_while_busy(agent: Agent) -> None:
+    agent.tbreset()
+    agent.set_load("busy")
+    for cpu in CPUS:
+        last = agent.latest(Busy, cpu)
+        agent.beat_after(Busy, last.n if last else 0, BEAT_S, cpu=cpu)
+    stats = agent.tbstats()
+    assert [s.cpu for s in stats.cpus] == list(CPUS)
+    assert all(s.samples > 0 and s.max_back == 0 for s in stats.cpus), stats
+
+    agent.set_load("idle")
+    # The ok comes after the spinners parked: no busy beat after it, ticks go on.
+    beats = {cpu: agent.beats(Busy, cpu) for cpu in CPUS}
+    ticks = {cpu: agent.latest(Tick, cpu) for cpu in CPUS}
+    before = agent.tbstats()
+    for cpu in CPUS:
+        tick = ticks[cpu]
+        agent.beat_after(Tick, tick.n + 4 if tick else 4, BEAT_S, cpu=cpu)
+    assert {cpu: agent.beats(Busy, cpu) for cpu in CPUS} == beats
+    assert agent.tbstats().cpus == before.cpus
+
+
+def test_timer_load_wakes_every_cpu(agent: Agent) -> None:
+    agent.set_load("timer")
+    agent.tbreset()
+    time.sleep(1)
+    stats = agent.tbstats()
+    agent.set_load("idle")
+    # 1 ms sleeps for a second; TCG and a busy host make them fewer, never ~0.
+    assert all(s.timer_wakeups > 100 for s in stats.cpus), stats
+    assert all(s.samples == 0 for s in stats.cpus), "spinners stay parked in timer mode"
+    stopped = agent.tbstats()
+    time.sleep(0.5)
+    assert agent.tbstats().cpus == stopped.cpus
+
+
+@pytest.mark.parametrize("mode", ["idle", "busy"])
+def test_ipi_round_trips_between_both_cpus(agent: Agent, mode: LoadMode) -> None:
+    agent.set_load(mode)
+    try:
+        report = agent.ipi()
+    finally:
+        agent.set_load("idle")
+    assert [(p.from_cpu, p.to_cpu) for p in report.pairs] == [(0, 1), (1, 0)]
+    assert all(p.ticks > 0 for p in report.pairs), report
+
+
+def test_threads_ran_on_their_cpus(agent: Agent) -> None:
+    probe = agent.probe()
+    assert probe.load == "idle"
+    assert (probe.cpus_online, probe.cpus_present) == ("0-1", "0-1")
+    placed = {(t.role, t.cpu) for t in probe.threads}
+    assert placed == {(role, cpu) for role in ("tick", "busy", "timer", "ipi") for cpu in CPUS}
+    assert all(t.ran_on == t.cpu for t in probe.threads), probe.threads
