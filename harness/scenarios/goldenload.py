@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult, Limits
+from harness.checks import CheckResult, Limits, require_all
 from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, Probe, TbStats, Tick
 from harness.scenarios.declare import Needs, Scenario, single
@@ -46,8 +46,8 @@ class GoldenLoadObservations:
         return [
             CheckResult("destination is running", self.destination_status == "running", "running",
                         self.destination_status, "query-status on destination after loading the stream"),
-            CheckResult("timer interrupts on every CPU", bool(self.ticks) and None not in self.ticks.values(),
-                        "a tick per CPU", self.ticks,
+            CheckResult("timer ticks on schedule", bool(self.ticks) and None not in self.ticks.values(),
+                        "a tick per CPU", _shown(self.ticks),
                         "first tick per CPU on the destination, waited for on schedule: one tick period "
                         "plus the slack after the load, plus a second"),
             CheckResult("CPU progress on every CPU", bool(self.busy) and None not in self.busy.values(),
@@ -59,6 +59,10 @@ class GoldenLoadObservations:
                         self.stream_intc, self.probe.intc,
                         f"CAS option vector 5 in {self.stream} vs /proc/interrupts"),
         ]
+
+
+def _shown(ticks: dict[int, int | None]) -> str:
+    return "ticks: " + ", ".join(f"CPU {cpu} " + (f"#{n}" if n else "none") for cpu, n in ticks.items())
 
 
 def run(ctx: ScenarioContext, variant: Variant[None]) -> GoldenLoadObservations:
@@ -77,11 +81,19 @@ def run(ctx: ScenarioContext, variant: Variant[None]) -> GoldenLoadObservations:
         cpus = range(ctx.setup.smp)
         # On schedule: a tick on every CPU within one period plus the slack of the load.
         deadline = time.monotonic() + ctx.limits.gap_bound_ms(0) / 1000 + LATE_MARGIN_S
+        loaded = time.monotonic()
         ticks = {}
         for cpu in cpus:
             tick = destination.console.wait_for(Tick, lambda t, c=cpu: t.cpu == c,  # type: ignore[misc]
                                                 max(0.0, deadline - time.monotonic()))
             ticks[cpu] = tick.n if tick else None
+        if None in ticks.values():  # a stalled CPU fails now, as after a live migration
+            waited = round((time.monotonic() - loaded) * 1000)
+            require_all([CheckResult(
+                "timer ticks on schedule", False,
+                f"a tick on every CPU within {waited} ms of the destination resuming", _shown(ticks),
+                "; ".join(f"CPU {cpu}: no tick within {waited} ms of the destination resuming"
+                          for cpu, n in ticks.items() if n is None))])
         destination.set_load("busy")
         busy = {}
         for cpu in cpus:
