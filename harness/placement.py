@@ -52,7 +52,8 @@ def place(
             dst, by_role[_SENDER_TO[dst.role]], by_role[dst.role], address[_SIDE_OF[dst.role]],
             recording))
     pair = stack.enter_context(NamespacePair(
-        builds[0].root, builds[1].root, writable=[rundir], readable=readable, evidence=rundir))
+        builds[0].root, builds[1].root, writable=[rundir], readable=readable,
+        side_readable=(builds[0].own_dirs, builds[1].own_dirs), evidence=rundir))
     by_namespace: dict[str, Host] = {"a": pair.host("a"), "b": pair.host("b")}
     return Placement(
         {role: by_namespace[ns] for role, ns in _SIDE_OF.items()},

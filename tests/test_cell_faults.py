@@ -72,7 +72,7 @@ def test_missing_build_path_names_the_path_and_the_key(tmp_path: Path, own_tmp: 
     matrix = _matrix(tmp_path, {"mine": {"kind": "path", "binary": "/nonexistent/qemu-system-ppc64",
                                          "firmware": "/nonexistent/pc-bios"}})
     with pytest.raises(BuildError, match=r"build 'mine': binary /nonexistent/qemu-system-ppc64 does "
-                                         r"not exist or is not executable; fix `binary:` in matrix.yaml"):
+                                         r"not exist or is not an executable file; fix `binary:` in matrix.yaml"):
         _run_first(matrix, tmp_path, "mine", "mine")
 
 
