@@ -13,6 +13,7 @@ from harness.hosts.workspace import Workspace
 from harness.qemu.argv import SidePaths
 from harness.qemu.console import Console
 from harness.qemu.monitor import Monitor
+from harness.qemu.output import start_failure
 
 
 class State(enum.Enum):
@@ -61,10 +62,12 @@ class QemuProcess:
             self.monitor.connect(self.alive, timeout)
             self.console.connect(self.alive, timeout)
         except HarnessError as exc:
+            exitcode = self.exitcode  # before stop(): a QEMU that still runs is killed there
             self.stop()
+            output = self.output()
+            who = f"{self.role} QEMU ({self.build.name})"
             raise QemuStartError(
-                f"{self.role} QEMU ({self.build.name}) did not start: {exc}",
-                self.argv, self.exitcode, self.output(),
+                start_failure(who, exitcode, str(exc), output), self.argv, exitcode, output
             ) from exc
 
     def _crash(self) -> QemuCrashed | None:

@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 OUTCOMES = ("passed", "failed", "known", "fixed", "broken", "skipped")
+REASON_CHARS = 160
+"""Enough for an error's type, what happened and QEMU's own last words, e.g.
+``QemuStartError: src QEMU (mine) exited with code 1 at start: qemu-system-ppc64: ...``."""
 _LABEL = {"passed": "PASS", "failed": "FAIL", "known": "KNOWN", "fixed": "FIXED?",
           "broken": "BROKEN", "skipped": "SKIP"}
 
@@ -28,7 +31,7 @@ def summary_lines(outcomes: list[CellOutcome]) -> list[str]:
     for o in sorted(outcomes, key=lambda o: (OUTCOMES.index(o.outcome), o.cell)):
         total = o.phases.get("total")
         time = f"{total:6.1f}s" if total is not None else "      -"
-        reason = f"  {o.reason.splitlines()[0][:100]}" if o.reason else ""
+        reason = f"  {o.reason.splitlines()[0][:REASON_CHARS]}" if o.reason else ""
         lines.append(f"  {_LABEL[o.outcome]:6} {o.cell:{width}} {time}{reason}")
     lines.append("  (known = declared in matrix.yaml known_failures; FIXED? = a known failure "
                  "that now passes: review and remove its entry)" if counts.get("fixed") or
