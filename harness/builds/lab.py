@@ -25,9 +25,11 @@ def on_lab_host(spec: BuildSpec, host: SshHost) -> Build:
             return Build(spec.name, Path("/"), spec.binary, package=_package_version(host))
         case PathBuild():
             _require(host, spec.name, "-x", str(spec.binary), f"a lab host {_OWN_FILES}; install "
-                     "the build there at that path, or fix `binary:` in matrix.yaml")
+                     "the build there at that path, or fix `binary:` in matrix.yaml "
+                     "(goldmig patch: --candidate)")
             _require(host, spec.name, "-d", str(spec.firmware), f"a lab host {_OWN_FILES}; fix "
-                     "`firmware:` in matrix.yaml (the build tree's pc-bios directory on the lab host)")
+                     "`firmware:` in matrix.yaml (goldmig patch: --firmware): the build tree's "
+                     "pc-bios directory on the lab host")
             return Build(spec.name, Path("/"), str(spec.binary), firmware_dir=str(spec.firmware))
         case DebianSuiteBuild():
             raise BuildError(f"build {spec.name!r} is a Debian suite root on this machine; "

@@ -30,13 +30,14 @@ def provision(spec: BuildSpec) -> Build:
             if not (binary.is_file() and os.access(binary, os.X_OK)):
                 raise BuildError(
                     f"build {spec.name!r}: binary {spec.binary} does not exist or is not an "
-                    "executable file; fix `binary:` in matrix.yaml to point at your "
-                    "build tree's qemu-system-ppc64."
+                    "executable file; fix `binary:` in matrix.yaml (goldmig patch: --candidate) "
+                    "to point at your build tree's qemu-system-ppc64."
                 )
             if not firmware.is_dir():
                 raise BuildError(
                     f"build {spec.name!r}: firmware directory {spec.firmware} does not exist; "
-                    "fix `firmware:` in matrix.yaml (a QEMU build tree's pc-bios directory)."
+                    "fix `firmware:` in matrix.yaml (goldmig patch: --firmware): a QEMU build "
+                    "tree's pc-bios directory."
                 )
             return Build(spec.name, Path("/"), str(binary), firmware_dir=str(firmware),
                          own_dirs=own_dirs(binary, firmware))

@@ -34,9 +34,11 @@ from harness.hosts.netns import NamespacePair
 from harness.hosts.ssh import SshHost
 from harness.hosts.workspace import workspace_for
 from harness.matrix.load import load_matrix
+from harness.patch import patch_matrix
+from harness.paths import REPO_ROOT
 from harness.qemu.argv import SidePaths
 from harness.qemu.process import QemuProcess
-from harness.standin import WORKDIR
+from harness.standin import WORKDIR, standin_matrix
 
 HOST_QEMU = Path("/usr/bin/qemu-system-ppc64")
 HOST_FIRMWARE = Path("/usr/share/qemu")
@@ -246,3 +248,38 @@ def test_qemu_refusing_its_options_says_why_on_every_host(
     assert first.startswith(f"src QEMU ({build.name}) exited with code 1 at start: qemu-system-ppc64: ")
     assert "no-such-machine" in first or "unsupported machine type" in first, first
     assert caught.value.exitcode == 1
+
+
+class TestPatchCandidate:
+    """``goldmig patch`` refuses a candidate that cannot run before any QEMU starts."""
+
+    def test_missing_here_is_refused_naming_the_flag(self, tree: Path, tmp_path: Path) -> None:
+        matrix = load_matrix(REPO_ROOT / "matrix.yaml")
+        missing = tree / "src/build/qemu-system-ppc64-not-built"
+        with pytest.raises(BuildError, match=rf"binary {missing} does not exist or is not an "
+                                             r"executable file; fix `binary:` in matrix.yaml "
+                                             r"\(goldmig patch: --candidate\)"):
+            patch_matrix(matrix, missing, tree / "src/build/pc-bios", ["pseries-7.2"], ["baseline"])
+        assert _qemus_mentioning(str(tree)) == []
+
+    def test_on_a_lab_it_must_be_installed_on_the_lab_hosts(
+        self, tree: Path, tmp_path: Path, standin: NamespacePair
+    ) -> None:
+        path = tmp_path / "lab.yaml"
+        path.write_text(yaml.safe_dump(standin_matrix(standin, ["baseline"], ["pseries-7.2"])))
+        binary = tree / "src/build/qemu-system-ppc64"
+        with pytest.raises(BuildError, match=rf"{binary} is not an executable on lab host "
+                                             rf"destination:{standin.b.address}; a lab host runs "
+                                             r"a path build from its own filesystem"):
+            patch_matrix(load_matrix(path), binary, tree / "src/build/pc-bios", ["pseries-7.2"],
+                         ["baseline"])
+
+    def test_on_a_lab_an_installed_one_is_asked_there(
+        self, tmp_path: Path, standin: NamespacePair
+    ) -> None:
+        path = tmp_path / "lab.yaml"
+        path.write_text(yaml.safe_dump(standin_matrix(standin, ["baseline"], ["pseries-7.2"])))
+        data = patch_matrix(load_matrix(path), HOST_QEMU, HOST_FIRMWARE, None, ["baseline"])
+
+        (group,) = data["groups"]
+        assert "pseries-10.0" in group["machines"], "the stand-ins' QEMU 10.0, not this machine's 7.2"
