@@ -17,8 +17,8 @@ class Build:
     firmware_dir: str | None = None
     package: str | None = None
     own_dirs: tuple[Path, ...] = ()
-    """Directories of this machine the build reads (a path build's tree, firmware, and
-    libraries outside /usr): every view of this machine it runs in must show them."""
+    """Directories of this machine outside /usr that the build reads (a path build's tree,
+    firmware, libraries): every view of this machine it runs in must show them."""
 
     @property
     def has_own_root(self) -> bool:

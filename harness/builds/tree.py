@@ -8,9 +8,12 @@ it unless bound in. A build needs, besides the binary itself:
   the build directory and loads its modules (``hw-*.so``) from the same place;
 * its firmware directory, and wherever that directory's symlinks point (a
   build tree's ``pc-bios/*.bin`` are symlinks into the source tree);
-* the directories of the shared libraries it links outside /usr (an rpath
-  into a private prefix). /usr holds the system's own libraries (merged /usr),
-  which every view of this machine shows.
+* the directories of the shared libraries it links (an rpath into a private
+  prefix).
+
+Directories under /usr are left out: every view of this machine shows /usr as
+it is, and it holds the system's own libraries (merged /usr) and, for a build
+that uses them, the distribution's firmware blobs (/usr/share/qemu).
 
 Paths are real paths (symlinks resolved): a view is made of bind mounts, and
 a symlink on the way to a bound directory would lead out of it.
@@ -35,8 +38,8 @@ def own_dirs(binary: Path, firmware: Path) -> tuple[Path, ...]:
     """The directories ``binary`` and ``firmware`` (both real paths) need visible, outermost only."""
     dirs = [binary.parent, firmware]
     dirs += [Path(os.path.realpath(link)).parent for link in _symlinks(firmware) if link.exists()]
-    dirs += [lib.parent for lib in linked_libraries(binary) if not lib.is_relative_to(SYSTEM)]
-    return outermost(dirs)
+    dirs += [lib.parent for lib in linked_libraries(binary)]
+    return outermost(d for d in dirs if not d.is_relative_to(SYSTEM))
 
 
 def linked_libraries(binary: Path) -> list[Path]:

@@ -95,6 +95,11 @@ class TestWhatAPathBuildNeeds:
         assert build.binary == str(tree / "src/build/qemu-system-ppc64")
         assert build.own_dirs == (tree / "lib", tree / "src/build", tree / "src/pc-bios")
 
+    def test_nothing_under_usr_which_every_view_shows(self, tree: Path) -> None:
+        build = provision(PathBuild("mine", tree / "src/build/qemu-system-ppc64", HOST_FIRMWARE))
+
+        assert build.own_dirs == (tree / "src/build",)
+
     @pytest.mark.parametrize("binary", ["src/build/missing", "src/build/plain-file", "src/build"])
     def test_a_binary_that_cannot_run_is_refused_naming_it(self, tree: Path, binary: str) -> None:
         (tree / "src/build/plain-file").write_text("not a program\n")
