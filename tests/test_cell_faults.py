@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from harness.cell import CellImpossible, CellRecord, run_cell
-from harness.errors import BuildError, MigrationTimeout, QemuStartError
+from harness.errors import BuildError, MigrationFailed, MigrationTimeout, QemuStartError
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Matrix
 
@@ -123,3 +123,15 @@ def test_suite_that_cannot_be_provisioned_names_suite_and_mirror(tmp_path: Path,
     with pytest.raises(BuildError, match=r"Debian suite build 'no-such-suite' could not be provisioned "
                                          r"from http://deb.debian.org/debian: debootstrap exited \d+"):
         _run_first(matrix, tmp_path, "qemu-x", "qemu-x")
+
+
+def test_destination_refusing_the_stream_says_why_on_the_first_line(
+    tmp_path: Path, own_tmp: Path
+) -> None:
+    matrix = _matrix(tmp_path, {"qemu-10.0": {"kind": "debian", "suite": "trixie"},
+                                "qemu-7.2": {"kind": "host"}})
+    with pytest.raises(MigrationFailed) as err:
+        _run_first(matrix, tmp_path, "qemu-10.0", "qemu-7.2")
+    first = str(err.value).splitlines()[0]
+    assert first.startswith("destination QEMU exited (code 1) "), first
+    assert "cpu/slb: incoming version_id 2 is too new for local version_id 1" in first

@@ -10,6 +10,8 @@ from __future__ import annotations
 WORDS = 3
 """QEMU's last non-blank lines quoted on the first line (an error and its hint)."""
 WORDS_CHARS = 400
+TAIL_CHARS = 1500
+"""The tail of QEMU's output given on the lines below."""
 
 
 def last_words(output: str) -> str:
@@ -29,3 +31,8 @@ def start_failure(who: str, exitcode: int | None, why: str, output: str) -> str:
         return f"{who} did not start: {why}; QEMU said: {last_words(output)}"
     how = f"exited with code {exitcode}" if exitcode >= 0 else f"was killed by signal {-exitcode}"
     return f"{who} {how} at start: {last_words(output)}"
+
+
+def exit_report(head: str, output: str) -> str:
+    """``head`` (how QEMU ended), its last words on the same line, then its output's tail."""
+    return f"{head}: {last_words(output)}\n{output.strip()[-TAIL_CHARS:]}"

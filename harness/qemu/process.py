@@ -13,7 +13,7 @@ from harness.hosts.workspace import Workspace
 from harness.qemu.argv import SidePaths
 from harness.qemu.console import Console
 from harness.qemu.monitor import Monitor
-from harness.qemu.output import start_failure
+from harness.qemu.output import exit_report, start_failure
 
 
 class State(enum.Enum):
@@ -78,10 +78,8 @@ class QemuProcess:
             self._process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return None
-        return QemuCrashed(
-            f"{self.role} QEMU ({self.build.name}) exited with code {self.exitcode}:\n"
-            f"{self.output()[-1500:] or '(no output)'}"
-        )
+        return QemuCrashed(exit_report(
+            f"{self.role} QEMU ({self.build.name}) exited with code {self.exitcode}", self.output()))
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
