@@ -24,6 +24,7 @@ as a test failure, while every other error is reported as broken.
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 
@@ -55,16 +56,18 @@ class HostError(HarnessError):
 
 
 class QemuStartError(HarnessError):
-    """QEMU exited during start-up; carries its exit code, argv and output."""
+    """QEMU exited or never answered during start-up; carries its exit code, argv and output.
+
+    ``message`` is the first line and should carry QEMU's last words (one-line
+    summaries show nothing else); the command line and QEMU's output follow.
+    """
 
     def __init__(self, message: str, argv: list[str], exitcode: int | None, output: str) -> None:
         self.argv = argv
         self.exitcode = exitcode
         self.output = output
         tail = output.strip()[-2000:] or "(no output)"
-        super().__init__(
-            f"{message} (exit code {exitcode})\ncommand: {' '.join(argv)}\nQEMU said:\n{tail}"
-        )
+        super().__init__(f"{message}\ncommand: {shlex.join(argv)}\nQEMU said:\n{tail}")
 
 
 class ProductFailure(GoldmigError, AssertionError):

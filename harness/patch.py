@@ -2,7 +2,9 @@
 
 It writes a matrix of its own (the references from matrix.yaml, the
 candidate, one group per reference, the shared machine types, the smoke
-scenarios, the same known failures) and runs it like any other.
+scenarios, the same known failures) and runs it like any other. The
+candidate and the references are checked and asked what they support where
+the matrix runs them (this machine, or both lab hosts) before any cell starts.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from typing import Any
 import yaml
 
 from harness.builds.introspect import introspect
+from harness.builds.lab import on_lab_host
+from harness.builds.model import BuildInfo
 from harness.builds.provision import provision
-from harness.builds.spec import PathBuild
-from harness.matrix.model import Matrix
+from harness.builds.spec import BuildSpec, PathBuild
+from harness.hosts.ssh import SshHost
+from harness.matrix.model import LabHost, Matrix
+from harness.placement import lab_target
 
 CANDIDATE = "candidate"
 SELECTION = "patch"
@@ -26,12 +32,12 @@ def patch_matrix(
 ) -> dict[str, Any]:
     """The per-patch matrix as YAML data; ``machines`` None means every type both builds share."""
     raw: dict[str, Any] = yaml.safe_load(Path(matrix.source).read_text())
-    candidate_info = introspect(provision(PathBuild(CANDIDATE, binary, firmware)))
+    candidate_info = _supports(PathBuild(CANDIDATE, binary, firmware), matrix.lab)
     groups = []
     for name, spec in matrix.builds.items():
         shared = machines
         if shared is None:
-            reference = introspect(provision(spec))
+            reference = _supports(spec, matrix.lab)
             shared = [m for m in candidate_info.pseries_versions()
                       if m in set(reference.pseries_versions())]
         groups.append({"name": f"candidate-vs-{name}", "builds": [CANDIDATE, name],
@@ -41,6 +47,21 @@ def patch_matrix(
     raw["selections"] = {SELECTION: [f"{CANDIDATE}>*", f"*>{CANDIDATE}/*"]}
     raw["default_selection"] = SELECTION
     return raw
+
+
+def _supports(spec: BuildSpec, lab: tuple[LabHost, LabHost] | None) -> BuildInfo:
+    """What ``spec`` supports where the matrix runs it, asked before any cell starts.
+
+    On a lab, the build must be installed on both hosts (a path on this machine
+    is no use to them): a missing one is refused here, naming the path and the host.
+    """
+    if lab is None:
+        return introspect(provision(spec))
+    source, destination = lab
+    with SshHost(lab_target(destination)) as host:
+        on_lab_host(spec, host)
+    with SshHost(lab_target(source)) as host:
+        return introspect(on_lab_host(spec, host), host)
 
 
 def write_patch_matrix(data: dict[str, Any], path: Path) -> Path:

@@ -51,7 +51,8 @@ def place(
         return Placement(dict(by_role), lambda src, dst: LabTransport(
             dst, by_role[src.role], by_role[dst.role], address[_SIDE_OF[dst.role]], recording))
     pair = stack.enter_context(NamespacePair(
-        builds[0].root, builds[1].root, writable=[rundir], readable=readable, evidence=rundir))
+        builds[0].root, builds[1].root, writable=[rundir], readable=readable,
+        side_readable=(builds[0].own_dirs, builds[1].own_dirs), evidence=rundir))
     by_namespace: dict[str, Host] = {"a": pair.host("a"), "b": pair.host("b")}
     return Placement(
         {role: by_namespace[ns] for role, ns in _SIDE_OF.items()},

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from harness.cell import CellImpossible, CellRecord, run_cell
-from harness.errors import BuildError, MigrationTimeout, QemuStartError
+from harness.errors import BuildError, MigrationFailed, MigrationTimeout, QemuStartError
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Matrix
 
@@ -71,8 +71,8 @@ def _run_first(matrix: Matrix, tmp_path: Path, src: str, dst: str) -> CellRecord
 def test_missing_build_path_names_the_path_and_the_key(tmp_path: Path, own_tmp: Path) -> None:
     matrix = _matrix(tmp_path, {"mine": {"kind": "path", "binary": "/nonexistent/qemu-system-ppc64",
                                          "firmware": "/nonexistent/pc-bios"}})
-    with pytest.raises(BuildError, match=r"build 'mine': binary /nonexistent/qemu-system-ppc64 does "
-                                         r"not exist or is not executable; fix `binary:` in matrix.yaml"):
+    with pytest.raises(BuildError, match=r"build 'mine': binary /nonexistent/qemu-system-ppc64 does not "
+                                         r"exist or is not an executable file; fix `binary:` in matrix.yaml"):
         _run_first(matrix, tmp_path, "mine", "mine")
 
 
@@ -101,10 +101,10 @@ def test_qemu_exiting_at_start_up_reports_code_command_and_output(
     with pytest.raises(QemuStartError) as err:
         _run_first(matrix, tmp_path, "broken", "broken")
     message = str(err.value)
-    assert "src QEMU (broken) did not start" in message
-    assert "(exit code 3)" in message
+    assert message.splitlines()[0] == ("src QEMU (broken) exited with code 3 at start: "
+                                       "qemu-system-ppc64: simulated start-up failure")
+    assert err.value.exitcode == 3
     assert f"command: {wrapper} -L /usr/share/qemu -accel tcg -M pseries-7.2," in message
-    assert "simulated start-up failure" in message
 
 
 def test_migration_timeout_fails_the_cell_and_reaps_qemu(tmp_path: Path, own_tmp: Path) -> None:
@@ -123,3 +123,15 @@ def test_suite_that_cannot_be_provisioned_names_suite_and_mirror(tmp_path: Path,
     with pytest.raises(BuildError, match=r"Debian suite build 'no-such-suite' could not be provisioned "
                                          r"from http://deb.debian.org/debian: debootstrap exited \d+"):
         _run_first(matrix, tmp_path, "qemu-x", "qemu-x")
+
+
+def test_destination_refusing_the_stream_says_why_on_the_first_line(
+    tmp_path: Path, own_tmp: Path
+) -> None:
+    matrix = _matrix(tmp_path, {"qemu-10.0": {"kind": "debian", "suite": "trixie"},
+                                "qemu-7.2": {"kind": "host"}})
+    with pytest.raises(MigrationFailed) as err:
+        _run_first(matrix, tmp_path, "qemu-10.0", "qemu-7.2")
+    first = str(err.value).splitlines()[0]
+    assert first.startswith("destination QEMU exited (code 1) "), first
+    assert "cpu/slb: incoming version_id 2 is too new for local version_id 1" in first

@@ -18,6 +18,7 @@ from harness.hosts.local import LocalHost
 from harness.hosts.workspace import Workspace, own_filesystem, workspace_for
 from harness.paths import cache_root
 from harness.qemu.monitor import Monitor
+from harness.qemu.output import last_words
 from harness.rundir import make_rundir
 
 _VERSION = re.compile(r"QEMU emulator version (\S+)")
@@ -116,10 +117,12 @@ def _ask_sessions(
             cores = tuple(sorted(t["name"] for t in types))
             return machines, cores
         except HarnessError as exc:
-            said = workspace.read_text(output)[-1000:]
-            if not _exits_soon(proc) or attempt == _ATTEMPTS:
+            exited = _exits_soon(proc)
+            said = workspace.read_text(output)
+            if not exited or attempt == _ATTEMPTS:
                 raise BuildError(
-                    f"build {build.name!r}: introspection over QMP on {host.name} failed: {exc}\n{said}"
+                    f"build {build.name!r}: introspection over QMP on {host.name} failed: {exc}; "
+                    f"QEMU said: {last_words(said)}\n{said[-1000:]}"
                 ) from exc
         finally:
             monitor.close()

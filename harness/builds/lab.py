@@ -13,6 +13,8 @@ from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild, P
 from harness.errors import BuildError
 from harness.hosts.ssh import SshHost
 
+_OWN_FILES = "runs a path build from its own filesystem, which cannot see this machine's"
+
 
 def on_lab_host(spec: BuildSpec, host: SshHost) -> Build:
     """The build as it is installed on ``host``; :class:`BuildError` saying what is missing."""
@@ -22,10 +24,12 @@ def on_lab_host(spec: BuildSpec, host: SshHost) -> Build:
                      "on it, or set `binary:` to where its qemu-system-ppc64 is")
             return Build(spec.name, Path("/"), spec.binary, package=_package_version(host))
         case PathBuild():
-            _require(host, spec.name, "-x", str(spec.binary), "install the build there or fix "
-                     "`binary:` in matrix.yaml")
-            _require(host, spec.name, "-d", str(spec.firmware), "fix `firmware:` in matrix.yaml "
-                     "(the build tree's pc-bios directory on the lab host)")
+            _require(host, spec.name, "-x", str(spec.binary), f"a lab host {_OWN_FILES}; install "
+                     "the build there at that path, or fix `binary:` in matrix.yaml "
+                     "(goldmig patch: --candidate)")
+            _require(host, spec.name, "-d", str(spec.firmware), f"a lab host {_OWN_FILES}; fix "
+                     "`firmware:` in matrix.yaml (goldmig patch: --firmware): the build tree's "
+                     "pc-bios directory on the lab host")
             return Build(spec.name, Path("/"), str(spec.binary), firmware_dir=str(spec.firmware))
         case DebianSuiteBuild():
             raise BuildError(f"build {spec.name!r} is a Debian suite root on this machine; "

@@ -16,6 +16,9 @@ class Build:
     binary: str
     firmware_dir: str | None = None
     package: str | None = None
+    own_dirs: tuple[Path, ...] = ()
+    """Directories of this machine outside /usr that the build reads (a path build's tree,
+    firmware, libraries): every view of this machine it runs in must show them."""
 
     @property
     def has_own_root(self) -> bool:

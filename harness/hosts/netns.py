@@ -125,6 +125,8 @@ class NamespaceSide:
     dir: Path
     """This side's sshd files (config, host key, authorized_keys), shared read-only with it."""
     log: Path
+    own: tuple[Path, ...] = ()
+    """Host directories shared read-only with this side only (its build's own files)."""
     host_key: sshkeys.KeyPair | None = None
     sshd: subprocess.Popen[bytes] | None = None
 
@@ -139,8 +141,10 @@ class NamespacePair:
     """Namespaces ``a`` and ``b`` with a veth link and an sshd each (a context manager).
 
     ``writable`` and ``readable`` host directories are visible on both sides at
-    the same paths (the cell's run directory, the guest image); everything
-    else is the build root, read-only.
+    the same paths (the cell's run directory, the guest image), and
+    ``side_readable`` ones read-only on side a and side b only (the directories
+    a path build needs, :attr:`~harness.builds.model.Build.own_dirs`);
+    everything else is the build root, read-only.
     """
 
     def __init__(
@@ -150,6 +154,7 @@ class NamespacePair:
         *,
         writable: Sequence[Path] = (),
         readable: Sequence[Path] = (),
+        side_readable: tuple[Sequence[Path], Sequence[Path]] = ((), ()),
         port: int = 22,
         evidence: Path | None = None,
         ready_timeout: float = 10.0,
@@ -157,6 +162,7 @@ class NamespacePair:
         self.roots = (Path(root_a), Path(root_b or root_a))
         self.writable = tuple(Path(p) for p in writable)
         self.readable = tuple(Path(p) for p in readable)
+        self.side_readable = tuple(tuple(Path(p) for p in paths) for paths in side_readable)
         self.port = port
         self.evidence = evidence
         self.ready_timeout = ready_timeout
@@ -208,10 +214,11 @@ class NamespacePair:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"gm-ns-{pid}-{n}-"))
         self._claim = SubnetClaim.acquire(base, start=(pid * 64 + n) % SUBNETS)
         first, second = self._claim.network.hosts()
-        for label, address, root in (("a", first, self.roots[0]), ("b", second, self.roots[1])):
+        for label, address, root, own in zip("ab", (first, second), self.roots, self.side_readable,
+                                             strict=True):
             self.sides.append(NamespaceSide(
                 label, f"{base}-{label}", str(address), root,
-                self.workdir / f"sshd-{label}", self.workdir / f"sshd-{label}.log",
+                self.workdir / f"sshd-{label}", self.workdir / f"sshd-{label}.log", own,
             ))
         self._make_network()
         self.timings["namespaces"] = time.monotonic() - started
@@ -275,7 +282,7 @@ class NamespacePair:
         return "\n".join(lines) + "\n"
 
     def _start_sshd(self, side: NamespaceSide) -> None:
-        view = root_view(side.root, self.writable, [*self.readable, side.dir])
+        view = root_view(side.root, self.writable, [*self.readable, *side.own, side.dir])
         cmd = netns_command(side.netns, [
             "bwrap", *view, "--perms", "0755", "--dir", "/run/sshd",
             "--unshare-pid", "--unshare-uts", "--hostname", side.netns, "--die-with-parent",
@@ -372,7 +379,7 @@ class NamespacePair:
             name=side.netns, address=side.address, port=self.port, user="root",
             key_file=self.workdir / "client_key", known_hosts=self.workdir / "known_hosts",
             netns=side.netns, root=side.root,
-            shared_writable=self.writable, shared_readable=self.readable,
+            shared_writable=self.writable, shared_readable=(*self.readable, *side.own),
         )
 
     def host(self, label: str) -> SshHost:

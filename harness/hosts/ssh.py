@@ -571,6 +571,14 @@ class SshHost:
                 f"host {self.name} runs binaries from its own filesystem; build {build.name} "
                 f"needs its root {build.root}, which is not provisioned on remote hosts yet"
             )
+        shared = (*(self.target.shared_writable or ()), *self.target.shared_readable)
+        unseen = [d for d in build.own_dirs if not any(d.is_relative_to(s) for s in shared)]
+        if unseen:
+            raise HostError(
+                f"host {self.name} cannot see {unseen[0]} of this machine, which build "
+                f"{build.name} runs from: a namespace host must be made with the build's "
+                "own_dirs as side_readable; a lab host runs builds installed on it"
+            )
 
     def _check_paths(
         self, writable: Sequence[Path], readable: Sequence[Path], output: Path

@@ -11,6 +11,7 @@ from typing import Any
 from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed
 from harness.migration.relay import Relay
 from harness.migration.transport import Transport
+from harness.qemu.output import exit_report
 from harness.qemu.process import QemuProcess
 
 _FINAL = ("completed", "failed", "cancelled")
@@ -118,10 +119,8 @@ def _wait_final(
         _require_alive(src, "source")
         if not dst.alive():
             # The source may only notice later; the destination's exit is the finding.
-            raise MigrationFailed(
-                f"destination QEMU exited (code {dst.exitcode}) during migration:\n"
-                f"{dst.output()[-1500:]}"
-            )
+            raise MigrationFailed(exit_report(
+                f"destination QEMU exited (code {dst.exitcode}) during migration", dst.output()))
     reply = src.monitor.cmd("query-migrate")
     src.monitor.cmd("migrate_cancel")
     raise MigrationTimeout(f"migration not finished after its time limit; last status: {reply}")
@@ -135,10 +134,9 @@ def wait_destination_running(dst: QemuProcess, timeout: float) -> None:
 def _wait_destination_running(dst: QemuProcess, deadline: float) -> None:
     while True:
         if not dst.alive():
-            raise MigrationFailed(
+            raise MigrationFailed(exit_report(
                 f"destination QEMU exited (code {dst.exitcode}) after the source completed; "
-                f"it failed to load the stream:\n{dst.output()[-1500:]}"
-            )
+                "it failed to load the stream", dst.output()))
         try:
             status = dst.monitor.cmd("query-status")["status"]
         except QemuCrashed:
@@ -154,6 +152,6 @@ def _wait_destination_running(dst: QemuProcess, deadline: float) -> None:
 
 def _require_alive(side: QemuProcess, name: str) -> None:
     if not side.alive():
-        raise QemuCrashed(f"{name} QEMU exited (code {side.exitcode}) during migration:\n"
-                          f"{side.output()[-1500:]}")
+        raise QemuCrashed(exit_report(
+            f"{name} QEMU exited (code {side.exitcode}) during migration", side.output()))
 

@@ -13,6 +13,7 @@ from harness.hosts.workspace import Workspace
 from harness.qemu.argv import SidePaths
 from harness.qemu.console import Console
 from harness.qemu.monitor import Monitor
+from harness.qemu.output import exit_report, start_failure
 
 
 class State(enum.Enum):
@@ -61,10 +62,12 @@ class QemuProcess:
             self.monitor.connect(self.alive, timeout)
             self.console.connect(self.alive, timeout)
         except HarnessError as exc:
+            exitcode = self.exitcode  # before stop(): a QEMU that still runs is killed there
             self.stop()
+            output = self.output()
+            who = f"{self.role} QEMU ({self.build.name})"
             raise QemuStartError(
-                f"{self.role} QEMU ({self.build.name}) did not start: {exc}",
-                self.argv, self.exitcode, self.output(),
+                start_failure(who, exitcode, str(exc), output), self.argv, exitcode, output
             ) from exc
 
     def _crash(self) -> QemuCrashed | None:
@@ -75,10 +78,8 @@ class QemuProcess:
             self._process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return None
-        return QemuCrashed(
-            f"{self.role} QEMU ({self.build.name}) exited with code {self.exitcode}:\n"
-            f"{self.output()[-1500:] or '(no output)'}"
-        )
+        return QemuCrashed(exit_report(
+            f"{self.role} QEMU ({self.build.name}) exited with code {self.exitcode}", self.output()))
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 OUTCOMES = ("passed", "failed", "flaky", "known", "fixed", "broken", "skipped")
+REASON_CHARS = 160
+"""Enough for an error's type, what happened and QEMU's own last words, e.g.
+``QemuStartError: src QEMU (mine) exited with code 1 at start: qemu-system-ppc64: ...``."""
 _LABEL = {"passed": "PASS", "failed": "FAIL", "flaky": "FLAKY", "known": "KNOWN", "fixed": "FIXED?",
           "broken": "BROKEN", "skipped": "SKIP"}
 
@@ -50,7 +53,7 @@ class CellRuns:
             count += " (" + ", ".join(f"{n} {o}" for o, n in seen.most_common()) + ")"
         reasons = sorted((r.reason for r in self.runs if r.reason), key=lambda text: text.startswith(
             "intermittent"))
-        reason = f"  {reasons[0].splitlines()[0][:100]}" if reasons else ""
+        reason = f"  {reasons[0].splitlines()[0][:REASON_CHARS]}" if reasons else ""
         return f"  {_LABEL[self.outcome]:6} {self.cell:{width}} {time}{count}{reason}"
 
 
