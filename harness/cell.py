@@ -55,14 +55,21 @@ class CellRecord:
 
 
 @cache
-def _provisioned(spec: BuildSpec, lab: LabHost | None) -> tuple[Build, BuildInfo]:
-    """The build, on this machine or on lab host ``lab``, and what it supports."""
+def _located(spec: BuildSpec, lab: LabHost | None) -> Build:
+    """The build, checked on this machine or on lab host ``lab``; nothing started yet."""
     if lab is None:
-        build = provision(spec)
-        return build, introspect(build)
+        return provision(spec)
     with SshHost(lab_target(lab)) as host:
-        build = on_lab_host(spec, host)
-        return build, introspect(build, host)
+        return on_lab_host(spec, host)
+
+
+@cache
+def _supports(build: Build, lab: LabHost | None) -> BuildInfo:
+    """What ``build`` supports, asked where it runs (this starts its QEMU)."""
+    if lab is None:
+        return introspect(build)
+    with SshHost(lab_target(lab)) as host:
+        return introspect(build, host)
 
 
 def resolve_machine(cell: Cell, src: BuildInfo, dst: BuildInfo) -> tuple[MachineInfo, MachineInfo]:
@@ -104,8 +111,10 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
                                  f"{needs.accel}; this matrix runs {matrix.accel}")
         with timed(record.phases, "provision"):
             src_lab, dst_lab = matrix.lab or (None, None)
-            src_build, src_info = _provisioned(matrix.builds[cell.src], src_lab)
-            dst_build, dst_info = _provisioned(matrix.builds[cell.dst], dst_lab)
+            # Both builds are checked before either QEMU starts to say what it supports.
+            src_build = _located(matrix.builds[cell.src], src_lab)
+            dst_build = _located(matrix.builds[cell.dst], dst_lab)
+            src_info, dst_info = _supports(src_build, src_lab), _supports(dst_build, dst_lab)
             image = ensure_golden_image()
         src_machine, dst_machine = resolve_machine(cell, src_info, dst_info)
         _require(needs, cell, {cell.src: (src_info, src_machine), cell.dst: (dst_info, dst_machine)})
