@@ -6,7 +6,6 @@ plugin turns into Allure results, pass or fail.
 
 from __future__ import annotations
 
-import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -21,12 +20,13 @@ from harness.builds.spec import BuildSpec
 from harness.checks import CheckResult, Limits, require_all
 from harness.context import ScenarioContext
 from harness.errors import MigrationFailed
+from harness.evidence import keep_evidence
 from harness.explain import diff_last_hop, summarise_streams
 from harness.guest.image import GoldenImage, ensure_golden_image
 from harness.hosts.local import LocalHost
 from harness.hosts.ssh import SshHost
 from harness.matrix.model import Cell, LabHost, Matrix, ScenarioRef
-from harness.migration.run import STREAM_PREFIX, MigrationResult
+from harness.migration.run import MigrationResult
 from harness.placement import lab_target, place
 from harness.qemu.machine import MachineSetup, common_properties
 from harness.rundir import make_rundir
@@ -52,6 +52,8 @@ class CellRecord:
     observations: ScenarioResult | None = None
     migrations: list[MigrationResult] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
+    not_kept: list[str] = field(default_factory=list)
+    """Evidence that could not be kept (a full reports filesystem), one note per file."""
 
 
 @cache
@@ -213,22 +215,9 @@ def _run_scenario(
         require_all(record.checks)
         passed = True
     finally:
-        _keep_evidence(rundir, record.evidence, keep_stream=keeps_stream(matrix.keep_streams, passed))
+        record.not_kept = keep_evidence(rundir, record.evidence,
+                                        keep_stream=keeps_stream(matrix.keep_streams, passed))
 
 
 def keeps_stream(policy: str, passed: bool) -> bool:
     return policy == "all" or (policy == "failed" and not passed)
-
-
-def _keep_evidence(rundir: Path, evidence: Path, keep_stream: bool) -> None:
-    """Move the cell's files to ``evidence``; the recorded stream only if the policy keeps it."""
-    try:
-        shutil.rmtree(evidence, ignore_errors=True)
-        evidence.mkdir(parents=True)
-        for item in rundir.iterdir():
-            is_stream = item.name.startswith(STREAM_PREFIX) and item.suffix == ".bin"
-            if item.is_file() and not item.is_socket() and (keep_stream or not is_stream):
-                shutil.move(str(item), evidence / item.name)
-    finally:
-        shutil.rmtree(rundir, ignore_errors=True)
-

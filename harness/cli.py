@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     patch.add_argument("--scenarios", default="baseline-idle",
                        help="comma-separated scenarios or scenario-variants (default: baseline-idle)")
     patch.add_argument("-n", "--workers", default="0")
+    faults = sub.add_parser("faults", help="the fault campaign (kill/stop each side at boot, "
+                            "mid-migration, during checks) on one build, with a table")
+    faults.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
+    faults.add_argument("--build", default=None, help="build to fault (default: the matrix's first)")
+    faults.add_argument("--machine", default="latest-common", help="machine type (default: latest-common)")
+    faults.add_argument("-n", "--workers", default="0")
     thr = sub.add_parser("bench-throughput", help="cells per minute at several worker counts")
     thr.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
     thr.add_argument("--select", default="nightly")
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "patch":
             return _patch(args, extra)
+        if args.command == "faults":
+            return _faults(args, extra)
         if args.command == "bench-throughput":
             from harness.bench import throughput
 
@@ -145,23 +153,59 @@ def _pytest(args: argparse.Namespace, extra: list[str]) -> int:
         options += ["-n", args.workers]
     if "--collect-only" not in extra:
         options += ["--alluredir", str(reports / "allure-results"), "--clean-alluredir",
-                    "--junitxml", str(reports / "junit.xml")]
+                    "--junitxml", str(reports / JUNIT_PARTIAL)]
         (reports / "cells.json").unlink(missing_ok=True)
-    return int(pytest.main([*options, *extra]))
+    code = int(pytest.main([*options, *extra]))
+    if "--collect-only" not in extra:
+        _finish_junit(reports / JUNIT_PARTIAL, reports / "junit.xml")
+    return code
+
+
+JUNIT_PARTIAL = "junit.xml.partial"
+"""pytest writes here; the file becomes junit.xml only when it is complete."""
+
+
+def _finish_junit(partial: Path, final: Path) -> None:
+    """Publish junit.xml whole, or leave the last complete one and say why."""
+    import xml.etree.ElementTree as ElementTree
+
+    if not partial.exists():
+        return
+    try:
+        ElementTree.parse(partial)
+    except ElementTree.ParseError as exc:
+        print(f"goldmig: {partial} is incomplete ({exc}); junit.xml not updated", file=sys.stderr)
+        partial.unlink()
+        return
+    partial.replace(final)
 
 
 def _patch(args: argparse.Namespace, extra: list[str]) -> int:
     from harness.matrix.load import load_matrix
-    from harness.patch import patch_matrix, write_patch_matrix
+    from harness.patch import patch_matrix, write_generated_matrix
 
     matrix = load_matrix(Path(args.matrix))
     data = patch_matrix(matrix, args.candidate.resolve(), args.firmware.resolve(),
                         args.machines.split(",") if args.machines else None,
                         args.scenarios.split(","))
-    args.matrix = str(write_patch_matrix(data, reports_root() / "patch-matrix.yaml"))
+    args.matrix = str(write_generated_matrix(data, reports_root() / "patch-matrix.yaml", "patch"))
     args.select = None
     args.shard = None
     return _pytest(args, extra)
+
+
+def _faults(args: argparse.Namespace, extra: list[str]) -> int:
+    from harness.faults import faults_matrix, table
+    from harness.matrix.load import load_matrix
+    from harness.patch import write_generated_matrix
+
+    data = faults_matrix(load_matrix(Path(args.matrix)), args.build, args.machine)
+    args.matrix = str(write_generated_matrix(data, reports_root() / "faults-matrix.yaml", "faults"))
+    args.select = args.shard = None
+    code = _pytest(args, extra)
+    if (reports_root() / "cells.json").exists():
+        print("\n".join(table(reports_root())))
+    return code
 
 
 def _guest() -> int:

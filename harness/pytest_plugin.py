@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,12 @@ from harness.hosts.netns import sweep_stale
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
+from harness.report.safe_logger import SpaceSafeFileLogger, install_safe_logger
 from harness.report.summary import CellOutcome, flaky_cells, summary_lines, write_cells_json
 from harness.rundir import sweep_stale_rundirs
 
 _MATRIX_KEY = pytest.StashKey[Matrix]()
+_SAFE_LOGGER_KEY = pytest.StashKey[SpaceSafeFileLogger | None]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,6 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "a run across machines; merge the shards' allure-results directories")
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cell(id): one goldmig matrix cell")
     try:
@@ -60,6 +64,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"goldmig: --repeat {config.getoption('--repeat')}: "
                                 "give a count of 1 or more")
     config.stash[_MATRIX_KEY] = matrix
+    if getattr(config.option, "allure_report_dir", None):
+        config.stash[_SAFE_LOGGER_KEY] = install_safe_logger()
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -215,17 +221,20 @@ _environment: dict[str, str] = {}
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):
         return
-    if _outcomes:
-        write_cells_json(reports_root() / "cells.json", _outcomes)
-    results = getattr(session.config.option, "allure_report_dir", None)
-    if results:
-        from harness.report.allure import mark_flaky, write_environment
+    # A full reports filesystem loses these files (said on stderr), never the run's outcome.
+    try:
+        if _outcomes:
+            write_cells_json(reports_root() / "cells.json", _outcomes)
+        results = getattr(session.config.option, "allure_report_dir", None)
+        if results:
+            from harness.report.allure import mark_flaky, write_environment
 
-        mark_flaky(Path(results), flaky_cells(_outcomes))
-
-        entries = dict(_environment)
-        entries["matrix"] = f"{session.config.option.matrix} selection={session.config.option.select}"
-        write_environment(Path(results), entries)
+            mark_flaky(Path(results), flaky_cells(_outcomes))
+            entries = dict(_environment)
+            entries["matrix"] = f"{session.config.option.matrix} selection={session.config.option.select}"
+            write_environment(Path(results), entries)
+    except OSError as exc:
+        sys.stderr.write(f"goldmig: the run's reports could not all be written: {exc}\n")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -233,3 +242,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("goldmig summary")
         for line in summary_lines(_outcomes):
             terminalreporter.write_line(line)
+    logger = terminalreporter.config.stash.get(_SAFE_LOGGER_KEY, None)
+    if logger is not None and logger.lost:
+        terminalreporter.write_line(f"goldmig: {len(logger.lost)} Allure items could not be written "
+                                    f"(first: {logger.lost[0]})")

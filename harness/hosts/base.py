@@ -42,6 +42,10 @@ class Host(Protocol):
         """Kill the process and everything it started; return once it is reaped."""
         ...
 
+    def signal(self, process: Process, signum: int) -> None:
+        """Send ``signum`` to the process's group and return (fault injection: stop, resume, kill)."""
+        ...
+
     def run(
         self, build: Build, argv: Sequence[str], timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:

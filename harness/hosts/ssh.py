@@ -37,6 +37,7 @@ import posixpath
 import secrets
 import select
 import shlex
+import signal
 import socket
 import subprocess
 import tarfile
@@ -378,6 +379,14 @@ class SshHost:
                 "10 s after SIGKILL"
             ) from exc
         process.close()
+
+    @_connected
+    def signal(self, process: Process, signum: int) -> None:
+        """Send ``signum`` to the process's group on the remote."""
+        if not isinstance(process, SshProcess) or process.host is not self:
+            raise HostError(f"host {self.name}: signal() to a process it did not start: {process!r}")
+        self.run_command(["kill", "-s", signal.Signals(signum).name.removeprefix("SIG"), "--",
+                          f"-{process.pid}"], timeout=10.0)
 
     @_connected
     def run(

@@ -12,9 +12,11 @@ from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed
 from harness.migration.relay import Relay
 from harness.migration.transport import Transport
 from harness.qemu.output import exit_report
-from harness.qemu.process import QemuProcess
+from harness.qemu.process import PING_S, QemuProcess
 
 _FINAL = ("completed", "failed", "cancelled")
+PING_EVERY_S = 2.0
+"""How often both QEMUs are asked for their status while a migration runs."""
 STREAM_PREFIX = "stream-"  # streams are recorded as stream-<src role>-<dst role>.bin
 
 
@@ -92,6 +94,8 @@ def _complete(
     src.monitor.cmd("migrate", uri=uri)
     status = _wait_final(src, dst, deadline, cut)
     figures = MigrationFigures.from_query(src.monitor.cmd("query-migrate"))
+    if status != "completed" and not dst.alive():
+        raise _exited(dst, "destination", "during migration")  # the cause, not the source's view of it
     if status != "completed":
         note = f"\nrelay: {relay.error}" if relay and relay.error else ""
         raise MigrationFailed(
@@ -105,7 +109,13 @@ def _complete(
 def _wait_final(
     src: QemuProcess, dst: QemuProcess, deadline: float, cut: tuple[Callable[[], None], int] | None
 ) -> str:
+    next_ping = time.monotonic() + PING_EVERY_S
     while time.monotonic() < deadline:
+        if time.monotonic() >= next_ping:
+            # Both QEMUs must keep answering: a hung one is the finding, not a slow migration.
+            src.monitor.cmd("query-migrate", timeout=PING_S)
+            dst.monitor.cmd("query-status", timeout=PING_S)
+            next_ping = time.monotonic() + PING_EVERY_S
         if cut is not None:
             sent = src.monitor.cmd("query-migrate").get("ram", {}).get("transferred", 0)
             if sent >= cut[1]:
@@ -119,8 +129,7 @@ def _wait_final(
         _require_alive(src, "source")
         if not dst.alive():
             # The source may only notice later; the destination's exit is the finding.
-            raise MigrationFailed(exit_report(
-                f"destination QEMU exited (code {dst.exitcode}) during migration", dst.output()))
+            raise _exited(dst, "destination", "during migration")
     reply = src.monitor.cmd("query-migrate")
     src.monitor.cmd("migrate_cancel")
     raise MigrationTimeout(f"migration not finished after its time limit; last status: {reply}")
@@ -134,9 +143,7 @@ def wait_destination_running(dst: QemuProcess, timeout: float) -> None:
 def _wait_destination_running(dst: QemuProcess, deadline: float) -> None:
     while True:
         if not dst.alive():
-            raise MigrationFailed(exit_report(
-                f"destination QEMU exited (code {dst.exitcode}) after the source completed; "
-                "it failed to load the stream", dst.output()))
+            raise _exited(dst, "destination", "after the source completed; it failed to load the stream")
         try:
             status = dst.monitor.cmd("query-status")["status"]
         except QemuCrashed:
@@ -152,6 +159,14 @@ def _wait_destination_running(dst: QemuProcess, deadline: float) -> None:
 
 def _require_alive(side: QemuProcess, name: str) -> None:
     if not side.alive():
-        raise QemuCrashed(exit_report(
-            f"{name} QEMU exited (code {side.exitcode}) during migration", side.output()))
+        raise QemuCrashed(exit_report(f"{name} QEMU {side.ended()} during migration", side.output()))
+
+
+def _exited(side: QemuProcess, name: str, when: str) -> MigrationFailed | QemuCrashed:
+    """A destination that exited by itself refused the migration; one killed by a signal
+    crashed (or was killed), which no known refusal explains."""
+    head = f"{name} QEMU {side.ended()} {when}"
+    if side.killed():
+        return QemuCrashed(exit_report(head, side.output()))
+    return MigrationFailed(exit_report(head, side.output()))
 

@@ -19,12 +19,23 @@ from harness.guest.protocol import AgentMessage, ProtocolError, parse_line
 
 M = TypeVar("M", bound=AgentMessage)
 
+QUIET_CHECK_S = 5.0
+"""While a wait for the guest goes on, how often to ask whether its QEMU is still there."""
+
 
 class Console:
     """A connection to one QEMU's console socket, parsing agent messages as they arrive."""
 
-    def __init__(self, name: str, socket_path: Path) -> None:
+    def __init__(self, name: str, socket_path: Path,
+                 on_closed: Callable[[], Exception | None] = lambda: None,
+                 on_quiet: Callable[[], Exception | None] = lambda: None) -> None:
+        """``on_closed`` is asked, when QEMU closes the console while someone waits, and
+        ``on_quiet``, when a wait ends without the message, for the error to raise instead of
+        returning nothing: a guest that is silent because its QEMU died or hangs is not a
+        quiet guest."""
         self.name = name
+        self._on_closed = on_closed
+        self._on_quiet = on_quiet
         self._path = socket_path
         self._sock: socket.socket | None = None
         self._reader: threading.Thread | None = None
@@ -64,19 +75,28 @@ class Console:
     def wait_for(
         self, kind: type[M], match: Callable[[M], bool], timeout: float
     ) -> M | None:
-        """The first queued or future message of ``kind`` satisfying ``match``, or None."""
+        """The first queued or future message of ``kind`` satisfying ``match``, or None after
+        ``timeout``. When QEMU closed the console, the error ``on_closed`` gives, at once; while
+        the guest stays silent, ``on_quiet`` is asked every :data:`QUIET_CHECK_S` and at the end."""
         deadline = time.monotonic() + timeout
         seen = 0
-        with self._cond:
-            while True:
-                for message in self._messages[seen:]:
-                    if isinstance(message, kind) and match(message):
-                        return message
-                seen = len(self._messages)
-                left = deadline - time.monotonic()
-                if left <= 0 or self.closed_by_peer:
-                    return None
-                self._cond.wait(min(left, 0.5))
+        while True:
+            check_at = min(deadline, time.monotonic() + QUIET_CHECK_S)
+            with self._cond:
+                while True:
+                    for message in self._messages[seen:]:
+                        if isinstance(message, kind) and match(message):
+                            return message
+                    seen = len(self._messages)
+                    left = check_at - time.monotonic()
+                    if self.closed_by_peer or left <= 0:
+                        break
+                    self._cond.wait(min(left, 0.5))
+            error = self._on_closed() if self.closed_by_peer else self._on_quiet()
+            if error is not None:
+                raise error
+            if self.closed_by_peer or time.monotonic() >= deadline:
+                return None
 
     def close(self) -> None:
         if self._sock is not None:

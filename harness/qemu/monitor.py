@@ -78,7 +78,7 @@ class Monitor:
         except TimeoutError as exc:
             self._log("<-", {"timeout": timeout})
             raise QemuUnresponsive(
-                f"{self.name}: QEMU did not answer QMP {command} {json.dumps(args)} within "
+                f"{self.name} QEMU did not answer QMP {command} {json.dumps(args)} within "
                 f"{timeout}s (the process is alive but its monitor hangs)") from exc
         except (ExecInterruptedError, StateError, ConnectionError, EOFError) as exc:
             self._log("<-", {"disconnected": str(exc)})

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import enum
+import signal as signal_module
 import subprocess
 from types import TracebackType
 
 from harness.builds.model import Build
-from harness.errors import HarnessError, QemuCrashed, QemuStartError
+from harness.errors import HarnessError, QemuCrashed, QemuStartError, QemuUnresponsive
 from harness.hosts.base import Host, Process
 from harness.hosts.workspace import Workspace
 from harness.qemu.argv import SidePaths
 from harness.qemu.console import Console
 from harness.qemu.monitor import Monitor
 from harness.qemu.output import exit_report, start_failure
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal_module.Signals(number).name
+    except ValueError:
+        return "unknown signal"
+
+
+PING_S = 3.0
+"""How long a QEMU may take to answer query-status before a silent guest is blamed on it."""
 
 
 class State(enum.Enum):
@@ -45,7 +57,7 @@ class QemuProcess:
         self.state = State.NEW
         self._process: Process | None = None
         self.monitor = Monitor(role, paths.qmp, paths.transcript, on_lost=self._crash)
-        self.console = Console(role, paths.console)
+        self.console = Console(role, paths.console, on_closed=self._crash, on_quiet=self._hung)
 
     def start(self, timeout: float = 30.0) -> None:
         if self.state is not State.NEW:
@@ -71,15 +83,49 @@ class QemuProcess:
             ) from exc
 
     def _crash(self) -> QemuCrashed | None:
-        """The QMP connection dropped: if QEMU exited (give it a moment), that is the finding."""
-        if self._process is None:
+        """QMP or the console dropped: if QEMU exited (give it a moment), that is the finding,
+        whatever the harness was waiting for."""
+        if self._process is None or self.state is State.STOPPED:
             return None
         try:
             self._process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return None
-        return QemuCrashed(exit_report(
-            f"{self.role} QEMU ({self.build.name}) exited with code {self.exitcode}", self.output()))
+        return QemuCrashed(exit_report(f"{self.role} QEMU ({self.build.name}) {self.ended()}",
+                                       self.output()))
+
+    def _hung(self) -> QemuCrashed | QemuUnresponsive | None:
+        """The guest said nothing in time: is its QEMU dead, or alive but not answering QMP?"""
+        if self._process is None or self.state is not State.RUNNING or not self.monitor.connected:
+            return None
+        if not self.alive():
+            return self._crash()
+        try:
+            self.monitor.cmd("query-status", timeout=PING_S)
+        except QemuUnresponsive as exc:
+            return QemuUnresponsive(f"{self.role} QEMU ({self.build.name}) hangs: the guest was "
+                                    f"silent and {exc}")
+        return None
+
+    def send_signal(self, signum: int) -> None:
+        """Signal QEMU's process group (fault injection)."""
+        if self._process is not None:
+            self.host.signal(self._process, signum)
+
+    def ended(self) -> str:
+        """How the process ended: its exit code, or the signal that killed it."""
+        code = self.exitcode
+        if code is None:
+            return "is still running"
+        # A remote shell reports a child killed by signal N as 128+N; QEMU itself exits 0 or 1.
+        signal = -code if code < 0 else code - 128 if code > 128 else None
+        if signal is not None:
+            return f"was killed by signal {signal} ({_signal_name(signal)})"
+        return f"exited with code {code}"
+
+    def killed(self) -> bool:
+        """Ended by a signal (a crash or a kill), not by QEMU's own exit."""
+        return self.ended().startswith("was killed")
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None

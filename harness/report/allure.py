@@ -88,6 +88,9 @@ def attach_cell(record: CellRecord) -> None:
     if record.checks:
         _attach_json("checks", record.checks)
     _attach_json("phase times (s)", {k: round(v, 3) for k, v in record.phases.items()})
+    if record.not_kept:
+        allure.attach("\n".join(record.not_kept), name="evidence not kept (reports filesystem)",
+                      attachment_type=allure.attachment_type.TEXT)
 
 
 def mark_flaky(results: Path, cells: set[str]) -> None:

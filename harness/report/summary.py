@@ -86,8 +86,14 @@ def summary_lines(outcomes: list[CellOutcome]) -> list[str]:
 
 
 def write_cells_json(path: Path, outcomes: list[CellOutcome]) -> None:
+    """Written whole or not at all (a crash or a full disk never leaves half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
+    partial = path.with_suffix(".json.partial")
+    try:
+        partial.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def read_cells_json(path: Path) -> list[CellOutcome]:
