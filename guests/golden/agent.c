@@ -809,6 +809,17 @@ static void *ipi_thread(void *arg)
 {
 	struct cpu_slot *s = arg;
 	thread_begin(s, ROLE_IPI);
+	/*
+	 * Real-time, so that a wake-up preempts a spinning CPU at once: without
+	 * it, in load mode busy the woken thread waits for the spinner's next
+	 * scheduler tick and the round trip measures CFS, not the IPI.
+	 */
+	const struct sched_param fifo = {.sched_priority = 1};
+	if ((errno = pthread_setschedparam(pthread_self(), SCHED_FIFO, &fifo)) != 0) {
+		char text[96];
+		snprintf(text, sizeof(text), "cpu %d: ipi thread not real-time: %m", s->cpu);
+		reply_error(-1, text);
+	}
 	for (;;) {
 		unsigned gen = atomic_load_explicit(&s->ipi_gen, memory_order_acquire);
 		uint64_t ping = atomic_exchange_explicit(&s->ipi_ping, 0, memory_order_acquire);
