@@ -19,6 +19,8 @@
  *              the per-CPU threads on a CPU that came online (CPU hotplug);
  *   main       reads commands from the console and answers them.
  *
+ * main and the supervisor are pinned to the lowest CPU online at start.
+ *
  * Every output line goes through emit(), which holds one mutex while it
  * assigns the sequence number and writes the whole line, so lines never
  * interleave and seq order is write order.
@@ -519,17 +521,22 @@ static void note_cpu(struct cpu_slot *s, enum role r)
 	atomic_store_explicit(&s->ran_on[r], sched_getcpu(), memory_order_relaxed);
 }
 
-static void thread_begin(struct cpu_slot *s, enum role r)
+/* Pin the calling thread to cpu; on failure say so and run unpinned (probe's ran_on shows where). */
+static void pin_to(int cpu, const char *who)
 {
 	cpu_set_t set;
 	CPU_ZERO(&set);
-	CPU_SET((size_t)s->cpu, &set);
+	CPU_SET((size_t)cpu, &set);
 	if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-		/* Keep running unpinned: probe's ran_on shows where. */
 		char text[96];
-		snprintf(text, sizeof(text), "cpu %d: %s thread not pinned: %m", s->cpu, role_names[r]);
+		snprintf(text, sizeof(text), "cpu %d: %s thread not pinned: %m", cpu, who);
 		reply_error(-1, text);
 	}
+}
+
+static void thread_begin(struct cpu_slot *s, enum role r)
+{
+	pin_to(s->cpu, role_names[r]);
 	pthread_mutex_lock(&start_lock);
 	pthread_mutex_unlock(&start_lock);
 	note_cpu(s, r);
@@ -809,6 +816,17 @@ static void *ipi_thread(void *arg)
 {
 	struct cpu_slot *s = arg;
 	thread_begin(s, ROLE_IPI);
+	/*
+	 * Real-time, so that a wake-up preempts a spinning CPU at once: without
+	 * it, in load mode busy the woken thread waits for the spinner's next
+	 * scheduler tick and the round trip measures CFS, not the IPI.
+	 */
+	const struct sched_param fifo = {.sched_priority = 1};
+	if ((errno = pthread_setschedparam(pthread_self(), SCHED_FIFO, &fifo)) != 0) {
+		char text[96];
+		snprintf(text, sizeof(text), "cpu %d: ipi thread not real-time: %m", s->cpu);
+		reply_error(-1, text);
+	}
 	for (;;) {
 		unsigned gen = atomic_load_explicit(&s->ipi_gen, memory_order_acquire);
 		uint64_t ping = atomic_exchange_explicit(&s->ipi_ping, 0, memory_order_acquire);
@@ -1144,6 +1162,12 @@ int main(void)
 	emit("hello", hello.data);
 	buf_free(&hello);
 
+	/* Commands and the supervisor stay on the lowest online CPU (the list
+	 * is ascending), the boot CPU: a secondary CPU that stops after a
+	 * migration (a finding) must not take the command loop with it, so
+	 * that probe, tbstats and ipi can still say which CPU stopped.  The
+	 * per-CPU threads pin themselves elsewhere. */
+	pin_to((int)strtol(online.data, NULL, 10), "main");
 	start_online_cpus(online.data);
 	buf_free(&online);
 	if ((errno = pthread_create(&tid, NULL, supervisor, NULL)) != 0)

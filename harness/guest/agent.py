@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from harness.errors import GuestUnresponsive
 from harness.guest.protocol import (
+    LOAD_MODES,
     AgentError,
     Busy,
     CpuOnline,
@@ -61,6 +62,8 @@ class Agent:
 
     def set_load(self, mode: LoadMode) -> None:
         """Switch every CPU's load mode; returns once the agent says it is in effect."""
+        if mode not in LOAD_MODES:  # our bug, not the guest's: no command for it
+            raise ValueError(f"load mode must be one of {', '.join(LOAD_MODES)}, got {mode!r}")
         self._request(f"load{mode}", Ok)
 
     def ipi(self) -> IpiReport:

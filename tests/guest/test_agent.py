@@ -146,6 +146,12 @@ class TestRequests:
         agent.set_load(mode)
         assert guest.commands == [f"load{mode}"]
 
+    def test_unknown_load_mode_is_not_sent(self, guest_and_agent: tuple[ScriptedGuest, Agent]) -> None:
+        guest, agent = guest_and_agent
+        with pytest.raises(ValueError, match="one of idle, busy, timer, got 'spin'"):
+            agent.set_load("spin")  # type: ignore[arg-type]
+        assert guest.commands == []
+
     def test_set_load_refused(self, tmp_path: Path) -> None:
         def refuse(command: str, req: int) -> list[tuple[str, dict[str, object]]]:
             why = "load busy not in effect after 5 s: cpu 1 busy thread"

@@ -1,6 +1,7 @@
 """The golden guest's agent under the host's QEMU (TCG) with two vCPUs: protocol v2 end to end.
 
-One guest boots for the module; each test sets the load mode it needs.
+One guest boots for most of the module; each test sets the load mode it
+needs.  CPU hotplug boots a guest of its own.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from harness.builds.model import Build
 from harness.guest.agent import Agent
 from harness.guest.image import ensure_golden_image
-from harness.guest.protocol import Busy, LoadMode, Tick, parse_cpu_list
+from harness.guest.protocol import Busy, CpuOnline, LoadMode, Tick, parse_cpu_list
 from harness.hosts.local import LocalHost
 from harness.hosts.workspace import SharedWorkspace
 from harness.qemu.argv import SidePaths, qemu_argv
@@ -29,17 +31,17 @@ CPUS = (0, 1)
 BEAT_S = 10.0  # beats come every 250 ms; TCG on a loaded 2-core host is slower
 
 
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+@contextmanager
+def booted(rundir: Path, smp: int, maxcpus: int) -> Iterator[tuple[QemuProcess, Agent]]:
+    """The golden guest running, its agent started (hello seen), QEMU killed on exit."""
     if shutil.which(HOST_QEMU) is None:
         pytest.skip(f"{HOST_QEMU} is not installed")
     image = ensure_golden_image()
-    rundir = tmp_path_factory.mktemp("smp")
     setup = MachineSetup(
         machine="pseries-7.2",
         properties=(("cap-cfpc", "broken"), ("cap-sbbc", "broken"), ("cap-ibs", "broken"),
                     ("cap-ccf-assist", "off"), ("x-vof", "on")),
-        firmware="vof", accel="tcg", cpu="POWER9", memory_mb=512, smp=len(CPUS), maxcpus=len(CPUS),
+        firmware="vof", accel="tcg", cpu="POWER9", memory_mb=512, smp=smp, maxcpus=maxcpus,
         devices=(), kernel=image.kernel, initrd=image.initrd, append=image.kernel_cmdline,
     )
     build = Build(name="host", root=Path("/"), binary=HOST_QEMU)
@@ -51,8 +53,14 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
         qemu.monitor.cmd("cont")
         agent = Agent(qemu.console)
         agent.hello(timeout=60)  # commands only once the agent reads them
-        yield agent
+        yield qemu, agent
         assert not qemu.console.corrupt_lines
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    with booted(tmp_path_factory.mktemp("smp"), len(CPUS), len(CPUS)) as (_, agent):
+        yield agent
 
 
 def test_hello_and_one_cpu_message_per_online_cpu(agent: Agent) -> None:
@@ -123,3 +131,20 @@ def test_threads_ran_on_their_cpus(agent: Agent) -> None:
     placed = {(t.role, t.cpu) for t in probe.threads}
     assert placed == {(role, cpu) for role in ("tick", "busy", "timer", "ipi") for cpu in CPUS}
     assert all(t.ran_on == t.cpu for t in probe.threads), probe.threads
+
+
+def test_hotplugged_cpu_gets_its_threads(tmp_path: Path) -> None:
+    with booted(tmp_path, 1, 2) as (qemu, agent):
+        assert agent.hello(timeout=0).cpus == "0"
+        slots = qemu.monitor.cmd("query-hotpluggable-cpus")
+        free = next(s for s in slots if "qom-path" not in s)
+        qemu.monitor.cmd("device_add", driver=free["type"], id="cpu1", **free["props"])
+        assert qemu.console.wait_for(CpuOnline, lambda m: m.cpu == 1, 30) is not None
+        agent.set_load("busy")
+        agent.beat_after(Busy, 0, BEAT_S, cpu=1)
+        agent.beat_after(Tick, 0, BEAT_S, cpu=1)
+        agent.set_load("idle")
+        probe = agent.probe()
+        assert probe.cpus_online == probe.cpus_present == "0-1"
+        assert {(t.cpu, t.ran_on) for t in probe.threads} == {(0, 0), (1, 1)}
+        assert [p.ticks > 0 for p in agent.ipi().pairs] == [True, True]
