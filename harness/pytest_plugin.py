@@ -65,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                 "give a count of 1 or more")
     config.stash[_MATRIX_KEY] = matrix
     if getattr(config.option, "allure_report_dir", None):
-        config.stash[_SAFE_LOGGER_KEY] = install_safe_logger()
+        config.stash[_SAFE_LOGGER_KEY] = install_safe_logger(config)
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -5,10 +5,7 @@ These run the host's QEMU 7.2 (TCG) and the golden guest.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,29 +18,6 @@ from harness.matrix.model import Matrix
 
 pytestmark = pytest.mark.slow
 HOST_QEMU = "/usr/bin/qemu-system-ppc64"
-
-
-@pytest.fixture
-def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Cells make their run dirs here, so leftovers of *this* test can be found."""
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(runs))
-    yield runs
-    assert _processes_mentioning(str(runs)) == [], "a QEMU of this cell is still running"
-    assert list(runs.iterdir()) == [], "the cell left its run directory behind"
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if text.encode() in cmdline:
-            found.append(int(pid))
-    return found
 
 
 def _matrix(tmp_path: Path, builds: dict[str, object], machine: str = "pseries-7.2",
@@ -68,7 +42,7 @@ def _run_first(matrix: Matrix, tmp_path: Path, src: str, dst: str) -> CellRecord
     return record
 
 
-def test_missing_build_path_names_the_path_and_the_key(tmp_path: Path, own_tmp: Path) -> None:
+def test_missing_build_path_names_the_path_and_the_key(tmp_path: Path, cell_tmp: Path) -> None:
     matrix = _matrix(tmp_path, {"mine": {"kind": "path", "binary": "/nonexistent/qemu-system-ppc64",
                                          "firmware": "/nonexistent/pc-bios"}})
     with pytest.raises(BuildError, match=r"build 'mine': binary /nonexistent/qemu-system-ppc64 does not "
@@ -76,7 +50,7 @@ def test_missing_build_path_names_the_path_and_the_key(tmp_path: Path, own_tmp: 
         _run_first(matrix, tmp_path, "mine", "mine")
 
 
-def test_machine_type_the_build_lacks_is_impossible_with_reason(tmp_path: Path, own_tmp: Path) -> None:
+def test_machine_type_the_build_lacks_is_impossible_with_reason(tmp_path: Path, cell_tmp: Path) -> None:
     matrix = _matrix(tmp_path, {"qemu-7.2": {"kind": "host"}}, machine="pseries-10.0")
     with pytest.raises(CellImpossible, match=r"qemu-7.2 \(QEMU 7\.2\.\d+\) has no machine type "
                                              r"pseries-10.0 \(its versioned pseries types are "
@@ -85,7 +59,7 @@ def test_machine_type_the_build_lacks_is_impossible_with_reason(tmp_path: Path, 
 
 
 def test_qemu_exiting_at_start_up_reports_code_command_and_output(
-    tmp_path: Path, own_tmp: Path
+    tmp_path: Path, cell_tmp: Path
 ) -> None:
     # A developer's "build" that introspects like the host's QEMU but dies when
     # asked to boot a guest, as a broken build tree would.
@@ -107,7 +81,7 @@ def test_qemu_exiting_at_start_up_reports_code_command_and_output(
     assert f"command: {wrapper} -L /usr/share/qemu -accel tcg -M pseries-7.2," in message
 
 
-def test_migration_timeout_fails_the_cell_and_reaps_qemu(tmp_path: Path, own_tmp: Path) -> None:
+def test_migration_timeout_fails_the_cell_and_reaps_qemu(tmp_path: Path, cell_tmp: Path) -> None:
     # 0 s is shorter than any migration: the cell must time out, cancel, and clean up.
     matrix = _matrix(tmp_path, {"qemu-7.2": {"kind": "host"}},
                      timeouts={"boot_s": 60, "migrate_s": 0, "beat_s": 15})
@@ -118,7 +92,7 @@ def test_migration_timeout_fails_the_cell_and_reaps_qemu(tmp_path: Path, own_tmp
     assert "migrate_cancel" in (evidence / "src-qmp.log").read_text()
 
 
-def test_suite_that_cannot_be_provisioned_names_suite_and_mirror(tmp_path: Path, own_tmp: Path) -> None:
+def test_suite_that_cannot_be_provisioned_names_suite_and_mirror(tmp_path: Path, cell_tmp: Path) -> None:
     matrix = _matrix(tmp_path, {"qemu-x": {"kind": "debian", "suite": "no-such-suite"}})
     with pytest.raises(BuildError, match=r"Debian suite build 'no-such-suite' could not be provisioned "
                                          r"from http://deb.debian.org/debian: debootstrap exited \d+"):
@@ -126,7 +100,7 @@ def test_suite_that_cannot_be_provisioned_names_suite_and_mirror(tmp_path: Path,
 
 
 def test_destination_refusing_the_stream_says_why_on_the_first_line(
-    tmp_path: Path, own_tmp: Path
+    tmp_path: Path, cell_tmp: Path
 ) -> None:
     matrix = _matrix(tmp_path, {"qemu-10.0": {"kind": "debian", "suite": "trixie"},
                                 "qemu-7.2": {"kind": "host"}})

@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,27 +28,6 @@ from harness.scenarios.fault import DETECT_S, FaultObservations
 
 pytestmark = pytest.mark.slow
 VARIANTS = [v.name for v in SCENARIOS["fault"].variants]
-
-
-@pytest.fixture
-def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(runs))
-    yield runs
-    assert _processes_mentioning(str(runs)) == [], "a QEMU of this cell is still running"
-    assert list(runs.iterdir()) == [], "the cell left its run directory behind"
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 def _matrix(tmp_path: Path, scenarios: list[str], **extra: object) -> Path:
@@ -68,7 +46,7 @@ def _matrix(tmp_path: Path, scenarios: list[str], **extra: object) -> Path:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_injected_fault_is_reported_as_what_it_is(tmp_path: Path, own_tmp: Path, variant: str) -> None:
+def test_injected_fault_is_reported_as_what_it_is(tmp_path: Path, cell_tmp: Path, variant: str) -> None:
     matrix = load_matrix(_matrix(tmp_path, [f"fault-{variant}"]))
     (cell,) = matrix.cells()
     record = CellRecord(cell, tmp_path / "evidence")
@@ -85,7 +63,7 @@ def test_injected_fault_is_reported_as_what_it_is(tmp_path: Path, own_tmp: Path,
 
 
 def test_a_killed_destination_under_a_known_failure_is_a_crash_not_known(
-    tmp_path: Path, own_tmp: Path
+    tmp_path: Path, cell_tmp: Path, processes_mentioning: Callable[[str], list[int]]
 ) -> None:
     """The user's report: kill -9 of the destination QEMU 1.5 s after migrate in a baseline
     cell that the DECR entry covers became KNOWN ("no tick heartbeat"). It must be a crash,
@@ -94,7 +72,8 @@ def test_a_killed_destination_under_a_known_failure_is_a_crash_not_known(
     matrix = load_matrix(_matrix(tmp_path, ["baseline-idle"]))
     matrix = dataclasses.replace(matrix, known_failures=shipped.known_failures)
     (cell,) = matrix.cells()
-    killer = threading.Thread(target=_kill_after_migrate, args=(own_tmp, "dst", 1.5), daemon=True)
+    killer = threading.Thread(target=_kill_after_migrate,
+                              args=(cell_tmp, "dst", 1.5, processes_mentioning), daemon=True)
     killer.start()
     with pytest.raises(QemuCrashed) as raised:
         run_cell(cell, matrix, CellRecord(cell, tmp_path / "evidence"))
@@ -105,14 +84,15 @@ def test_a_killed_destination_under_a_known_failure_is_a_crash_not_known(
     assert (tmp_path / "evidence" / "dst-serial.log").exists()
 
 
-def _kill_after_migrate(runs: Path, role: str, delay: float) -> None:
+def _kill_after_migrate(runs: Path, role: str, delay: float,
+                        processes_mentioning: Callable[[str], list[int]]) -> None:
     """SIGKILL ``role``'s QEMU ``delay`` seconds after the harness sent it migrate-incoming."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         logs = list(runs.glob(f"*/{role}-qmp.log"))
         if logs and "migrate-incoming" in logs[0].read_text():
             time.sleep(delay)
-            for pid in _processes_mentioning(str(logs[0].parent / f"{role}.qmp")):
+            for pid in processes_mentioning(str(logs[0].parent / f"{role}.qmp")):
                 os.kill(pid, signal.SIGKILL)
             return
         time.sleep(0.05)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import allure_commons
+import pytest
 from allure_commons import hookimpl
 from allure_commons.logger import AllureFileLogger
 
@@ -54,12 +55,20 @@ class SpaceSafeFileLogger:
                 partial.unlink(missing_ok=True)
 
 
-def install_safe_logger() -> SpaceSafeFileLogger | None:
-    """Put the wrapper in place of allure-pytest's own file logger (None when Allure is off)."""
-    for plugin in allure_commons.plugin_manager.get_plugins():
+def install_safe_logger(config: pytest.Config) -> SpaceSafeFileLogger | None:
+    """Put the wrapper in place of allure-pytest's own file logger (None when Allure is off),
+    and the original back at the end, where allure-pytest's own clean-up expects it."""
+    manager = allure_commons.plugin_manager
+    for plugin in manager.get_plugins():
         if isinstance(plugin, AllureFileLogger):
-            allure_commons.plugin_manager.unregister(plugin)
+            manager.unregister(plugin)
             safe = SpaceSafeFileLogger(plugin)
-            allure_commons.plugin_manager.register(safe)
+            manager.register(safe)
+
+            def restore(original: AllureFileLogger = plugin, wrapper: SpaceSafeFileLogger = safe) -> None:
+                manager.unregister(wrapper)
+                manager.register(original)
+
+            config.add_cleanup(restore)  # runs before allure-pytest's (clean-ups run last first)
             return safe
     return None
