@@ -151,6 +151,10 @@ def _require(needs: Needs, cell: Cell, sides: dict[str, tuple[BuildInfo, Machine
         if needs.min_qemu and _version(info.version) < needs.min_qemu:
             raise CellImpossible(f"{name} is QEMU {info.version}; this scenario needs "
                                  f"{needs.min_qemu[0]}.{needs.min_qemu[1]} or newer")
+        wanted = needs.min_machine
+        if wanted and _version(machine.name.removeprefix("pseries-")) < wanted:
+            raise CellImpossible(f"{machine.name} is older than pseries-{wanted[0]}.{wanted[1]}, "
+                                 f"which this variant needs")
 
 
 def _version(text: str) -> tuple[int, int]:

@@ -54,16 +54,18 @@ class Needs:
     """Properties both sides' machine type must have (e.g. ``ic-mode``)."""
     min_qemu: tuple[int, int] | None = None
     """Both builds at least this QEMU version (major, minor)."""
+    min_machine: tuple[int, int] | None = None
+    """The machine type at least pseries-X.Y (a value older types refuse, e.g. ic-mode=xive)."""
     accel: str | None = None
     """Only under this accelerator (e.g. ``kvm`` for checks of host mappings)."""
 
     def merged(self, other: Needs) -> Needs:
         """Both sets of needs at once (a scenario's and its variant's)."""
-        versions = [v for v in (self.min_qemu, other.min_qemu) if v is not None]
         return Needs(
             local_builds=self.local_builds or other.local_builds,
             machine_properties=tuple(dict.fromkeys(self.machine_properties + other.machine_properties)),
-            min_qemu=max(versions) if versions else None,
+            min_qemu=_newest(self.min_qemu, other.min_qemu),
+            min_machine=_newest(self.min_machine, other.min_machine),
             accel=other.accel or self.accel,
         )
 
@@ -115,6 +117,11 @@ class Scenario(Generic[T]):
 
     def needs_of(self, variant: str) -> Needs:
         return self.needs.merged(self.variant(variant).needs)
+
+
+def _newest(*versions: tuple[int, int] | None) -> tuple[int, int] | None:
+    given = [v for v in versions if v is not None]
+    return max(given) if given else None
 
 
 def single(data: Any = None) -> tuple[Variant[Any], ...]:

@@ -43,7 +43,8 @@ SCENARIO = Scenario(
     run=run,
     variants=(
         Variant("xics", "XICS", source=MachineChange(properties=(("ic-mode", "xics"),))),
-        Variant("xive", "XIVE", source=MachineChange(properties=(("ic-mode", "xive"),))),
+        Variant("xive", "XIVE", source=MachineChange(properties=(("ic-mode", "xive"),)),
+                needs=Needs(min_machine=(4, 0))),  # older machine types are XICS only
     ),
     needs=Needs(machine_properties=("ic-mode",)),
 )

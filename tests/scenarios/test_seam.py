@@ -21,6 +21,7 @@ MATRIX = textwrap.dedent("""
       qemu-7.2: {kind: host}
       qemu-10.0: {kind: debian, suite: trixie}
     hosts: local
+    guest: {smp: 1}   # with 2 CPUs every Debian pair hits a known timer bug (matrix.yaml)
     groups:
       - {name: example, builds: [qemu-7.2, qemu-10.0], machines: [pseries-7.2, pseries-3.1],
          scenarios: [example]}
@@ -76,8 +77,8 @@ def test_an_unknown_variant_is_named_with_a_suggestion(outside: Path) -> None:
 
 @pytest.mark.slow
 def test_variants_start_the_machine_they_declare_and_skip_where_impossible(outside: Path) -> None:
-    """Real cells: each variant's ic-mode is on the command line and in the guest; pseries-3.1 has
-    no ic-mode property, so its cells are skipped with that reason."""
+    """Real cells: each variant's ic-mode is on the command line and in the guest; pseries-3.1 is
+    XICS only, so its xive variant is skipped with that reason and its xics one runs."""
     done = _python(textwrap.dedent("""
         import json
         from pathlib import Path
@@ -106,5 +107,6 @@ def test_variants_start_the_machine_they_declare_and_skip_where_impossible(outsi
     assert xics["failed"] == [] and xive["failed"] == []
     assert "guest uses the variant's interrupt controller" in xics["ok"]
     assert "IPIs delivered between every pair of CPUs" not in xics["ok"], "left out by name"
-    skipped = cells["qemu-7.2>qemu-10.0/pseries-3.1/example-xics"]["skipped"]
-    assert "has no machine property ic-mode" in skipped
+    skipped = cells["qemu-7.2>qemu-10.0/pseries-3.1/example-xive"]["skipped"]
+    assert skipped == "pseries-3.1 is older than pseries-4.0, which this variant needs"
+    assert cells["qemu-7.2>qemu-10.0/pseries-3.1/example-xics"]["failed"] == []
