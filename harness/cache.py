@@ -10,9 +10,12 @@ under a lock, so no artifact is trusted without a sidecar that matches it.
 - :func:`ensure_file`: a pure cache entry the harness can remake (a stream, a
   vmstate dump, an introspection result): made when missing, remade when it
   does not match its sidecar, with a one-line warning on stderr naming it.
-- :func:`seal`, :func:`damage`: a directory made by someone else (the golden
-  image by build.py, a debootstrap root); its owner decides what a damaged one
-  means (rebuild, or refuse with the command that clears it).
+- :func:`ensure_dir`: the same for a directory that its maker replaces whole
+  (the golden image by build.py, QEMU's scripts from Debian), with the files
+  that matter in it hashed.
+- :func:`seal`, :func:`damage`: for a directory that must not be remade in
+  place (a debootstrap root another run may be using): its owner refuses a
+  damaged one with the command that clears it.
 
 Checking hashes every recorded file (sha256: about 35 ms per 50 MB here). A
 file found intact is remembered for the rest of the process by its device,
@@ -68,6 +71,24 @@ def ensure_file(path: Path, make: Callable[[Path], object],
         finally:
             part.unlink(missing_ok=True)
     return path
+
+
+def ensure_dir(directory: Path, files: Iterable[str], make: Callable[[Path], object]) -> Path:
+    """``directory``, with ``files`` (relative to it) checked against its sidecar; made by
+    ``make(directory)`` when missing, and again (with a warning naming it) when damaged.
+
+    ``make`` must replace the directory as a whole (build beside it, then rename), so
+    that a reader never sees half of it. A per-directory lock is held meanwhile.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with locked(directory):
+        why = damage(directory) if directory.exists() else None
+        if why is not None:
+            warn(directory, why)
+        if why is not None or not directory.exists():
+            make(directory)
+            seal(directory, files)
+    return directory
 
 
 def seal(directory: Path, files: Iterable[str], meta: Mapping[str, object] | None = None) -> None:

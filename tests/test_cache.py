@@ -101,6 +101,49 @@ class TestEnsureFile:
         assert not path.with_name(".entry.bin.part").exists()
 
 
+class TestEnsureDir:
+    def test_made_once_then_remade_when_a_file_changes(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        made: list[Path] = []
+
+        def make(into: Path) -> None:
+            made.append(into)
+            into.mkdir(exist_ok=True)
+            (into / "script.py").write_text("print('peer')\n")
+            (into / "notes.txt").write_text(f"not hashed {len(made)}\n")
+
+        scripts = tmp_path / "peer" / "qemu-trixie"
+        for _ in range(2):
+            assert cache.ensure_dir(scripts, ["script.py"], make) == scripts
+        (scripts / "notes.txt").write_text("changed, but nobody relies on it\n")
+        cache.ensure_dir(scripts, ["script.py"], make)
+        assert len(made) == 1
+        (scripts / "script.py").write_text("print('PEER')\n")
+        cache.ensure_dir(scripts, ["script.py"], make)
+        assert len(made) == 2 and (scripts / "script.py").read_text() == "print('peer')\n"
+        assert capsys.readouterr().err.startswith(f"goldmig: cache: {scripts}: script.py: sha256 ")
+
+    def test_peer_scripts_are_fetched_again_when_damaged(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from harness.stream import peer
+
+        def fetch(suite: str, mirror: str, root: Path) -> None:
+            root.mkdir(parents=True, exist_ok=True)
+            for rel in peer.SCRIPTS.values():
+                (root / Path(rel).name).write_text(f"# {rel} from Debian\n")
+            (root / "peer.json").write_text(json.dumps({"suite": suite, "version": "1:10.0.13"}))
+
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        monkeypatch.setattr(peer, "_fetch", fetch)
+        scripts = peer.ensure_peer_scripts()
+        scripts.analyze.write_text("# edited\n")
+        assert peer.ensure_peer_scripts() == scripts
+        assert scripts.analyze.read_text() == "# scripts/analyze-migration.py from Debian\n"
+        assert f"goldmig: cache: {scripts.analyze.parent}: analyze-migration.py: " in capsys.readouterr().err
+
+
 class TestDirectory:
     def test_seal_then_damage_names_the_file(self, tmp_path: Path) -> None:
         root = tmp_path / "root"

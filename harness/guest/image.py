@@ -10,15 +10,12 @@ records the sha256 of the kernel, initrd and manifest beside the image
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,8 +80,8 @@ def ensure_golden_image(cache_root: Path | None = None) -> GoldenImage:
     built again (with a warning naming it) if its files no longer match their recorded hashes.
 
     ``cache_root`` defaults to ``~/.cache/goldmig/guests``.  Concurrent
-    callers (pytest-xdist workers) serialise on a lock file, so one builds and
-    the others reuse.
+    callers (pytest-xdist workers) serialise on a lock, so one builds and the
+    others reuse.
     """
     root = cache_root if cache_root is not None else paths.cache_root() / "guests"
     try:
@@ -92,15 +89,7 @@ def ensure_golden_image(cache_root: Path | None = None) -> GoldenImage:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GuestImageError(f"cannot read the recipe or create the cache {root}: {exc}") from exc
-    target = root / key
-    with _locked(root / f"{key}.lock"):
-        why = cache.damage(target) if target.exists() else None
-        if why is not None:
-            cache.warn(target, why)
-        if why is not None or not target.exists():
-            _build(target)
-            cache.seal(target, IMAGE_FILES)
-        return GoldenImage.load(target)
+    return GoldenImage.load(cache.ensure_dir(root / key, IMAGE_FILES, _build))
 
 
 def _build(target: Path) -> None:
@@ -130,14 +119,3 @@ def _build_error(stderr: str) -> str:
     if at >= 0:
         return stderr[at + len(marker) :].strip()
     return stderr.strip()[-2000:] or "(no output)"
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
