@@ -29,9 +29,8 @@ from harness.errors import CacheError
 
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return tmp_path / "xdg" / "goldmig"
+def _private(private_cache: Path) -> None:
+    """Every test here damages cached artifacts: in a private cache."""
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache, paths
+from harness import cache
 from harness.guest import image
 from harness.guest.image import GoldenImage, GuestImageError, ensure_golden_image, recipe_key
 from harness.guest.protocol import PROTOCOL_VERSION
@@ -214,19 +214,13 @@ class TestRealBuild:
         assert (cached.kernel.parent / "manifest.json").stat().st_mtime_ns == stamp
 
     def test_damaged_cached_image_is_rebuilt_identical(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+        self, user_cache: Path, private_cache: Path, golden_image: Path,
+        capfd: pytest.CaptureFixture[str],
     ) -> None:
         """A copy of the user's image with one kernel byte changed: build.py makes it again."""
-        mine = paths.cache_root()
-        if not (mine / "guests" / recipe_key() / "manifest.json").is_file():
-            pytest.skip(f"no golden image in {mine / 'guests'} to copy (run `goldmig guest`)")
-        private = tmp_path / "xdg" / "goldmig"
-        shutil.copytree(mine / "guests" / recipe_key(), private / "guests" / recipe_key())
-        if (mine / "debs").is_dir():
-            shutil.copytree(mine / "debs", private / "debs")  # build.py's download cache
-        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-        target = private / "guests" / recipe_key()
-        cache.seal(target, image.IMAGE_FILES)
+        if (user_cache / "debs").is_dir():
+            shutil.copytree(user_cache / "debs", private_cache / "debs")  # build.py's download cache
+        target = golden_image
         good = {name: sha256(target / name) for name in image.IMAGE_FILES}
         with (target / "vmlinux").open("r+b") as f:
             f.seek(1 << 20)

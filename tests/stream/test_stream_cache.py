@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache, paths
-from harness.guest.image import IMAGE_FILES, recipe_key
+from harness import cache
 from harness.qemu.machine import MachineSetup
 from harness.save import golden_stream
 from harness.stream import corpus, diff, iter_records, summarise
@@ -30,13 +29,11 @@ pytestmark = [
     pytest.mark.skipif(not os.access("/usr/bin/qemu-system-ppc64", os.X_OK),
                        reason="needs the host's QEMU 7.2 (make setup)"),
 ]
-USER_CACHE = paths.cache_root()  # read before any test points XDG_CACHE_HOME elsewhere
 
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return tmp_path / "xdg" / "goldmig"
+def _private(private_cache: Path) -> None:
+    """Every test here damages cached artifacts: in a private cache."""
 
 
 def truncate(path: Path) -> None:
@@ -117,14 +114,9 @@ def test_a_damaged_vmstate_dump_is_made_again(private_cache: Path, capfd: pytest
 
 
 def test_golden_stream_copies_a_remade_stream_not_a_damaged_one(
-    private_cache: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    private_cache: Path, golden_image: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """The goldenload path: the golden guest's RAM in the cached stream flipped, the cell's copy good."""
-    image = USER_CACHE / "guests" / recipe_key()
-    if not all((image / name).is_file() for name in IMAGE_FILES):
-        pytest.skip(f"no golden image in {image.parent} to copy (run `goldmig guest`)")
-    shutil.copytree(image, private_cache / "guests" / recipe_key())
-    cache.seal(private_cache / "guests" / recipe_key(), IMAGE_FILES)  # a copy of a working image
     build, recipe = corpus.recipe("7.2", "xics", guest=corpus.golden_boot(), memory_mb=512)
     setup = MachineSetup(recipe.machine, recipe.properties, "vof", "tcg", recipe.cpu, recipe.memory_mb,
                          1, 1, (), recipe.guest.kernel, recipe.guest.initrd, recipe.guest.append)
