@@ -52,8 +52,9 @@ def ensure_file(path: Path, make: Callable[[Path], object],
 
     ``make(part)`` writes the whole artifact to ``part``, a file beside ``path``
     that nothing else writes meanwhile (a per-artifact lock is held, so
-    concurrent callers make it once). If ``make`` raises, ``path`` is left
-    missing, never damaged.
+    concurrent callers make it once); it then replaces ``path`` in one rename,
+    so a reader that opened the old file keeps it. If ``make`` raises, a
+    damaged ``path`` stays, and is found damaged again by the next use.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path):
@@ -62,7 +63,6 @@ def ensure_file(path: Path, make: Callable[[Path], object],
             if why is None:
                 return path
             warn(path, why)
-            path.unlink()
         part = path.with_name(f".{path.name}.part")
         try:
             make(part)

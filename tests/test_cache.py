@@ -87,8 +87,10 @@ class TestEnsureFile:
             cache.ensure_file(path, make)
         assert hashed == [path]
 
-    def test_failed_remake_leaves_no_damaged_file(self, made: tuple[Path, Maker]) -> None:
-        path, _ = made
+    def test_failed_remake_is_tried_again_on_next_use(
+        self, made: tuple[Path, Maker], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path, make = made
         os.truncate(path, 10)
 
         def broken(part: Path) -> None:
@@ -97,8 +99,19 @@ class TestEnsureFile:
 
         with pytest.raises(RuntimeError):
             cache.ensure_file(path, broken)
-        assert not path.exists()
         assert not path.with_name(".entry.bin.part").exists()
+        cache.ensure_file(path, make)
+        assert path.read_bytes() == make.content
+        assert len(capsys.readouterr().err.splitlines()) == 2, "each use said it was remaking it"
+
+    def test_a_reader_of_the_damaged_file_keeps_it(self, made: tuple[Path, Maker]) -> None:
+        """The remade file replaces the old one in one rename: nothing is unlinked under a reader."""
+        path, make = made
+        os.truncate(path, 10)
+        with path.open("rb") as reader:
+            cache.ensure_file(path, make)
+            assert reader.read() == make.content[:10]
+        assert path.read_bytes() == make.content
 
 
 class TestEnsureDir:
