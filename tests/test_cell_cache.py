@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from harness.cell import CellRecord, run_cell
-from harness.errors import GoldmigError, HarnessError
+from harness.errors import GoldmigError, HarnessError, MigrationFailed
 from harness.matrix.load import load_matrix
 
 pytestmark = [
@@ -56,19 +56,20 @@ def change_the_header_version(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", [truncate, change_the_header_version], ids=lambda f: f.__name__)
-def test_damaged_golden_stream_is_recorded_again_and_the_cell_runs_as_before(
+def test_damaged_golden_stream_is_recorded_again_and_loaded(
     damage: Callable[[Path], None], private_cache: Path, golden_image: Path, tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    before = run_goldenload(tmp_path, "first")
+    run_goldenload(tmp_path, "first")  # records the golden stream into the cache
     (stream,) = (private_cache / "streams").glob("*.bin")
     damage(stream)
     capfd.readouterr()
 
-    after = run_goldenload(tmp_path, "again")
+    outcome = run_goldenload(tmp_path, "again")
 
     assert f"goldmig: cache: {stream}: " in capfd.readouterr().err
-    assert not isinstance(after, HarnessError), after
-    # The same verdict as with an intact stream (7.2 destinations have a known timer bug).
-    assert type(after) is type(before)
-    assert getattr(after, "invariant", None) == getattr(before, "invariant", None)
+    # Not broken (a StreamError naming the run dir's copy), not a load QEMU refused: the
+    # destination ran the guest, and only the checks can fail (7.2 destinations have a known
+    # timer bug under TCG).
+    assert not isinstance(outcome, HarnessError | MigrationFailed), outcome
+    assert '"status": "running"' in (tmp_path / "again" / "dst-qmp.log").read_text()
