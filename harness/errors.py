@@ -6,6 +6,7 @@
      +-- HarnessError            our bug or the environment: Allure "broken"
      |    +-- ConfigError        matrix.yaml or command-line input is wrong
      |    +-- BuildError         a QEMU build cannot be provisioned or introspected
+     |    +-- CacheError         a cached artifact is damaged and cannot be remade here
      |    +-- HostError          a host cannot run what we asked
      |    +-- QemuStartError     QEMU exited or refused to start (argv, caps, machine)
      +-- ProductFailure          QEMU or the guest misbehaved: Allure "failed"
@@ -49,6 +50,11 @@ class ConfigError(HarnessError):
 
 class BuildError(HarnessError):
     """A build could not be provisioned or introspected."""
+
+
+class CacheError(HarnessError):
+    """A cached artifact does not match its recorded hash and is not remade (it may be in use):
+    names the artifact and the command that clears it."""
 
 
 class HostError(HarnessError):

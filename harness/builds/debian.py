@@ -1,17 +1,35 @@
-"""Debian-suite builds: a debootstrap root per suite, cached and made once."""
+"""Debian-suite builds: a debootstrap root per suite, cached and made once.
+
+A root carries the sha256 of what decides how its QEMU behaves, checked on
+every use (:mod:`harness.cache`): the QEMU binary, every firmware file under
+``usr/share/qemu`` (SLOF, VOF, option ROMs) and dpkg's status file, which
+holds the exact version of every installed package, so the libraries QEMU
+links are pinned by version. The libraries' own bytes are not hashed (40 to
+45 MB more per check, found only by running the dynamic loader in the root);
+a damaged library makes QEMU fail to start or crash, which is loud. Before
+the hashes are first recorded, the hashed files that a package installed are
+checked against the md5sums dpkg keeps from the package.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
-from harness.errors import BuildError
+from harness.cache import damage, seal, sums_path
+from harness.errors import BuildError, CacheError
 from harness.paths import cache_root
 
 ROOT_PACKAGES = ("qemu-system-ppc", "openssh-server", "iproute2")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+QEMU_BINARY = "usr/bin/qemu-system-ppc64"
+FIRMWARE_DIR = "usr/share/qemu"
+DPKG_STATUS = "var/lib/dpkg/status"
+_MARKER = ".goldmig-complete"
 
 
 def suite_root_path(suite: str) -> Path:
@@ -23,19 +41,68 @@ def ensure_suite_root(suite: str, mirror: str = DEFAULT_MIRROR) -> Path:
 
     Safe to call from several processes at once (a file lock serialises the
     build); an interrupted build leaves only a temp dir that the next call
-    removes.
+    removes. A root whose QEMU, firmware or package versions no longer match
+    their recorded hashes is refused with :class:`CacheError` naming the
+    command that clears it: it is not rebuilt in place, since another run may
+    be using it.
     """
     root = suite_root_path(suite)
-    marker = root / ".goldmig-complete"
-    if marker.exists():
+    marker = root / _MARKER
+    if marker.exists() and sums_path(root).exists():
+        _check(suite, root)
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{suite}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists():
-            return root
-        _debootstrap(suite, mirror, root)
+        if not marker.exists():
+            _debootstrap(suite, mirror, root)
+        if sums_path(root).exists():
+            _check(suite, root)
+        else:
+            _seal(suite, root)
     return root
+
+
+def _seal(suite: str, root: Path) -> None:
+    """Record the hashes of the root's QEMU, firmware and dpkg status, once they check out
+    against dpkg's md5sums (a root made before goldmig recorded hashes is sealed here too)."""
+    firmware = (p for p in (root / FIRMWARE_DIR).rglob("*") if p.is_file() and not p.is_symlink())
+    files = [QEMU_BINARY, DPKG_STATUS, *sorted(str(p.relative_to(root)) for p in firmware)]
+    packaged = _dpkg_md5sums(root)
+    for name in files:
+        path = root / name
+        if not path.is_file():
+            raise _refusal(suite, root, f"{name} is missing")
+        with path.open("rb") as f:
+            md5 = hashlib.file_digest(f, "md5").hexdigest()
+        if packaged.get(name, md5) != md5:
+            raise _refusal(suite, root, f"{name} does not match the md5sum dpkg recorded from its package")
+    seal(root, files, meta={"suite": suite, "qemu-system-ppc": package_version(root)})
+
+
+def _dpkg_md5sums(root: Path) -> dict[str, str]:
+    """Path (relative to the root) -> md5 of every file the installed packages shipped."""
+    sums = {}
+    for listing in (root / "var/lib/dpkg/info").glob("*.md5sums"):
+        for line in listing.read_text(errors="replace").splitlines():
+            md5, _, name = line.partition("  ")
+            sums[name] = md5
+    return sums
+
+
+def _check(suite: str, root: Path) -> None:
+    why = damage(root)
+    if why is not None:
+        raise _refusal(suite, root, why)
+
+
+def _refusal(suite: str, root: Path, why: str) -> CacheError:
+    clear = shlex.join(["rm", "-rf", str(root), str(sums_path(root))])
+    return CacheError(
+        f"Debian suite root {root} ({suite}) is damaged: {why}. goldmig does not rebuild a "
+        f"root in place, as another run may be using it; when no goldmig run is, remove it "
+        f"with `{clear}` and the next run debootstraps it again."
+    )
 
 
 def _debootstrap(suite: str, mirror: str, root: Path) -> None:
@@ -47,6 +114,7 @@ def _debootstrap(suite: str, mirror: str, root: Path) -> None:
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
+    sums_path(root).unlink(missing_ok=True)
     cmd = [
         "debootstrap", "--variant=minbase", f"--include={','.join(ROOT_PACKAGES)}",
         suite, str(tmp), mirror,
@@ -60,7 +128,7 @@ def _debootstrap(suite: str, mirror: str, root: Path) -> None:
             f"debootstrap exited {proc.returncode}. Check the suite name and that the "
             "mirror is reachable. Last lines:\n  " + "\n  ".join(tail)
         )
-    (tmp / ".goldmig-complete").write_text(suite + "\n")
+    (tmp / _MARKER).write_text(suite + "\n")
     tmp.rename(root)
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness.builds.model import Build, BuildInfo, MachineInfo
+from harness.cache import ensure_file
 from harness.errors import BuildError, HarnessError
 from harness.hosts.base import Host, Process
 from harness.hosts.local import LocalHost
@@ -26,17 +27,15 @@ _VERSION = re.compile(r"QEMU emulator version (\S+)")
 
 def introspect(build: Build, host: Host | None = None) -> BuildInfo:
     """Version, machine types with their properties, and CPU core types of ``build``,
-    asked on ``host`` (this machine by default: where the build's files are)."""
+    asked on ``host`` (this machine by default: where the build's files are).
+
+    The answer is cached by build identity and checked against its hash on use;
+    a damaged entry is asked again (with a warning naming it)."""
     host = host or LocalHost()
     cache = cache_root() / "introspect" / f"{build.name}-{_identity(build, host)}.json"
-    if cache.exists():
-        return _load(json.loads(cache.read_text()))
-    info = _ask(build, host)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_dump(info), indent=1))
-    tmp.replace(cache)
-    return info
+    ensure_file(cache, lambda part: part.write_text(json.dumps(_dump(_ask(build, host)), indent=1)),
+                meta={"build": build.name, "host": host.name, "binary": build.binary})
+    return _load(json.loads(cache.read_text()))
 
 
 def _identity(build: Build, host: Host) -> str:

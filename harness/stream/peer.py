@@ -5,12 +5,12 @@ are taken from the ``qemu`` source package of a Debian suite (trixie: QEMU
 10.0) with apt's ordinary client, using a private deb-src-only source list
 and state directory, so the host's apt configuration is left alone. Debian
 patches that touch the scripts are applied. The result is cached under
-``~/.cache/goldmig/peer/qemu-<suite>/`` with the package version.
+``~/.cache/goldmig/peer/qemu-<suite>/`` with the package version, and fetched
+again when the scripts no longer match their recorded sha256.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import subprocess
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.cache import ensure_dir
 from harness.errors import HarnessError
 from harness.paths import cache_root
 
@@ -50,14 +51,10 @@ class PeerScripts:
 
 def ensure_peer_scripts(suite: str = PEER_SUITE, mirror: str = DEFAULT_MIRROR) -> PeerScripts:
     """The scripts of ``suite``'s qemu source package, fetched on first use."""
-    root = cache_root() / "peer" / f"qemu-{suite}"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".qemu-{suite}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        meta = root / "peer.json"
-        if not meta.exists():
-            _fetch(suite, mirror, root)
-        version = json.loads(meta.read_text())["version"]
+    names = [Path(rel).name for rel in SCRIPTS.values()]
+    root = ensure_dir(cache_root() / "peer" / f"qemu-{suite}", [*names, "peer.json"],
+                      lambda into: _fetch(suite, mirror, into))
+    version = json.loads((root / "peer.json").read_text())["version"]
     return PeerScripts(suite, version, root / Path(SCRIPTS["analyze"]).name,
                        root / Path(SCRIPTS["static_checker"]).name)
 

@@ -5,13 +5,14 @@ recipe (machine type and properties, CPU, memory, optionally a guest to boot)
 and migrating it to ``exec:cat > FILE``. Streams are cached under
 ``~/.cache/goldmig/streams/`` keyed by the build's QEMU version and package
 and the recipe (including the guest image's identity), so a second run
-reuses them. QEMU runs through the host driver (bubblewrap for a build with
-its own root) and is spoken to over QMP with :class:`~harness.qemu.monitor.Monitor`.
+reuses them; each carries its sha256 (:mod:`harness.cache`), checked on use,
+and is recorded again when it no longer matches. QEMU runs through the host
+driver (bubblewrap for a build with its own root) and is spoken to over QMP
+with :class:`~harness.qemu.monitor.Monitor`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import shutil
@@ -25,6 +26,7 @@ from typing import Any
 
 from harness.builds.introspect import introspect
 from harness.builds.model import Build, MachineInfo
+from harness.cache import ensure_file
 from harness.errors import HarnessError
 from harness.hosts.local import LocalHost
 from harness.paths import cache_root
@@ -97,7 +99,7 @@ def record_stream(
     host: LocalHost | None = None,
     timeout_s: float = 300.0,
 ) -> RecordedStream:
-    """The stream of ``recipe`` on ``build``, from the cache or made now."""
+    """The stream of ``recipe`` on ``build``, from the cache (checked against its hash) or made now."""
     host = host or LocalHost()
     info = introspect(build, host)
     identity = {"qemu": info.version, "package": build.package, "binary": build.binary,
@@ -105,41 +107,40 @@ def record_stream(
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cache = cache_dir or cache_root() / "streams"
     final = cache / f"{build.name}-{recipe.label()}-{key}.bin"
-    with _locked(cache, key):
-        if not final.exists():
-            _record(build, recipe, host, final, timeout_s)
-            meta = {**identity, "size": final.stat().st_size, "made": time.time()}
-            final.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    ensure_file(final, lambda part: _record(build, recipe, host, part, timeout_s),
+                meta={**identity, "made": time.time()})
     return RecordedStream(final, build.name, info.version, recipe)
 
 
 def dump_vmstate(
     build: Build, machine: str, *, cache_dir: Path | None = None, host: LocalHost | None = None
 ) -> dict[str, Any]:
-    """``qemu-system-ppc64 -M <machine> -dump-vmstate FILE``, parsed (and cached)."""
+    """``qemu-system-ppc64 -M <machine> -dump-vmstate FILE``, parsed (cached, checked against its hash)."""
     host = host or LocalHost()
     info = introspect(build, host)
     cache = cache_dir or cache_root() / "streams"
     final = cache / f"vmstate-{build.name}-{info.version}-{machine}.json"
-    with _locked(cache, final.stem):
-        if not final.exists():
-            with _rundir() as rundir:
-                out = rundir / "vmstate.json"
-                argv = [build.binary, "-M", machine, "-nodefaults", "-display", "none",
-                        "-dump-vmstate", str(out)]
-                proc = host.spawn(build, argv, writable=[rundir], readable=[],
-                                  output=rundir / "qemu.log")
-                code = proc.wait(timeout=120)
-                if code != 0 or not out.exists():
-                    raise RecordError(
-                        f"{build.name}: -dump-vmstate for {machine} failed (exit {code}): "
-                        + (rundir / "qemu.log").read_text(errors="replace")[-1500:]
-                    )
-                shutil.copyfile(out, final.with_suffix(".tmp"))
-                final.with_suffix(".tmp").replace(final)
+    ensure_file(final, lambda part: _dump(build, machine, host, part),
+                meta={"qemu": info.version, "package": build.package, "binary": build.binary,
+                      "machine": machine})
     data = json.loads(final.read_text())
     assert isinstance(data, dict)
     return data
+
+
+def _dump(build: Build, machine: str, host: LocalHost, part: Path) -> None:
+    with _rundir() as rundir:
+        out = rundir / "vmstate.json"
+        argv = [build.binary, "-M", machine, "-nodefaults", "-display", "none",
+                "-dump-vmstate", str(out)]
+        proc = host.spawn(build, argv, writable=[rundir], readable=[], output=rundir / "qemu.log")
+        code = proc.wait(timeout=120)
+        if code != 0 or not out.exists():
+            raise RecordError(
+                f"{build.name}: -dump-vmstate for {machine} failed (exit {code}): "
+                + (rundir / "qemu.log").read_text(errors="replace")[-1500:]
+            )
+        shutil.copyfile(out, part)
 
 
 def _recipe_key(recipe: StreamRecipe) -> dict[str, Any]:
@@ -151,7 +152,7 @@ def _recipe_key(recipe: StreamRecipe) -> dict[str, Any]:
     return data
 
 
-def _record(build: Build, recipe: StreamRecipe, host: LocalHost, final: Path, timeout_s: float) -> None:
+def _record(build: Build, recipe: StreamRecipe, host: LocalHost, part: Path, timeout_s: float) -> None:
     with _rundir() as rundir:
         sock = rundir / "qmp.sock"
         serial = rundir / "serial.log"
@@ -202,10 +203,7 @@ def _record(build: Build, recipe: StreamRecipe, host: LocalHost, final: Path, ti
                 if time.monotonic() > deadline:
                     raise fail("migration completed but the stream file never appeared")
                 time.sleep(0.02)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            partial = final.with_suffix(".partial")
-            shutil.move(str(out), partial)
-            partial.replace(final)
+            shutil.move(str(out), part)
         except HarnessError as exc:
             if isinstance(exc, RecordError):
                 raise
@@ -233,14 +231,3 @@ def _rundir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-@contextmanager
-def _locked(cache: Path, key: str) -> Iterator[None]:
-    (cache / ".locks").mkdir(parents=True, exist_ok=True)
-    with open(cache / ".locks" / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import cache
 from harness.guest import image
 from harness.guest.image import GoldenImage, GuestImageError, ensure_golden_image, recipe_key
 from harness.guest.protocol import PROTOCOL_VERSION
@@ -31,10 +32,10 @@ def copy_recipe(into: Path) -> Path:
     return into
 
 
-def fake_image(directory: Path) -> None:
-    """A cache entry with a valid manifest but tiny stand-in files."""
-    directory.mkdir(parents=True)
-    (directory / "vmlinux").write_bytes(b"kernel")
+def fake_image(directory: Path, kernel: bytes = b"kernel") -> None:
+    """A cache entry (sealed, as after a build) with a valid manifest but tiny stand-in files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vmlinux").write_bytes(kernel)
     (directory / "initrd.gz").write_bytes(b"initrd")
     manifest = {
         "image_id": "golden-test-000000000000",
@@ -42,6 +43,7 @@ def fake_image(directory: Path) -> None:
         "files": {name: {"sha256": sha256(directory / name)} for name in ("vmlinux", "initrd.gz")},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest))
+    cache.seal(directory, image.IMAGE_FILES)
 
 
 def build_prerequisites_missing() -> str | None:
@@ -109,16 +111,41 @@ class TestCache:
             kernel_cmdline="console=hvc0 quiet",
         )
 
-    def test_damaged_cache_is_reported(self, tmp_path: Path) -> None:
-        fake_image(tmp_path / recipe_key())
-        (tmp_path / recipe_key() / "initrd.gz").write_bytes(b"changed")
-        with pytest.raises(GuestImageError, match="damaged.*Delete that directory"):
-            ensure_golden_image(tmp_path)
+    @pytest.mark.parametrize(("name", "damage", "why"), [
+        ("initrd.gz", b"changed", "initrd.gz: size 7 bytes, but {key}.sums.json records 6"),
+        ("vmlinux", b"kernek", "vmlinux: sha256 "),
+        ("manifest.json", b"{", "manifest.json: size 1 bytes"),
+    ])
+    def test_damaged_file_is_rebuilt_with_a_warning(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        name: str, damage: bytes, why: str,
+    ) -> None:
+        target = tmp_path / recipe_key()
+        fake_image(target)
+        (target / name).write_bytes(damage)
+        monkeypatch.setattr(image, "_build", lambda into: fake_image(into, b"rebuilt"))
+        got = ensure_golden_image(tmp_path)
+        assert got.kernel.read_bytes() == b"rebuilt"
+        assert cache.damage(target) is None
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"goldmig: cache: {target}: {why.format(key=recipe_key())}"), line
+        assert line.endswith("; remaking it")
 
-    def test_unreadable_manifest_is_reported(self, tmp_path: Path) -> None:
+    def test_image_without_recorded_hashes_is_rebuilt(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An image cached before goldmig recorded hashes is not trusted."""
+        fake_image(tmp_path / recipe_key())
+        cache.sums_path(tmp_path / recipe_key()).unlink()
+        monkeypatch.setattr(image, "_build", lambda into: fake_image(into, b"rebuilt"))
+        assert ensure_golden_image(tmp_path).kernel.read_bytes() == b"rebuilt"
+        assert f"{recipe_key()}.sums.json is missing" in capsys.readouterr().err
+
+    def test_unreadable_manifest_from_the_build_is_reported(self, tmp_path: Path) -> None:
         fake_image(tmp_path / recipe_key())
         (tmp_path / recipe_key() / "manifest.json").write_text("{")
-        with pytest.raises(GuestImageError, match="unreadable"):
+        cache.seal(tmp_path / recipe_key(), image.IMAGE_FILES)  # as build.py left it
+        with pytest.raises(GuestImageError, match=r"unreadable manifest .* `rm -rf /"):
             ensure_golden_image(tmp_path)
 
     def test_build_failure_carries_build_py_message(
@@ -185,6 +212,27 @@ class TestRealBuild:
         stamp = (cached.kernel.parent / "manifest.json").stat().st_mtime_ns
         assert ensure_golden_image(tmp_path / "cache") == cached
         assert (cached.kernel.parent / "manifest.json").stat().st_mtime_ns == stamp
+
+    def test_damaged_cached_image_is_rebuilt_identical(
+        self, user_cache: Path, private_cache: Path, golden_image: Path,
+        capfd: pytest.CaptureFixture[str],
+    ) -> None:
+        """A copy of the user's image with one kernel byte changed: build.py makes it again."""
+        if (user_cache / "debs").is_dir():
+            shutil.copytree(user_cache / "debs", private_cache / "debs")  # build.py's download cache
+        target = golden_image
+        good = {name: sha256(target / name) for name in image.IMAGE_FILES}
+        with (target / "vmlinux").open("r+b") as f:
+            f.seek(1 << 20)
+            byte = f.read(1)[0]
+            f.seek(1 << 20)
+            f.write(bytes([byte ^ 0x01]))
+
+        got = ensure_golden_image()
+
+        assert got.kernel == target / "vmlinux"
+        assert {name: sha256(target / name) for name in image.IMAGE_FILES} == good
+        assert capfd.readouterr().err.startswith(f"goldmig: cache: {target}: vmlinux: sha256 ")
 
     def test_series_outside_the_pin_is_refused(self, tmp_path: Path) -> None:
         golden = copy_recipe(tmp_path / "golden")
