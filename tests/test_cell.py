@@ -12,15 +12,22 @@ import pytest
 
 from harness.cell import CellRecord, keeps_stream, run_cell
 from harness.checks import Observations
+from harness.errors import CheckFailed
 from harness.matrix.load import load_matrix
+from harness.matrix.model import GuestSettings
 from harness.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
 
-def _run(tmp_path: Path, cell_id: str, **matrix_overrides: str) -> CellRecord:
+ONE_CPU = GuestSettings(smp=1, maxcpus=1)
+"""Every Debian pair loses a secondary CPU's or every CPU's timer with 2 CPUs (known failures in
+matrix.yaml); tests about what a passing cell records run the guest on one."""
+
+
+def _run(tmp_path: Path, cell_id: str, **matrix_overrides: object) -> CellRecord:
     """Run one cell of the shipped matrix (with some settings changed) into tmp_path/evidence."""
-    matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), **matrix_overrides)
+    matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), **matrix_overrides)  # type: ignore[arg-type]
     cell = next(c for c in matrix.cells() if c.id == cell_id)
     record = CellRecord(cell, tmp_path / "evidence")
     run_cell(cell, matrix, record)
@@ -34,7 +41,7 @@ def _our_namespaces() -> list[str]:
 
 
 def test_baseline_cell_passes_every_check_and_keeps_evidence(tmp_path: Path) -> None:
-    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle", hosts="local")
+    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle", hosts="local", guest=ONE_CPU)
 
     assert record.checks and all(c.ok for c in record.checks)
     obs = record.observations
@@ -42,13 +49,11 @@ def test_baseline_cell_passes_every_check_and_keeps_evidence(tmp_path: Path) -> 
     (migration,) = record.migrations
     assert migration.figures.status == "completed" and migration.figures.transferred_bytes > 0
     assert obs.downtime_ms == migration.figures.downtime_ms
-    assert [c.cpu for c in obs.timebase.cpus] == [0, 1]
+    assert [c.cpu for c in obs.timebase.cpus] == [0]
     assert all(c.max_back == 0 and c.samples > 1000 for c in obs.timebase.cpus)
-    assert [g.cpu for g in obs.tick_gaps] == [0, 1] and all(g.first_after for g in obs.tick_gaps)
-    assert len(obs.ipi.pairs) == 2 and all(p.ticks > 0 for p in obs.ipi.pairs)
+    assert [g.cpu for g in obs.tick_gaps] == [0] and all(g.first_after for g in obs.tick_gaps)
     assert obs.probe_before.intc == obs.probe_after.intc == "XIVE"
-    assert obs.probe_after.cpus_online == "0-1"
-    assert record.parameters["CPUs"] == "2 (maxcpus 2)"
+    assert record.parameters["CPUs"] == "1 (maxcpus 1)"
     assert record.parameters["firmware"] == "vof"
     assert "QEMU 10.0." in record.parameters["destination build"]
     kept = {p.name for p in (tmp_path / "evidence").iterdir()}
@@ -68,7 +73,8 @@ def test_stream_retention_policy(policy: str, passed: bool, kept: bool) -> None:
 
 
 def test_cell_on_namespace_hosts_crosses_the_veth_and_leaves_nothing(tmp_path: Path) -> None:
-    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle", hosts="netns", keep_streams="all")
+    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle", hosts="netns",
+                  keep_streams="all", guest=ONE_CPU)
 
     assert all(c.ok for c in record.checks)
     evidence = tmp_path / "evidence"
@@ -96,10 +102,25 @@ def test_link_lost_mid_migration_fails_the_migration_and_the_source_carries_on(t
 def test_golden_stream_of_one_build_loads_into_another(tmp_path: Path) -> None:
     from harness.scenarios.goldenload import GoldenLoadObservations
 
-    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/goldenload", hosts="local")
+    record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/goldenload", hosts="local", guest=ONE_CPU)
 
     obs = record.observations
     assert isinstance(obs, GoldenLoadObservations)
     assert obs.stream_intc == obs.probe.intc == "XIVE"
     assert all(c.ok for c in record.checks)
     assert not any(p.name.startswith("golden-") for p in (tmp_path / "evidence").iterdir())
+
+
+def test_two_cpus_on_a_10_0_destination_lose_cpu_1s_timer_within_two_seconds(tmp_path: Path) -> None:
+    """The SMP guest's finding, end to end: after 7.2 -> 10.0, CPU 1 never ticks again (QEMU
+    10.0 leaves it "RTAS stopped"); the cell fails at the tick check, about a second past the
+    bound, with the message its known failure expects, and nothing else."""
+    with pytest.raises(CheckFailed) as raised:
+        _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle", hosts="local")
+    message = f"CheckFailed: {raised.value}"
+    assert "gaps: CPU 0 " in message and "CPU 1 none" in message
+    assert "evidence: CPU 1: no tick after" in message
+    matrix = load_matrix(REPO_ROOT / "matrix.yaml")
+    (known,) = [k for k in matrix.known_failures_for("qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle")
+                if k.explains(message)]
+    assert "RTAS stopped" in known.reason
