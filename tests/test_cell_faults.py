@@ -107,5 +107,5 @@ def test_destination_refusing_the_stream_says_why_on_the_first_line(
     with pytest.raises(MigrationFailed) as err:
         _run_first(matrix, tmp_path, "qemu-10.0", "qemu-7.2")
     first = str(err.value).splitlines()[0]
-    assert first.startswith("destination QEMU exited (code 1) "), first
+    assert first.startswith("destination QEMU exited with code 1 "), first
     assert "cpu/slb: incoming version_id 2 is too new for local version_id 1" in first

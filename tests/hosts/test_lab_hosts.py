@@ -37,10 +37,13 @@ def standins(trixie_root: Path) -> Iterator[NamespacePair]:
 
 
 def _lab_matrix(tmp_path: Path, pair: NamespacePair, *, keep_streams: str = "all",
-                scenario: str = "baseline", known_hosts: Path | None = None) -> Matrix:
-    """A matrix.yaml as a lab would write it, pointing at the stand-ins."""
+                scenario: str = "baseline-idle", known_hosts: Path | None = None) -> Matrix:
+    """A matrix.yaml as a lab would write it, pointing at the stand-ins. One guest CPU: these
+    tests are about the lab plumbing, and the stand-ins' QEMU 10.0 leaves a second CPU without
+    interrupts after a migration (a known failure of matrix.yaml)."""
     data = standin_matrix(pair, [scenario], ["pseries-7.2"], keep_streams)
     data["lab"] = lab_section(pair, known_hosts)
+    data["guest"] = {"smp": 1}
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_matrix(path)
