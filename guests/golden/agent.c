@@ -748,6 +748,12 @@ static void *ticker(void *arg)
  * go idle, and a CPU entering idle reprograms its decrementer: after a
  * migration to a QEMU that lost the decrementer (7.2 and older under TCG)
  * that would hide the lost timer depending on console timing.
+ *
+ * After each beat it yields (sched_yield never sleeps: the spinner stays
+ * runnable, the CPU stays busy).  On a CPU without timer interrupts nothing
+ * else preempts the spinner, so a thread preempted there in the middle of
+ * a line, holding the output mutex, would never finish it and every CPU's
+ * output would stop; the yield lets it finish.
  */
 
 /* The spinner's own state; only its thread touches it. */
@@ -798,6 +804,7 @@ static void spin_batch(struct cpu_slot *s, struct spin *sp)
 			sp->countdown = sp->busy_every;
 			note_cpu(s, ROLE_BUSY);
 			publish_beat(s, ++sp->beat, sp->iter, cur);
+			sched_yield();
 		}
 	}
 	b->last = sp->prev;
