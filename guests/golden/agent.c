@@ -1,5 +1,5 @@
 /*
- * goldmig guest agent: speaks PROTOCOL.md (version 2) on hvc0.
+ * goldmig guest agent: speaks PROTOCOL.md (version 3) on hvc0.
  *
  * Started by /init with stdin/stdout/stderr on /dev/hvc0.  Threads:
  *
@@ -7,9 +7,13 @@
  *     tick     emits the `tick` heartbeat every 250 ms of nanosleep, in every
  *              load mode (timer interrupts still arrive on that CPU);
  *     busy     the CPU's spinner and timebase watcher: while the load mode is
- *              busy it samples mftb in a tight loop, keeps the statistics and
- *              emits the `busy` heartbeat (CPU progress); otherwise it blocks
- *              on a condition variable so that the CPU can go idle;
+ *              busy it samples mftb in a tight loop, publishes its statistics
+ *              and busy beats lock-free and never blocks, so that the CPU
+ *              never idles; otherwise it blocks on a condition variable so
+ *              that the CPU can go idle;
+ *     report   writes the spinner's busy beats as `busy` lines: woken by the
+ *              spinner (futex) at each beat, so the console never holds the
+ *              spinner up;
  *     timer    while the load mode is timer, sleeps 1 ms in a loop (keeps the
  *              CPU's decrementer armed about 1 ms ahead) and counts wake-ups;
  *              otherwise blocks like the spinner;
@@ -23,7 +27,10 @@
  *
  * Every output line goes through emit(), which holds one mutex while it
  * assigns the sequence number and writes the whole line, so lines never
- * interleave and seq order is write order.
+ * interleave and seq order is write order.  The spinner never calls it: a
+ * write to the slow console, or that mutex, can block, and a blocked spinner
+ * lets its CPU idle, which after a migration to a QEMU that lost the
+ * decrementer re-arms it (PROTOCOL.md, "Spinners never block").
  *
  * Build: powerpc64le-linux-gnu-gcc -static -O2 -pthread -Wall -Wextra
  */
@@ -48,7 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PROTOCOL_VERSION 2
+#define PROTOCOL_VERSION 3
 #define MAX_CPUS 256            /* CPU numbers at or above this are not watched */
 #define BUSY_PER_SECOND 4       /* target busy beat rate */
 #define CALIBRATION_WINDOWS 4   /* one-off calibration: 4 windows of 1/BUSY_PER_SECOND s */
@@ -474,17 +481,78 @@ static void json_phb_ranges(struct buf *out)
 	free_list(nodes, n);
 }
 
+/* ---- futexes ---- */
+
+static void futex_wait(atomic_uint *word, unsigned expected, const struct timespec *rel)
+{
+	syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, rel, NULL, 0);
+}
+
+/* Never sleeps: the spinner may call it. */
+static void futex_wake(atomic_uint *word)
+{
+	syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* ---- seqlock: one writer that never waits, readers that retry ---- */
+
+/*
+ * The sequence is odd while the writer updates the record; a reader takes a
+ * copy between two reads of the same even sequence.  The record's fields are
+ * relaxed atomics, so a torn read is only ever discarded, never undefined.
+ */
+static void seq_write_begin(atomic_uint *seq)
+{
+	atomic_store_explicit(seq, atomic_load_explicit(seq, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+}
+
+static void seq_write_end(atomic_uint *seq)
+{
+	atomic_store_explicit(seq, atomic_load_explicit(seq, memory_order_relaxed) + 1,
+			      memory_order_release);
+}
+
+static unsigned seq_read_begin(atomic_uint *seq)
+{
+	for (;;) {
+		unsigned s = atomic_load_explicit(seq, memory_order_acquire);
+		if (!(s & 1))
+			return s;
+		/* The writer may have been preempted on this CPU, mid-update. */
+		sched_yield();
+	}
+}
+
+/* True if the copy taken since seq_read_begin returned s may be torn. */
+static bool seq_read_retry(atomic_uint *seq, unsigned s)
+{
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(seq, memory_order_relaxed) != s;
+}
+
 /* ---- per-CPU state ---- */
 
 enum load { LOAD_IDLE, LOAD_BUSY, LOAD_TIMER, NLOADS };
 static const char *const load_names[NLOADS] = {"idle", "busy", "timer"};
 
-enum role { ROLE_TICK, ROLE_BUSY, ROLE_TIMER, ROLE_IPI, NROLES };
-static const char *const role_names[NROLES] = {"tick", "busy", "timer", "ipi"};
+enum role { ROLE_TICK, ROLE_BUSY, ROLE_TIMER, ROLE_IPI, ROLE_REPORT, NROLES };
+static const char *const role_names[NROLES] = {"tick", "busy", "timer", "ipi", "report"};
 
 /* Timebase watcher statistics (PROTOCOL.md, "Timebase watcher"). */
 struct tb_stats {
 	uint64_t samples, max_back, max_fwd, max_fwd_at, last;
+};
+
+/* What a spinner publishes under its seqlocks; it alone writes them. */
+struct stats_record {
+	atomic_uint_least64_t gen;    /* the reset generation the figures belong to */
+	atomic_uint_least64_t samples, max_back, max_fwd, max_fwd_at, last;
+};
+
+struct beat_record {
+	atomic_uint_least64_t n, iter, tb;
 };
 
 /* Aligned to POWER's 128-byte cache line: a CPU's threads write mostly to their own slot. */
@@ -494,9 +562,16 @@ struct __attribute__((aligned(128))) cpu_slot {
 	atomic_int ran_on[NROLES];    /* sched_getcpu() at the thread's last iteration, -1 before */
 	int seen_load[NROLES];        /* guarded by mode_lock: last load mode the thread acted on */
 
-	pthread_mutex_t stats_lock;
-	struct tb_stats stats;        /* guarded by stats_lock */
-	uint64_t stats_gen;           /* guarded by stats_lock; tbreset bumps it */
+	/* The spinner's statistics and its latest busy beat, each under a
+	 * seqlock that only the spinner writes: readers retry, the spinner
+	 * never waits.  beat_seq is also the futex word the reporter waits on;
+	 * beat_reported is the beat_seq whose beat the reporter has written. */
+	atomic_uint stats_seq;
+	struct stats_record stats;
+	atomic_uint_least64_t reset_gen; /* tbreset bumps it; older figures read as zero */
+	atomic_uint beat_seq;
+	struct beat_record beat;
+	atomic_uint beat_reported;
 	atomic_uint_fast64_t timer_wakeups;
 
 	/* IPI: futex words (32-bit, as the futex syscall wants) and one-slot
@@ -585,8 +660,33 @@ static bool load_is(int mode)
 }
 
 /*
+ * Wait until s's reporter has written the last beat its spinner published
+ * (the spinner is parked: no more come); false once deadline (CLOCK_MONOTONIC)
+ * has passed.
+ */
+static bool beats_reported(struct cpu_slot *s, const struct timespec *deadline)
+{
+	for (;;) {
+		unsigned want = atomic_load_explicit(&s->beat_seq, memory_order_acquire);
+		unsigned done = atomic_load_explicit(&s->beat_reported, memory_order_acquire);
+		if (done == want)
+			return true;
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long long left_ns = (long long)(deadline->tv_sec - now.tv_sec) * 1000000000LL +
+				    (deadline->tv_nsec - now.tv_nsec);
+		if (left_ns <= 0)
+			return false;
+		struct timespec rel = {(time_t)(left_ns / 1000000000LL), (long)(left_ns % 1000000000LL)};
+		futex_wait(&s->beat_reported, done, &rel);
+	}
+}
+
+/*
  * Switch every CPU to mode; true once every started spinner and timer
- * thread has acted on it, false (with the laggard in why) after MODE_WAIT_S.
+ * thread has acted on it and, leaving busy, every busy beat is written (no
+ * busy line follows the ok); false (with the laggard in why) after
+ * MODE_WAIT_S.
  */
 static bool set_load(int mode, char *why, size_t why_len)
 {
@@ -612,6 +712,15 @@ static bool set_load(int mode, char *why, size_t why_len)
 		}
 	}
 	pthread_mutex_unlock(&mode_lock);
+	for (int c = 0; c < MAX_CPUS && ok && mode != LOAD_BUSY; c++) {
+		struct cpu_slot *s = &slots[c];
+		if (!atomic_load_explicit(&s->started, memory_order_acquire))
+			continue;
+		ok = beats_reported(s, &deadline);
+		if (!ok)
+			snprintf(why, why_len, "load %s not in effect after %d s: cpu %d %s thread",
+				 load_names[mode], MODE_WAIT_S, c, role_names[ROLE_REPORT]);
+	}
 	return ok;
 }
 
@@ -631,16 +740,45 @@ static void *ticker(void *arg)
 
 /* ---- spinner: busy heartbeat and timebase watcher ---- */
 
-/* The spinner's own state; only its thread touches it, so the hot loop takes no lock. */
+/*
+ * The spinner never blocks while the load mode is busy: no console output, no
+ * mutex, no futex wait, no sleep.  It publishes its statistics and beats
+ * under seqlocks only it writes, and wakes the reporter (a futex wake never
+ * sleeps), which writes the beat.  A spinner that blocked would let its CPU
+ * go idle, and a CPU entering idle reprograms its decrementer: after a
+ * migration to a QEMU that lost the decrementer (7.2 and older under TCG)
+ * that would hide the lost timer depending on console timing.
+ *
+ * After each beat it yields (sched_yield never sleeps: the spinner stays
+ * runnable, the CPU stays busy).  On a CPU without timer interrupts nothing
+ * else preempts the spinner, so a thread preempted there in the middle of
+ * a line, holding the output mutex, would never finish it and every CPU's
+ * output would stop; the yield lets it finish.
+ */
+
+/* The spinner's own state; only its thread touches it. */
 struct spin {
 	struct tb_stats batch;  /* since the last flush */
-	uint64_t gen;           /* stats_gen when the batch began */
+	uint64_t batch_gen;     /* reset_gen when the batch began */
+	struct tb_stats total;  /* every batch merged since reset total_gen */
+	uint64_t total_gen;
 	uint64_t prev;          /* previous mftb sample */
 	uint64_t iter;          /* loop iterations since the spinner started */
 	uint64_t busy_every;    /* iterations per busy beat, from calibrate() */
 	uint64_t countdown;     /* iterations to the next beat */
 	uint64_t beat;          /* last busy beat number */
 };
+
+/* Publish beat n (at iteration iter, mftb tb) and wake the reporter. */
+static void publish_beat(struct cpu_slot *s, uint64_t n, uint64_t iter, uint64_t tb)
+{
+	seq_write_begin(&s->beat_seq);
+	atomic_store_explicit(&s->beat.n, n, memory_order_relaxed);
+	atomic_store_explicit(&s->beat.iter, iter, memory_order_relaxed);
+	atomic_store_explicit(&s->beat.tb, tb, memory_order_relaxed);
+	seq_write_end(&s->beat_seq);
+	futex_wake(&s->beat_seq);
+}
 
 /*
  * SPIN_BATCH samples.  For consecutive samples prev, cur: a backward step
@@ -665,20 +803,28 @@ static void spin_batch(struct cpu_slot *s, struct spin *sp)
 		if (--sp->countdown == 0) {
 			sp->countdown = sp->busy_every;
 			note_cpu(s, ROLE_BUSY);
-			emitf("busy", "{\"cpu\":%d,\"n\":%" PRIu64 ",\"iter\":%" PRIu64 ",\"tb\":%" PRIu64 "}",
-			      s->cpu, ++sp->beat, sp->iter, cur);
+			publish_beat(s, ++sp->beat, sp->iter, cur);
+			sched_yield();
 		}
 	}
 	b->last = sp->prev;
 }
 
-/* Merge the batch into the shared statistics, unless a tbreset came since it began. */
+/*
+ * Merge the batch into the totals, unless a tbreset came since it began
+ * (the totals restart at a reset), publish the totals, start a new batch.
+ */
 static void spin_flush(struct cpu_slot *s, struct spin *sp)
 {
+	const uint64_t gen = atomic_load_explicit(&s->reset_gen, memory_order_acquire);
 	const struct tb_stats *b = &sp->batch;
-	pthread_mutex_lock(&s->stats_lock);
-	if (s->stats_gen == sp->gen) {
-		struct tb_stats *t = &s->stats;
+	struct tb_stats *t = &sp->total;
+
+	if (sp->total_gen != gen) {
+		*t = (struct tb_stats){0};
+		sp->total_gen = gen;
+	}
+	if (sp->batch_gen == gen) {
 		t->samples += b->samples;
 		if (b->max_back > t->max_back)
 			t->max_back = b->max_back;
@@ -688,9 +834,36 @@ static void spin_flush(struct cpu_slot *s, struct spin *sp)
 		}
 		t->last = b->last;
 	}
-	sp->gen = s->stats_gen;
-	pthread_mutex_unlock(&s->stats_lock);
+	seq_write_begin(&s->stats_seq);
+	atomic_store_explicit(&s->stats.gen, gen, memory_order_relaxed);
+	atomic_store_explicit(&s->stats.samples, t->samples, memory_order_relaxed);
+	atomic_store_explicit(&s->stats.max_back, t->max_back, memory_order_relaxed);
+	atomic_store_explicit(&s->stats.max_fwd, t->max_fwd, memory_order_relaxed);
+	atomic_store_explicit(&s->stats.max_fwd_at, t->max_fwd_at, memory_order_relaxed);
+	atomic_store_explicit(&s->stats.last, t->last, memory_order_relaxed);
+	seq_write_end(&s->stats_seq);
 	sp->batch = (struct tb_stats){0};
+	sp->batch_gen = gen;
+}
+
+/* s's statistics as its spinner last published them; zero if a tbreset came since. */
+static struct tb_stats read_stats(struct cpu_slot *s)
+{
+	struct tb_stats t;
+	uint64_t gen;
+	unsigned seq;
+	do {
+		seq = seq_read_begin(&s->stats_seq);
+		gen = atomic_load_explicit(&s->stats.gen, memory_order_relaxed);
+		t.samples = atomic_load_explicit(&s->stats.samples, memory_order_relaxed);
+		t.max_back = atomic_load_explicit(&s->stats.max_back, memory_order_relaxed);
+		t.max_fwd = atomic_load_explicit(&s->stats.max_fwd, memory_order_relaxed);
+		t.max_fwd_at = atomic_load_explicit(&s->stats.max_fwd_at, memory_order_relaxed);
+		t.last = atomic_load_explicit(&s->stats.last, memory_order_relaxed);
+	} while (seq_read_retry(&s->stats_seq, seq));
+	if (gen != atomic_load_explicit(&s->reset_gen, memory_order_acquire))
+		return (struct tb_stats){0};
+	return t;
 }
 
 /*
@@ -728,15 +901,49 @@ static void *spinner(void *arg)
 	for (;;) {
 		wait_for_load(s, ROLE_BUSY, LOAD_BUSY);
 		/* A new busy period: the time spent parked is not a gap. */
-		pthread_mutex_lock(&s->stats_lock);
-		sp.gen = s->stats_gen;
-		pthread_mutex_unlock(&s->stats_lock);
+		sp.batch_gen = atomic_load_explicit(&s->reset_gen, memory_order_acquire);
 		sp.prev = mftb();
 		do {
 			spin_batch(s, &sp);
 			spin_flush(s, &sp);
 		} while (load_is(LOAD_BUSY));
 		note_cpu(s, ROLE_BUSY);
+	}
+	return NULL;
+}
+
+/* ---- reporter: writes the spinner's busy beats ---- */
+
+/*
+ * Woken by the spinner at each beat; writes the latest beat it finds (one
+ * that came while it was writing the previous one is passed over: n skips).
+ * The line carries the spinner's own n, iter and mftb at the beat, so it
+ * still measures CPU progress however late the console lets it out.
+ */
+static void *reporter(void *arg)
+{
+	struct cpu_slot *s = arg;
+	unsigned seen = 0; /* beat_seq of the last beat written; 0 before the first */
+	thread_begin(s, ROLE_REPORT);
+	for (;;) {
+		unsigned seq = atomic_load_explicit(&s->beat_seq, memory_order_acquire);
+		if (seq == seen) {
+			futex_wait(&s->beat_seq, seq, NULL);
+			continue;
+		}
+		uint64_t n, iter, tb;
+		do {
+			seq = seq_read_begin(&s->beat_seq);
+			n = atomic_load_explicit(&s->beat.n, memory_order_relaxed);
+			iter = atomic_load_explicit(&s->beat.iter, memory_order_relaxed);
+			tb = atomic_load_explicit(&s->beat.tb, memory_order_relaxed);
+		} while (seq_read_retry(&s->beat_seq, seq));
+		note_cpu(s, ROLE_REPORT);
+		emitf("busy", "{\"cpu\":%d,\"n\":%" PRIu64 ",\"iter\":%" PRIu64 ",\"tb\":%" PRIu64 "}",
+		      s->cpu, n, iter, tb);
+		seen = seq;
+		atomic_store_explicit(&s->beat_reported, seq, memory_order_release);
+		futex_wake(&s->beat_reported);
 	}
 	return NULL;
 }
@@ -759,16 +966,6 @@ static void *timer_load(void *arg)
 }
 
 /* ---- IPI round trips ---- */
-
-static void futex_wait(atomic_uint *word, unsigned expected, const struct timespec *rel)
-{
-	syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, rel, NULL, 0);
-}
-
-static void futex_wake(atomic_uint *word)
-{
-	syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
 
 static uint64_t pack(unsigned seq, int cpu)
 {
@@ -937,9 +1134,7 @@ static void do_tbstats(long long req)
 		struct cpu_slot *s = &slots[c];
 		if (!atomic_load_explicit(&s->started, memory_order_acquire))
 			continue;
-		pthread_mutex_lock(&s->stats_lock);
-		struct tb_stats t = s->stats;
-		pthread_mutex_unlock(&s->stats_lock);
+		struct tb_stats t = read_stats(s);
 		buf_printf(&b,
 			   "%s{\"cpu\":%d,\"samples\":%" PRIu64 ",\"max_back\":%" PRIu64
 			   ",\"max_fwd\":%" PRIu64 ",\"max_fwd_at\":%" PRIu64 ",\"last\":%" PRIu64
@@ -959,11 +1154,10 @@ static void do_tbreset(long long req)
 		struct cpu_slot *s = &slots[c];
 		if (!atomic_load_explicit(&s->started, memory_order_acquire))
 			continue;
-		pthread_mutex_lock(&s->stats_lock);
-		s->stats = (struct tb_stats){0};
-		s->stats_gen++;
+		/* The spinner drops its figures when it next sees the new generation;
+		 * until then read_stats() reads them as zero. */
+		atomic_fetch_add_explicit(&s->reset_gen, 1, memory_order_release);
 		atomic_store_explicit(&s->timer_wakeups, 0, memory_order_relaxed);
-		pthread_mutex_unlock(&s->stats_lock);
 	}
 	emitf("ok", "{\"req\":%lld}", req);
 }
@@ -972,13 +1166,13 @@ static void do_tbreset(long long req)
 
 static void start_cpu(int c)
 {
-	static void *(*const bodies[NROLES])(void *) = {ticker, spinner, timer_load, ipi_thread};
+	static void *(*const bodies[NROLES])(void *) = {ticker, spinner, timer_load, ipi_thread,
+							reporter};
 	struct cpu_slot *s = &slots[c];
 	pthread_attr_t attr;
 	pthread_t tid;
 
 	s->cpu = c;
-	pthread_mutex_init(&s->stats_lock, NULL);
 	for (enum role r = 0; r < NROLES; r++) {
 		atomic_init(&s->ran_on[r], -1);
 		s->seen_load[r] = -1; /* not LOAD_IDLE (0): set_load must wait for the thread */

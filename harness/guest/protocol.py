@@ -1,4 +1,4 @@
-"""The harness side of the guest agent's console protocol (guests/golden/PROTOCOL.md, v2).
+"""The harness side of the guest agent's console protocol (guests/golden/PROTOCOL.md, v3).
 
 Each agent line is ``##GM <type> <seq> <crc> <payload>`` anywhere in a console
 line (kernel text may precede the marker).  :func:`parse_line` turns one
@@ -20,12 +20,12 @@ from typing import Any, Final, Literal, TypeVar, get_args
 
 from harness.errors import HarnessError
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 MARKER: Final = "##GM "
 
 LoadMode = Literal["idle", "busy", "timer"]
 """What the CPUs do besides the 250 ms ticks (PROTOCOL.md, "Load modes")."""
-ThreadRole = Literal["tick", "busy", "timer", "ipi"]
+ThreadRole = Literal["tick", "busy", "timer", "ipi", "report"]
 """The agent's per-CPU threads (PROTOCOL.md, "Per-CPU threads")."""
 LOAD_MODES: Final[tuple[LoadMode, ...]] = get_args(LoadMode)
 THREAD_ROLES: Final[tuple[ThreadRole, ...]] = get_args(ThreadRole)
@@ -72,8 +72,10 @@ class CpuOnline:
 class Busy:
     """``busy``: CPU-progress heartbeat of one CPU's spinner (only in load mode busy).
 
-    ``n`` counts per CPU from 1 and carries on across idle periods; ``iter``
-    is the spinner's loop iterations since it started.
+    ``n`` counts per CPU from 1 and carries on across idle periods; it may skip
+    (the CPU's reporter writes the latest beat), never go back. ``iter`` is
+    the spinner's loop iterations since it started and ``tb`` its mftb, both
+    at the beat.
     """
 
     seq: int

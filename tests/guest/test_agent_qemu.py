@@ -1,4 +1,4 @@
-"""The golden guest's agent under the host's QEMU (TCG) with two vCPUs: protocol v2 end to end.
+"""The golden guest's agent under the host's QEMU (TCG) with two vCPUs: protocol v3 end to end.
 
 One guest boots for most of the module; each test sets the load mode it
 needs.  CPU hotplug boots a guest of its own.
@@ -17,7 +17,7 @@ import pytest
 from harness.builds.model import Build
 from harness.guest.agent import Agent
 from harness.guest.image import ensure_golden_image
-from harness.guest.protocol import Busy, CpuOnline, LoadMode, Tick, parse_cpu_list
+from harness.guest.protocol import THREAD_ROLES, Busy, CpuOnline, LoadMode, Tick, parse_cpu_list
 from harness.hosts.local import LocalHost
 from harness.hosts.workspace import SharedWorkspace
 from harness.qemu.argv import SidePaths, qemu_argv
@@ -129,7 +129,7 @@ def test_threads_ran_on_their_cpus(agent: Agent) -> None:
     assert probe.load == "idle"
     assert (probe.cpus_online, probe.cpus_present) == ("0-1", "0-1")
     placed = {(t.role, t.cpu) for t in probe.threads}
-    assert placed == {(role, cpu) for role in ("tick", "busy", "timer", "ipi") for cpu in CPUS}
+    assert placed == {(role, cpu) for role in THREAD_ROLES for cpu in CPUS}
     assert all(t.ran_on == t.cpu for t in probe.threads), probe.threads
 
 
