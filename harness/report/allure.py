@@ -11,6 +11,7 @@ from pathlib import Path
 import allure
 
 from harness.cell import CellRecord
+from harness.report.results import RUN_FILE, RunResult
 
 _TEXT_EVIDENCE = {
     "src-serial.log": "source serial console",
@@ -28,23 +29,6 @@ _TEXT_EVIDENCE = {
     "back-qemu.log": "return destination QEMU output",
     "back-argv.txt": "return destination command line",
 }
-
-CATEGORIES = [
-    {"name": "Known failures (declared in matrix.yaml)", "matchedStatuses": ["skipped"],
-     "messageRegex": ".*known failure.*"},
-    {"name": "Impossible cells", "matchedStatuses": ["skipped"], "messageRegex": ".*has no machine type.*"},
-    {"name": "Known failure now passing", "matchedStatuses": ["failed", "broken"],
-     "messageRegex": ".*known failure now passes.*"},
-    {"name": "Guest-visible invariant broken", "matchedStatuses": ["failed"],
-     "traceRegex": ".*CheckFailed.*"},
-    {"name": "Migration failed in QEMU", "matchedStatuses": ["failed"],
-     "traceRegex": ".*(MigrationFailed|MigrationTimeout|QemuCrashed).*"},
-    {"name": "Guest unresponsive", "matchedStatuses": ["failed"], "traceRegex": ".*GuestUnresponsive.*"},
-    {"name": "QEMU refused a command or stopped answering", "matchedStatuses": ["failed"],
-     "traceRegex": ".*(QmpCommandError|QemuUnresponsive).*"},
-    {"name": "Harness errors (our bug or environment)", "matchedStatuses": ["broken"]},
-]
-
 
 def label_cell(record: CellRecord, repeat: int) -> None:
     """Title, feature, story and parameters: set first, so even a broken cell is findable.
@@ -93,25 +77,38 @@ def attach_cell(record: CellRecord) -> None:
                       attachment_type=allure.attachment_type.TEXT)
 
 
-def mark_flaky(results: Path, cells: set[str]) -> None:
-    """Flag every result of a cell whose outcome changed between runs as flaky (Allure's own
-    flag, shown on the result and counted in the overview)."""
-    if not cells:
-        return
+def finish_results(results: Path, flaky: set[str], run: Mapping[str, str]) -> None:
+    """At the end of a run: label every result with its outcome and what failed (what the
+    report's categories group by), flag known and flaky ones the way Allure shows them, and
+    say which run wrote the directory."""
     for path in results.glob("*-result.json"):
-        data = json.loads(path.read_text())
-        if data.get("name") in cells:
-            data.setdefault("statusDetails", {})["flaky"] = True
-            path.write_text(json.dumps(data))
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            continue  # torn by a full disk; `goldmig report` names it
+        result = RunResult.from_json(data)
+        labels = [x for x in data.get("labels", []) if x.get("name") not in ("outcome", "failure")]
+        outcome = "flaky" if result.cell in flaky else result.outcome
+        labels.append({"name": "outcome", "value": outcome})
+        if result.failure:
+            labels.append({"name": "failure", "value": result.failure})
+        data["labels"] = labels
+        details = data.setdefault("statusDetails", {})
+        for flag, on in (("known", result.outcome == "known"), ("flaky", result.cell in flaky)):
+            if on:
+                details[flag] = True
+            else:
+                details.pop(flag, None)
+        _replace(path, json.dumps(data))
+    _replace(results / RUN_FILE, json.dumps(dict(run)))
 
 
 def write_environment(results: Path, entries: Mapping[str, str]) -> None:
-    """environment.properties and categories.json in the results directory."""
+    """environment.properties in the results directory."""
     results.mkdir(parents=True, exist_ok=True)
     lines = [f"{_escape(k)}={_escape(v)}" for k, v in sorted(entries.items())]
     lines.append(f"host={_escape(platform.node())} {platform.machine()} {platform.release()}")
     (results / "environment.properties").write_text("\n".join(lines) + "\n")
-    (results / "categories.json").write_text(json.dumps(CATEGORIES, indent=1))
 
 
 def _attach_json(name: str, value: object) -> None:
@@ -128,6 +125,16 @@ def _plain(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write whole or not at all."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(text)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _escape(text: str) -> str:
