@@ -145,9 +145,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
     record = getattr(item, "funcargs", {}).get("cell_record")
     if record is not None:
         allure_report.label_cell(record, item.config.getoption("--repeat"))
-    yield
+    outcome = yield
     if record is not None:
-        allure_report.attach_cell(record)
+        allure_report.attach_cell(record, outcome.excinfo[1] if outcome.excinfo else None)
         item.user_properties.append(("goldmig.phases", json.dumps(record.phases)))
         item.user_properties.append(("goldmig.parameters", json.dumps(record.parameters)))
 
