@@ -103,11 +103,14 @@ def read_runs(path: Path) -> list[RunEntry]:
 
 
 def append_run(path: Path, entry: RunEntry) -> None:
-    """Append one line in one write (O_APPEND): concurrent runs never interleave lines."""
+    """Append one line in one write (O_APPEND): concurrent runs never interleave lines, and a
+    line torn by a killed run is ended first so that it spoils only itself."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (entry.to_json() + "\n").encode())
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        os.write(fd, ("\n" if torn else "").encode() + (entry.to_json() + "\n").encode())
     finally:
         os.close(fd)
 

@@ -58,12 +58,14 @@ def plan(record: CellRecord, error: BaseException | None) -> list[Step]:
     where = _where(record, error)
     ended = _Ended(where, _status(error), str(error).strip() if error is not None else "")
     p = record.parameters
-    steps = [Step("provision builds and the golden guest", *ended.at("provision"),
+    booted = "boot" in record.phases  # else the cell ended while provisioning, whatever the error
+    steps = [Step("provision builds and the golden guest",
+                  *(ended.at("provision") if booted else (ended.status, ended.message)),
                   seconds=record.phases.get("provision", 0.0),
                   parameters=_params(("source build", p.get("source build", record.cell.src)),
                                      ("destination build", p.get("destination build", record.cell.dst)),
                                      ("guest image", p.get("guest image", ""))))]
-    if "boot" not in record.phases:
+    if not booted:
         return steps
     setup = _params(("machine", p.get("machine", "")), ("firmware", p.get("firmware", "")),
                     ("CPUs", p.get("CPUs", "")))
