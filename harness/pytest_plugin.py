@@ -225,7 +225,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):
         return
     # A full reports filesystem loses these files (said on stderr), never the run's outcome.
-    label = f"{session.config.option.matrix} selection={session.config.option.select}"
+    label = f"{Path(session.config.option.matrix).name}, selection {session.config.option.select}"
     run = RunEntry(uuid.uuid4().hex[:12], now_iso(), label,
                    {c.cell: (c.outcome, c.reason) for c in by_cell(_outcomes)})
     try:
@@ -239,7 +239,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             finish_results(Path(results), flaky_cells(_outcomes),
                            {"run": run.run, "finished": run.finished, "label": label})
             entries = dict(_environment)
-            entries["matrix"] = label
+            entries["matrix"] = f"{session.config.option.matrix} selection={session.config.option.select}"
             write_environment(Path(results), entries)
     except OSError as exc:
         sys.stderr.write(f"goldmig: the run's reports could not all be written: {exc}\n")

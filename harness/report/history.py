@@ -74,15 +74,19 @@ class Changes:
         if self.since is None:
             return "what changed: nothing to compare with (no earlier run in the history)"
         counts = ", ".join(f"{len(self.of_kind(k))} {k}" for k in _KINDS)
-        new = f", {self.new_cells} new cells" if self.new_cells else ""
+        new = f", {_count(self.new_cells, 'new cell')}" if self.new_cells else ""
         since = self.since[:16].replace("T", " ")
-        return f"what changed since {since} UTC: {counts} ({self.compared} cells compared{new})"
+        return f"what changed since {since} UTC: {counts} ({_count(self.compared, 'cell')} compared{new})"
 
     def lines(self, width: int = 0) -> list[str]:
         """The headline and one line per changed cell, for the run's summary."""
         width = width or max((len(c.cell) for c in self.changes), default=0)
         return [self.headline()] + [f"  {c.kind:13} {c.cell:{width}}  was {c.before}, now {c.now}"
                                     + (f": {c.reason[:120]}" if c.reason else "") for c in self.changes]
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 def now_iso() -> str:

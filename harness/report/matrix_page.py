@@ -21,6 +21,8 @@ _MEANING = {"passed": "passed", "failed": "QEMU or the guest misbehaved",
             "fixed": "a known failure that passed: review its entry",
             "flaky": "the outcome changed between runs",
             "skipped": "impossible: a build lacks the machine type or what the scenario needs"}
+_EXPLAINED = ("failed", "broken", "fixed", "flaky")
+"""Outcomes whose reason is listed under the grid (hover gives every square's)."""
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1f2937; }
 h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
@@ -36,6 +38,8 @@ table.grid { border-collapse: collapse; margin: 0 0 8px; }
 .o-skipped { background: #e5e7eb; color: #4b5563; } .o-none { color: #9ca3af; }
 .legend span { display: inline-block; padding: 2px 8px; margin: 0 6px 4px 0; border-radius: 3px; }
 ul.changes { margin: 4px 0; padding-left: 20px; } .changes li { margin: 2px 0; }
+ul.notes { list-style: none; padding: 0; margin: 0 0 8px; font-size: 13px; }
+.notes li { margin: 2px 0; } .notes span { padding: 0 6px; border-radius: 3px; font-weight: 600; }
 """
 
 
@@ -88,9 +92,14 @@ def _grid(scenario: str, machine: str, builds: list[str], cells: dict[tuple[str,
                            f'data-outcome="{cell.outcome}" title="{escape(hover)}"><a href="index.html#/'
                            f'{cell.latest.report_id}">{LABEL[cell.outcome]}</a></td>')
         rows.append(f'<tr><th scope="row">{escape(src)}</th>{"".join(squares)}</tr>')
+    notes = "".join(f'<li><span class="o-{c.outcome}">{LABEL[c.outcome]}</span> {escape(c.id.src)} to '
+                    f'{escape(c.id.dst)}: <a href="index.html#/{c.latest.report_id}">'
+                    f"{escape(c.reason)}</a></li>"
+                    for _, c in sorted(cells.items()) if c.outcome in _EXPLAINED)
     return (f'<h3>{escape(scenario)} on {escape(machine)}</h3><table class="grid" '
             f'data-scenario="{escape(scenario)}" data-machine="{escape(machine)}"><tr>'
-            f'<th class="corner">source \\ destination</th>{head}</tr>' + "".join(rows) + "</table>")
+            f'<th class="corner">source \\ destination</th>{head}</tr>' + "".join(rows) + "</table>"
+            + (f'<ul class="notes">{notes}</ul>' if notes else ""))
 
 
 def _natural(text: str) -> list[tuple[int, str]]:

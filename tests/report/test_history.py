@@ -24,7 +24,7 @@ def test_each_kind_of_change_against_the_cells_previous_outcome() -> None:
         ("c", "newly known", "failed"), ("d", "flaky", "passed")]
     assert (changes.compared, changes.new_cells) == (6, 1)
     assert changes.headline() == ("what changed since 2026-11-29 01:00 UTC: 1 newly failing, 2 newly "
-                                  "passing, 1 newly known, 1 flaky (6 cells compared, 1 new cells)")
+                                  "passing, 1 newly known, 1 flaky (6 cells compared, 1 new cell)")
 
 
 def test_the_first_run_has_nothing_to_compare_with() -> None:
