@@ -47,8 +47,6 @@ def label_cell(record: CellRecord, repeat: int) -> None:
     variant = declared.variant(cell.variant).description if cell.variant else ""
     allure.dynamic.description(f"{declared.name}: {declared.description}"
                                + (f"; {variant}" if variant else ""))
-    allure.dynamic.feature(cell.scenario)
-    allure.dynamic.story(cell.variant or cell.machine)
     allure.dynamic.parent_suite(scenario)
     allure.dynamic.suite(cell.machine)
     for name, value in (("scenario", scenario), ("machine", cell.machine), ("source", cell.src),

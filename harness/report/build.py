@@ -32,8 +32,8 @@ from harness.report.tool import allure_command
 ALLURE_HISTORY = "allure-history.jsonl"
 APPENDED = "allure-appended.txt"
 MATRIX_PAGE = "matrix.html"
-HIDDEN_LABELS = ["thread", "framework", "language", "package", "feature", "story"]
-"""Labels allure-pytest adds that say nothing about a cell (feature and story repeat the title)."""
+HIDDEN_LABELS = ["thread", "framework", "language", "package"]
+"""Labels allure-pytest adds that say nothing about a cell."""
 _ANALYTICS = re.compile(r'\s*<script async src="https://www\.googletagmanager\.com/.*?</script>\s*<script>.*?'
                         r"</script>", re.S)
 ALLURE_TIMEOUT_S = 600
@@ -49,11 +49,15 @@ class Built:
     allure_seconds: float
 
     def lines(self) -> list[str]:
-        merged = "" if len(self.cells) == 0 else f", {len(self.cells)} cells"
-        return [f"goldmig report: {self.index}{merged}; matrix view {self.matrix}; built in "
-                f"{self.seconds:.1f} s (Allure {self.allure_seconds:.1f} s)",
+        return [f"goldmig report: {_shown(self.index)}, {len(self.cells)} cells; matrix view "
+                f"{_shown(self.matrix)}; built in {self.seconds:.1f} s (Allure {self.allure_seconds:.1f} s)",
                 "  " + (self.changes.headline() if self.changes else "what changed: the results carry no run "
                         "id (made before goldmig recorded one)")]
+
+
+def _shown(path: Path) -> Path:
+    """Relative to the working directory when inside it (``make run`` prints reports/html/...)."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def build_report(results: list[Path], out: Path, history: Path) -> Built:
@@ -63,8 +67,9 @@ def build_report(results: list[Path], out: Path, history: Path) -> Built:
     runs = [_run_of(d) for d in results]
     known_runs = [r for r in runs if r is not None]
     changes = _changes(cells, known_runs, history)
-    label = known_runs[0].get("label", "") if len(known_runs) == 1 else f"{len(results)} results directories"
-    title = f"goldmig {label}".strip()
+    labels = {r.get("label", "") for r in known_runs} - {""}
+    merged = f"{len(results)} results directories merged" if len(results) > 1 else ""
+    title = f"goldmig: {labels.pop() if len(labels) == 1 else merged}".removesuffix(": ")
     _clear(out)
     history.mkdir(parents=True, exist_ok=True)
     key = ",".join(sorted(r["run"] for r in known_runs))
