@@ -31,6 +31,8 @@ from harness.report.tool import allure_command
 
 ALLURE_HISTORY = "allure-history.jsonl"
 APPENDED = "allure-appended.txt"
+HISTORY_RUNS = 100
+"""Runs Allure keeps in its history (each report reads it all)."""
 MATRIX_PAGE = "matrix.html"
 HIDDEN_LABELS = ["thread", "framework", "language", "package"]
 """Labels allure-pytest adds that say nothing about a cell."""
@@ -77,7 +79,8 @@ def build_report(results: list[Path], out: Path, history: Path) -> Built:
     already = key and appended.exists() and key in appended.read_text().splitlines()
     config = {
         "name": title, "output": str(out), "historyPath": str(history / ALLURE_HISTORY),
-        "appendHistory": not already, "hideLabels": HIDDEN_LABELS, "categories": CATEGORIES,
+        "appendHistory": not already, "historyLimit": HISTORY_RUNS, "hideLabels": HIDDEN_LABELS,
+        "categories": CATEGORIES,
         "plugins": {"awesome": {"options": {"reportName": title, "groupBy": ["parentSuite", "suite"]}}},
     }
     allure_started = time.monotonic()
