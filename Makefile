@@ -1,17 +1,21 @@
-# goldmig: `make run` runs the default matrix, `make test` runs the project's tests
-# plus the smoke selection. Both install what they need on first use.
+# goldmig: `make run` runs the default matrix and builds its report, `make test` runs the
+# project's tests plus the smoke selection. Both install what they need on first use.
 
 APT_PACKAGES := qemu-system-ppc gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross \
 	debootstrap bubblewrap cpio gzip openssh-server iproute2 python3-venv
+TEST_APT_PACKAGES := chromium
 VENV := .venv
 BIN := $(VENV)/bin
+ALLURE_PIN := harness/report/allure3
+ALLURE_DIR := $(VENV)/allure3
 
-.PHONY: setup apt venv guest run test bench lint
+.PHONY: setup apt test-apt node venv allure guest run report test bench lint
 
-setup: apt venv guest
+setup: apt venv allure guest
 
-apt:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+# Installs whichever of the given Debian packages are missing.
+define apt_install
+	@missing=$$(for p in $(1); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	done); \
 	if [ -n "$$missing" ]; then \
@@ -19,6 +23,16 @@ apt:
 		apt-get update -q || echo "warning: apt-get update failed; installing from the package lists apt has"; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
+
+apt:
+	$(call apt_install,$(APT_PACKAGES))
+
+test-apt:  # the browser test's headless Chromium
+	$(call apt_install,$(TEST_APT_PACKAGES))
+
+node:  # Debian's nodejs and npm, unless this machine has an npm already (e.g. NodeSource's nodejs)
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory APT_PACKAGES="nodejs npm" apt
 
 venv: $(VENV)/.installed
 
@@ -27,13 +41,27 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# Allure 3 from the npm registry, at the version and hashes pinned in $(ALLURE_PIN), into
+# the project's own .venv (no global install; `goldmig report` never downloads anything).
+allure: $(ALLURE_DIR)/.installed
+
+$(ALLURE_DIR)/.installed: $(ALLURE_PIN)/package.json $(ALLURE_PIN)/package-lock.json | node
+	mkdir -p $(ALLURE_DIR)
+	cp $(ALLURE_PIN)/package.json $(ALLURE_PIN)/package-lock.json $(ALLURE_DIR)/
+	cd $(ALLURE_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
 guest: apt venv
 	@$(BIN)/goldmig guest
 
+# The run's exit status is kept; the report is built whatever the cells did.
 run: setup
-	$(BIN)/goldmig run -n auto
+	@status=0; $(BIN)/goldmig run -n auto || status=$$?; $(BIN)/goldmig report || status=$$?; exit $$status
 
-test: setup
+report: venv allure
+	$(BIN)/goldmig report
+
+test: setup test-apt
 	$(BIN)/pytest
 	$(BIN)/goldmig run --select smoke
 

@@ -67,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     standin.add_argument("--out", type=Path, default=None,
                          help="where to write their matrix (default: reports/standin-lab.yaml)")
     standin.add_argument("--suite", default="trixie", help="Debian suite whose QEMU they run")
+    rep = sub.add_parser("report", help="build reports/html (Allure 3, with history and the matrix view) "
+                         "from the run's results, or merge the results directories named")
+    rep.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                     help="allure-results directories to merge (default: reports/allure-results)")
+    rep.add_argument("--out", type=Path, default=None, help="where to build it (default: reports/html)")
+    rep.add_argument("--serve", action="store_true",
+                     help="then serve it on http://127.0.0.1:PORT/ until Ctrl-C")
+    rep.add_argument("--port", type=int, default=8080, help="for --serve (default 8080; 0: any free port)")
     rec = sub.add_parser("bench-recording", help="what recording the stream adds to a migration")
     rec.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
     rec.add_argument("--cell", default="qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle")
@@ -102,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             serve(out, args.suite)
             return 0
+        if args.command == "report":
+            from harness.report.command import report
+
+            return report(args.dirs, args.out, args.serve, args.port)
         if args.command == "patch":
             return _patch(args, extra)
         if args.command == "faults":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from harness.hosts.netns import sweep_stale
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
+from harness.report.history import Changes, RunEntry, now_iso, record_run
 from harness.report.safe_logger import SpaceSafeFileLogger, install_safe_logger
-from harness.report.summary import CellOutcome, flaky_cells, summary_lines, write_cells_json
+from harness.report.summary import CellOutcome, by_cell, flaky_cells, summary_lines, write_cells_json
 from harness.rundir import sweep_stale_rundirs
 
 _MATRIX_KEY = pytest.StashKey[Matrix]()
@@ -143,9 +145,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
     record = getattr(item, "funcargs", {}).get("cell_record")
     if record is not None:
         allure_report.label_cell(record, item.config.getoption("--repeat"))
-    yield
+    outcome = yield
     if record is not None:
-        allure_report.attach_cell(record)
+        allure_report.attach_cell(record, outcome.excinfo[1] if outcome.excinfo else None)
         item.user_properties.append(("goldmig.phases", json.dumps(record.phases)))
         item.user_properties.append(("goldmig.parameters", json.dumps(record.parameters)))
 
@@ -216,20 +218,26 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 # Filled on the controller from the workers' reports (xdist forwards user_properties).
 _outcomes: list[CellOutcome] = []
 _environment: dict[str, str] = {}
+_changes: list[Changes] = []  # what changed since the history, for the summary
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):
         return
     # A full reports filesystem loses these files (said on stderr), never the run's outcome.
+    label = f"{Path(session.config.option.matrix).name}, selection {session.config.option.select}"
+    run = RunEntry(uuid.uuid4().hex[:12], now_iso(), label,
+                   {c.cell: (c.outcome, c.reason) for c in by_cell(_outcomes)})
     try:
         if _outcomes:
             write_cells_json(reports_root() / "cells.json", _outcomes)
+            _changes.append(record_run(reports_root() / "history", run))
         results = getattr(session.config.option, "allure_report_dir", None)
         if results:
-            from harness.report.allure import mark_flaky, write_environment
+            from harness.report.allure import finish_results, write_environment
 
-            mark_flaky(Path(results), flaky_cells(_outcomes))
+            finish_results(Path(results), flaky_cells(_outcomes),
+                           {"run": run.run, "finished": run.finished, "label": label})
             entries = dict(_environment)
             entries["matrix"] = f"{session.config.option.matrix} selection={session.config.option.select}"
             write_environment(Path(results), entries)
@@ -240,7 +248,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _outcomes:
         terminalreporter.section("goldmig summary")
-        for line in summary_lines(_outcomes):
+        for line in summary_lines(_outcomes) + [x for c in _changes for x in c.lines()]:
             terminalreporter.write_line(line)
     logger = terminalreporter.config.stash.get(_SAFE_LOGGER_KEY, None)
     if logger is not None and logger.lost:

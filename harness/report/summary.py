@@ -44,6 +44,13 @@ class CellRuns:
     def passed(self) -> int:
         return sum(r.outcome == "passed" for r in self.runs)
 
+    @property
+    def reason(self) -> str:
+        """The first line of the most telling reason (an intermittent pass's note comes last)."""
+        reasons = sorted((r.reason for r in self.runs if r.reason), key=lambda text: text.startswith(
+            "intermittent"))
+        return reasons[0].splitlines()[0][:REASON_CHARS] if reasons else ""
+
     def line(self, width: int) -> str:
         totals = [r.phases["total"] for r in self.runs if "total" in r.phases]
         time = f"{sorted(totals)[len(totals) // 2]:6.1f}s" if totals else "      -"
@@ -51,9 +58,7 @@ class CellRuns:
         if self.outcome == "flaky":
             seen = Counter(r.outcome for r in self.runs)
             count += " (" + ", ".join(f"{n} {o}" for o, n in seen.most_common()) + ")"
-        reasons = sorted((r.reason for r in self.runs if r.reason), key=lambda text: text.startswith(
-            "intermittent"))
-        reason = f"  {reasons[0].splitlines()[0][:REASON_CHARS]}" if reasons else ""
+        reason = f"  {self.reason}" if self.reason else ""
         return f"  {_LABEL[self.outcome]:6} {self.cell:{width}} {time}{count}{reason}"
 
 

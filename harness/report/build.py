@@ -1,0 +1,178 @@
+"""Build the HTML report: Allure 3 over one or more results directories (shards merge), with
+history, categories, the matrix view beside it and what changed since the previous run.
+
+Allure appends each report's results to ``reports/history/allure-history.jsonl``
+(its ``historyPath``): a cell's page shows its past runs and the overview a
+trend. Building the report of the same results again does not append them
+twice (``allure-appended.txt`` remembers which runs are in).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import partial
+from html import escape
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from harness.report.categories import CATEGORIES
+from harness.report.history import RUNS_FILE, Changes, read_runs, what_changed
+from harness.report.matrix_page import changes_html, render
+from harness.report.results import RUN_FILE, CellResult, ReportError, read_cells
+from harness.report.tool import allure_command
+
+ALLURE_HISTORY = "allure-history.jsonl"
+APPENDED = "allure-appended.txt"
+HISTORY_RUNS = 100
+"""Runs Allure keeps in its history (each report reads it all)."""
+MATRIX_PAGE = "matrix.html"
+HIDDEN_LABELS = ["thread", "framework", "language", "package"]
+"""Labels allure-pytest adds that say nothing about a cell."""
+_ANALYTICS = re.compile(r'\s*<script async src="https://www\.googletagmanager\.com/.*?</script>\s*<script>.*?'
+                        r"</script>", re.S)
+ALLURE_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Built:
+    index: Path
+    matrix: Path
+    cells: list[CellResult]
+    changes: Changes | None
+    seconds: float
+    allure_seconds: float
+
+    def lines(self) -> list[str]:
+        return [f"goldmig report: {_shown(self.index)}, {len(self.cells)} cells; matrix view "
+                f"{_shown(self.matrix)}; built in {self.seconds:.1f} s (Allure {self.allure_seconds:.1f} s)",
+                "  " + (self.changes.headline() if self.changes else "what changed: the results carry no run "
+                        "id (made before goldmig recorded one)")]
+
+
+def _shown(path: Path) -> Path:
+    """Relative to the working directory when inside it (``make run`` prints reports/html/...)."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
+def build_report(results: list[Path], out: Path, history: Path) -> Built:
+    """Build ``out`` (index.html and matrix.html) from ``results``; history lives in ``history``."""
+    started = time.monotonic()
+    cells = read_cells(results)
+    runs = [_run_of(d) for d in results]
+    known_runs = [r for r in runs if r is not None]
+    changes = _changes(cells, known_runs, history)
+    labels = {r.get("label", "") for r in known_runs} - {""}
+    merged = f"{len(results)} results directories merged" if len(results) > 1 else ""
+    title = f"goldmig: {labels.pop() if len(labels) == 1 else merged}".removesuffix(": ")
+    _clear(out)
+    history.mkdir(parents=True, exist_ok=True)
+    key = ",".join(sorted(r["run"] for r in known_runs))
+    appended = history / APPENDED
+    already = key and appended.exists() and key in appended.read_text().splitlines()
+    config = {
+        "name": title, "output": str(out), "historyPath": str(history / ALLURE_HISTORY),
+        "appendHistory": not already, "historyLimit": HISTORY_RUNS, "hideLabels": HIDDEN_LABELS,
+        "categories": CATEGORIES,
+        "plugins": {"awesome": {"options": {"reportName": title, "groupBy": ["parentSuite", "suite"]}}},
+    }
+    allure_started = time.monotonic()
+    _generate(config, results)
+    allure_seconds = time.monotonic() - allure_started
+    if key and not already:
+        with appended.open("a") as file:
+            file.write(key + "\n")
+    index = out / "index.html"
+    _decorate(index, changes)
+    matrix = out / MATRIX_PAGE
+    matrix.write_text(render(cells, changes, title))
+    return Built(index, matrix, cells, changes, time.monotonic() - started, allure_seconds)
+
+
+def _run_of(results: Path) -> dict[str, str] | None:
+    path = results / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        return {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
+    except ValueError as exc:
+        raise ReportError(f"{path}: unreadable ({exc}); delete it to report these results without "
+                          "comparing them with the history") from exc
+
+
+def _changes(cells: list[CellResult], runs: list[dict[str, str]], history: Path) -> Changes | None:
+    """The cells against the runs before these results' own (None: no run id to place them)."""
+    if not runs:
+        return None
+    ids = {r["run"] for r in runs}
+    first = min(r["finished"] for r in runs)
+    earlier = [e for e in read_runs(history / RUNS_FILE) if e.run not in ids and e.finished < first]
+    return what_changed({c.cell: (c.outcome, c.reason) for c in cells}, earlier)
+
+
+def _clear(out: Path) -> None:
+    """Empty the output directory, refusing one that is not a report."""
+    if out.exists():
+        if any(out.iterdir()) and not (out / "index.html").exists():
+            raise ReportError(f"{out}: exists and is not a report (no index.html); choose another --out "
+                              "or empty it")
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _generate(config: dict[str, Any], results: list[Path]) -> None:
+    with tempfile.TemporaryDirectory(prefix="goldmig-allure-") as tmp:
+        rc = Path(tmp) / "allurerc.json"
+        rc.write_text(json.dumps(config))
+        command = [*allure_command(), "generate", "--config", str(rc), *(str(r) for r in results)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=ALLURE_TIMEOUT_S, cwd=tmp,
+                                  env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "HOME": tmp})
+        except subprocess.TimeoutExpired as exc:
+            raise ReportError(f"Allure took more than {ALLURE_TIMEOUT_S} s to build "
+                              f"{config['output']}") from exc
+    if done.returncode != 0 or not (Path(config["output"]) / "index.html").exists():
+        said = (done.stderr.strip() or done.stdout.strip())[-2000:] or "(nothing)"
+        raise ReportError(f"Allure failed to build {config['output']} (exit {done.returncode}): {said}")
+
+
+def _decorate(index: Path, changes: Changes | None) -> None:
+    """Drop Allure's Google Analytics tag and put a goldmig bar on top: a link to the matrix view
+    and what changed since the previous run."""
+    html = _ANALYTICS.sub("", index.read_text())
+    if "<body>" not in html:
+        raise ReportError(f"{index}: Allure wrote no <body>; the report cannot be linked to the matrix view")
+    summary = escape(changes.headline()) if changes else "what changed: unknown (no run id)"
+    bar = ('<div id="goldmig-bar" style="font:13px/1.5 system-ui,sans-serif;padding:6px 16px;'
+           'background:#1f2937;color:#f9fafb"><b>goldmig</b> · '
+           f'<a id="goldmig-matrix-link" href="{MATRIX_PAGE}" style="color:#93c5fd">matrix view</a> · '
+           '<details style="display:inline"><summary style="display:inline;cursor:pointer">'
+           f'{summary}</summary><div style="background:#fff;color:#1f2937;padding:4px 12px">'
+           f"{changes_html(changes)}</div></details></div>")
+    index.write_text(html.replace("<body>", "<body>\n" + bar, 1))
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        pass
+
+
+def serve(directory: Path, port: int) -> None:
+    """Serve the report on 127.0.0.1 until Ctrl-C or SIGTERM (port 0: any free port)."""
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), partial(_Quiet, directory=str(directory)))
+    except OSError as exc:
+        raise ReportError(f"cannot serve {directory} on 127.0.0.1:{port} ({exc.strerror}); pass --port N "
+                          "(0 picks a free one)") from exc
+    with server:
+        print(f"goldmig report: serving {directory} at http://127.0.0.1:{server.server_port}/ "
+              "(Ctrl-C stops)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()

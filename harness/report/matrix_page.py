@@ -1,0 +1,107 @@
+"""The matrix view: for each scenario and machine type, source builds by destination builds,
+each square coloured by the cell's outcome, its short reason on hover, linked to its Allure page.
+
+Plain HTML and CSS (no script), written beside the Allure report's index.html.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from html import escape
+
+from harness.report.history import Changes
+from harness.report.results import CellResult
+
+OUTCOMES = ("passed", "failed", "broken", "known", "fixed", "flaky", "skipped")
+LABEL = {"passed": "PASS", "failed": "FAIL", "broken": "BROKEN", "known": "KNOWN", "fixed": "FIXED?",
+         "flaky": "FLAKY", "skipped": "SKIP"}
+_MEANING = {"passed": "passed", "failed": "QEMU or the guest misbehaved",
+            "broken": "the harness or the environment is at fault", "known": "a declared known failure",
+            "fixed": "a known failure that passed: review its entry",
+            "flaky": "the outcome changed between runs",
+            "skipped": "impossible: a build lacks the machine type or what the scenario needs"}
+_EXPLAINED = ("failed", "broken", "fixed", "flaky")
+"""Outcomes whose reason is listed under the grid (hover gives every square's)."""
+_STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1f2937; }
+h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
+h3 { font-size: 14px; margin: 16px 0 6px; font-weight: 600; }
+a { color: inherit; } .meta { color: #6b7280; }
+table.grid { border-collapse: collapse; margin: 0 0 8px; }
+.grid th, .grid td { border: 1px solid #d1d5db; padding: 4px 10px; text-align: center; }
+.grid th { background: #f3f4f6; font-weight: 600; } .grid th.corner { font-weight: 400; color: #6b7280; }
+.grid td a { display: block; text-decoration: none; font-weight: 600; min-width: 56px; }
+.o-passed { background: #16a34a; color: #fff; } .o-failed { background: #dc2626; color: #fff; }
+.o-broken { background: #ea580c; color: #fff; } .o-known { background: #94a3b8; color: #fff; }
+.o-fixed { background: #0d9488; color: #fff; } .o-flaky { background: #7c3aed; color: #fff; }
+.o-skipped { background: #e5e7eb; color: #4b5563; } .o-none { color: #9ca3af; }
+.legend span { display: inline-block; padding: 2px 8px; margin: 0 6px 4px 0; border-radius: 3px; }
+ul.changes { margin: 4px 0; padding-left: 20px; } .changes li { margin: 2px 0; }
+ul.notes { list-style: none; padding: 0; margin: 0 0 8px; font-size: 13px; }
+.notes li { margin: 2px 0; } .notes span { padding: 0 6px; border-radius: 3px; font-weight: 600; }
+"""
+
+
+def render(cells: list[CellResult], changes: Changes | None, title: str) -> str:
+    """The whole page."""
+    counts = Counter(c.outcome for c in cells)
+    legend = "".join(f'<span class="o-{o}" title="{escape(_MEANING[o])}">{LABEL[o]} {counts.get(o, 0)}</span>'
+                     for o in OUTCOMES)
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}: "
+             f"matrix</title><style>{_STYLE}</style></head><body>",
+             f"<h1>{escape(title)}: the matrix</h1>",
+             f'<p class="meta">{len(cells)} cells. <a href="index.html">The Allure report</a> has each '
+             "cell's steps, evidence and history. Hover a square for the reason; click it for the cell.</p>",
+             f'<p class="legend">{legend}</p>', changes_html(changes)]
+    for scenario in sorted({c.id.scenario for c in cells}):
+        mine = [c for c in cells if c.id.scenario == scenario]
+        builds = sorted({c.id.src for c in mine} | {c.id.dst for c in mine}, key=_natural)
+        parts.append(f'<h2 id="{escape(scenario)}">{escape(scenario)}</h2>')
+        for machine in sorted({c.id.machine for c in mine}, key=_natural):
+            parts.append(_grid(scenario, machine, builds, {(c.id.src, c.id.dst): c for c in mine
+                                                           if c.id.machine == machine}))
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def changes_html(changes: Changes | None) -> str:
+    """What changed since the previous run, as a list of cells (used here and in the overview)."""
+    if changes is None:
+        return '<section id="changes"><h2>What changed</h2><p class="meta">These results carry no run id, ' \
+               "so there is nothing to compare them with.</p></section>"
+    items = "".join(f'<li data-change="{escape(c.kind)}" data-cell="{escape(c.cell)}"><b>{escape(c.kind)}'
+                    f"</b> {escape(c.cell)}: was {escape(c.before)}, now {escape(c.now)}"
+                    + (f" — {escape(c.reason[:200])}" if c.reason else "") + "</li>" for c in changes.changes)
+    body = f'<ul class="changes">{items}</ul>' if items else ""
+    return f'<section id="changes"><h2>What changed</h2><p>{escape(changes.headline())}</p>{body}</section>'
+
+
+def _grid(scenario: str, machine: str, builds: list[str], cells: dict[tuple[str, str], CellResult]) -> str:
+    head = "".join(f'<th scope="col">{escape(b)}</th>' for b in builds)
+    rows = []
+    for src in builds:
+        squares = []
+        for dst in builds:
+            cell = cells.get((src, dst))
+            if cell is None:
+                squares.append('<td class="o-none" title="not in this run">·</td>')
+                continue
+            hover = f"{cell.cell}: {LABEL[cell.outcome]}" + (f" — {cell.reason}" if cell.reason else "")
+            squares.append(f'<td class="o-{cell.outcome}" data-cell="{escape(cell.cell)}" '
+                           f'data-outcome="{cell.outcome}" title="{escape(hover)}"><a href="index.html#/'
+                           f'{cell.latest.report_id}">{LABEL[cell.outcome]}</a></td>')
+        rows.append(f'<tr><th scope="row">{escape(src)}</th>{"".join(squares)}</tr>')
+    notes = "".join(f'<li><span class="o-{c.outcome}">{LABEL[c.outcome]}</span> {escape(c.id.src)} to '
+                    f'{escape(c.id.dst)}: <a href="index.html#/{c.latest.report_id}">'
+                    f"{escape(c.reason)}</a></li>"
+                    for _, c in sorted(cells.items()) if c.outcome in _EXPLAINED)
+    return (f'<h3>{escape(scenario)} on {escape(machine)}</h3><table class="grid" '
+            f'data-scenario="{escape(scenario)}" data-machine="{escape(machine)}"><tr>'
+            f'<th class="corner">source \\ destination</th>{head}</tr>' + "".join(rows) + "</table>"
+            + (f'<ul class="notes">{notes}</ul>' if notes else ""))
+
+
+def _natural(text: str) -> list[tuple[int, str]]:
+    """qemu-5.2 < qemu-7.2 < qemu-10.0."""
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", text)]

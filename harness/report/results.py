@@ -1,0 +1,185 @@
+"""A run's Allure results read back as cells: outcome, short reason, what failed, Allure page.
+
+The outcome of a result is read from how the pytest plugin reported it
+(``harness.pytest_plugin._classify``): a known failure is an xfail whose
+reason starts ``known failure:``, a fixed one a failure that says ``known
+failure now passes``. Several results of one cell (``--repeat``) make one
+cell whose outcome is *flaky* when they differ; its Allure page is that of
+the latest result, which Allure shows with the others as retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+RUN_FILE = "goldmig-run.json"
+"""In a results directory: which run wrote it (for the history and the report)."""
+KNOWN_PREFIX = "XFAIL known failure: "
+FIXED_MARK = "known failure now passes"
+LOAD_REFUSED = re.compile(r"too new for local version_id|unsupported version \d+ for|error while loading "
+                          r"state|load of migration failed|Unknown savevm section|Missing section footer")
+"""What a destination QEMU says when it refuses the incoming stream."""
+_KINDS = {
+    "MigrationFailed": "migration failed",
+    "MigrationTimeout": "migration timed out",
+    "QemuCrashed": "QEMU crashed",
+    "QemuUnresponsive": "QEMU stopped answering",
+    "QmpCommandError": "QEMU refused a QMP command",
+    "GuestUnresponsive": "guest unresponsive",
+}
+_ERROR = re.compile(r"^(?:[\w.]+\.)?(?P<type>\w+): (?P<text>.*)$", re.S)
+
+
+class ReportError(HarnessError):
+    """A report cannot be built: names the file or directory and what to do."""
+
+
+@dataclass(frozen=True)
+class CellId:
+    """The parts of a cell id, ``source>destination/machine/scenario[-variant]``."""
+
+    src: str
+    dst: str
+    machine: str
+    scenario: str
+
+    @classmethod
+    def parse(cls, cell: str) -> CellId:
+        pair, machine, scenario = (cell.split("/", 2) + ["", ""])[:3]
+        src, _, dst = pair.partition(">")
+        return cls(src, dst, machine, scenario)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One Allure result of a cell."""
+
+    cell: str
+    outcome: str
+    reason: str
+    failure: str
+    """What failed, for grouping (``stream refused on load``, ``invariant: ...``); empty if nothing."""
+    report_id: str
+    """The result's id in the Allure 3 report: its page is ``index.html#/<report_id>``."""
+    stop: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
+        details = data.get("statusDetails") or {}
+        message = str(details.get("message") or "")
+        outcome = outcome_of(str(data.get("status", "unknown")), message)
+        return cls(
+            cell=str(data.get("name", "")),
+            outcome=outcome,
+            reason=short_reason(outcome, message),
+            failure=failure_kind(outcome, message),
+            report_id=hashlib.md5(str(data.get("uuid", "")).encode()).hexdigest(),
+            stop=int(data.get("stop") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """Every result of one cell, as the report shows it."""
+
+    cell: str
+    runs: tuple[RunResult, ...]
+    """Oldest first."""
+
+    @property
+    def latest(self) -> RunResult:
+        return self.runs[-1]
+
+    @property
+    def outcome(self) -> str:
+        outcomes = {r.outcome for r in self.runs}
+        return outcomes.pop() if len(outcomes) == 1 else "flaky"
+
+    @property
+    def reason(self) -> str:
+        if self.outcome != "flaky":
+            return self.latest.reason
+        counts = ", ".join(f"{sum(r.outcome == o for r in self.runs)} {o}"
+                           for o in sorted({r.outcome for r in self.runs}))
+        first_bad = next((r.reason for r in self.runs if r.reason), "")
+        return f"{counts} of {len(self.runs)} runs" + (f"; {first_bad}" if first_bad else "")
+
+    @property
+    def id(self) -> CellId:
+        return CellId.parse(self.cell)
+
+
+def outcome_of(status: str, message: str) -> str:
+    """goldmig's outcome of one Allure result, from its status and message."""
+    if status == "passed":
+        return "passed"
+    if status == "skipped":
+        return "known" if message.startswith(KNOWN_PREFIX) else "skipped"
+    if status == "failed":
+        return "fixed" if FIXED_MARK in message else "failed"
+    return "broken"
+
+
+def short_reason(outcome: str, message: str) -> str:
+    """The first line a reader needs: the known failure's reason, the skip reason, or the error."""
+    if outcome == "known":
+        return message.removeprefix(KNOWN_PREFIX).split("\n\n", 1)[0].strip()
+    if outcome == "skipped":
+        return message.removeprefix("Skipped: ").splitlines()[0] if message else ""
+    first = message.splitlines()[0] if message else ""
+    match = _ERROR.match(first)
+    return f"{match['type']}: {match['text']}" if match else first
+
+
+def failure_kind(outcome: str, message: str) -> str:
+    """What failed, in a few words: the category group of a failed, known or broken cell."""
+    if outcome in ("passed", "skipped"):
+        return ""
+    if outcome == "fixed":
+        return "known failure now passes"
+    error = message.split("\n\n", 1)[1] if outcome == "known" and "\n\n" in message else message
+    match = _ERROR.match(error.strip())
+    if match is None:
+        return "unexplained"
+    kind, text = match["type"], match["text"]
+    if kind == "CheckFailed":
+        return f"invariant: {text.partition(': before=')[0]}"
+    if kind == "MigrationFailed" and LOAD_REFUSED.search(text):
+        return "stream refused on load"
+    if outcome == "broken":
+        return f"harness: {kind}"
+    return _KINDS.get(kind, kind)
+
+
+def result_files(directory: Path) -> list[Path]:
+    """The ``*-result.json`` files of a results directory; an error names a directory that is
+    missing or holds none."""
+    if not directory.is_dir():
+        raise ReportError(f"{directory}: no such results directory (run `goldmig run` first, or "
+                          "name the allure-results directories to report)")
+    files = sorted(directory.glob("*-result.json"))
+    if not files:
+        raise ReportError(f"{directory}: no Allure results (*-result.json) in it; run `goldmig run` "
+                          "or name a directory that has them")
+    return files
+
+
+def read_cells(directories: list[Path]) -> list[CellResult]:
+    """Every cell in the results directories (merged), in cell id order."""
+    runs: dict[str, list[RunResult]] = {}
+    for directory in directories:
+        for path in result_files(directory):
+            try:
+                result = RunResult.from_json(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                raise ReportError(f"{path}: not a readable Allure result ({exc}); remove it or "
+                                  "run again") from exc
+            runs.setdefault(result.cell, []).append(result)
+    return [CellResult(cell, tuple(sorted(rs, key=lambda r: r.stop))) for cell, rs in sorted(runs.items())]

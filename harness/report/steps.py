@@ -1,0 +1,277 @@
+"""A cell's Allure steps, built after the fact from its :class:`~harness.cell.CellRecord`.
+
+The runner records phases, QEMU's figures per migration, the checks and the
+evidence files, not a timeline, so the steps are laid out in the order a
+cell runs them (provision, boot, each migration hop, the checks) with each
+phase's recorded duration, ending when the cell ended. The step an error
+belongs to is known from its type (a refused migration, a broken invariant,
+an impossible cell) and otherwise from how far the cell got.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import allure_commons
+from allure_commons.model2 import Attachment, Parameter, StatusDetails, TestStepResult
+
+from harness.cell import CellRecord
+from harness.checks import CheckResult
+from harness.errors import CheckFailed, MigrationFailed, MigrationTimeout
+from harness.migration.run import STREAM_PREFIX, MigrationResult
+
+PARAMETER_CHARS = 300
+_ROLES = {"src": "source", "dst": "destination", "back": "return destination"}
+_HOPS = (("src", "dst"), ("dst", "back"))
+"""The roles of each hop, in order, when no recorded stream names them."""
+_ROLE_FILES = (("argv.txt", "command line"), ("qemu.log", "QEMU output"), ("qmp.log", "QMP transcript"),
+               ("serial.log", "serial console"), ("corrupt-lines.txt", "agent lines with a bad CRC"))
+
+
+@dataclass(frozen=True)
+class Attach:
+    name: str
+    path: Path | None = None
+    text: str = ""
+    mime: str = "text/plain"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    status: str
+    """passed, failed, broken or skipped (Allure's)."""
+    message: str = ""
+    seconds: float = 0.0
+    parameters: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[Attach, ...] = ()
+    steps: tuple[Step, ...] = ()
+
+
+def plan(record: CellRecord, error: BaseException | None) -> list[Step]:
+    """The cell's steps; ``error`` is what ended the test body (None when it passed)."""
+    where = _where(record, error)
+    ended = _Ended(where, _status(error), str(error).strip() if error is not None else "")
+    p = record.parameters
+    booted = "boot" in record.phases  # else the cell ended while provisioning, whatever the error
+    steps = [Step("provision builds and the golden guest",
+                  *(ended.at("provision") if booted else (ended.status, ended.message)),
+                  seconds=record.phases.get("provision", 0.0),
+                  parameters=_params(("source build", p.get("source build", record.cell.src)),
+                                     ("destination build", p.get("destination build", record.cell.dst)),
+                                     ("guest image", p.get("guest image", ""))))]
+    if not booted:
+        return steps
+    setup = _params(("machine", p.get("machine", "")), ("firmware", p.get("firmware", "")),
+                    ("CPUs", p.get("CPUs", "")))
+    steps.append(Step("start QEMU and boot the guest", *ended.at("boot"), seconds=record.phases["boot"],
+                      parameters=setup, steps=tuple(_qemu_steps(record))))
+    steps += _hops(record, ended)
+    if where == "checks" or record.checks:
+        steps.append(_checks(record, error, ended))
+    return steps
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """Where the cell ended, how and why: the step of that part carries the status and message."""
+
+    where: str
+    status: str
+    message: str
+
+    def at(self, part: str) -> tuple[str, str]:
+        """(status, message) of the step for ``part``."""
+        return (self.status, self.message) if part == self.where else ("passed", "")
+
+
+def _where(record: CellRecord, error: BaseException | None) -> str:
+    """Which part of the cell ``error`` ended: provision, boot, migration or checks."""
+    if error is None:
+        return ""
+    if isinstance(error, CheckFailed) or record.checks:
+        return "checks"
+    if isinstance(error, (MigrationFailed, MigrationTimeout)):
+        return "migration"
+    if "boot" not in record.phases:
+        return "provision"
+    if "migrate" not in record.phases:
+        return "boot"
+    return "checks"
+
+
+def _status(error: BaseException | None) -> str:
+    if error is None:
+        return "passed"
+    if isinstance(error, AssertionError):  # ProductFailure: QEMU or the guest misbehaved
+        return "failed"
+    if type(error).__name__ in ("Skipped", "CellImpossible"):
+        return "skipped"
+    return "broken"
+
+
+def _qemu_steps(record: CellRecord) -> list[Step]:
+    """One step per QEMU the cell started, with that process's own files."""
+    steps = []
+    for role, title in _ROLES.items():
+        files = [Attach(f"{title} {what}", path) for suffix, what in _ROLE_FILES
+                 if (path := record.evidence / f"{role}-{suffix}").exists()]
+        if files:
+            build = record.cell.dst if role == "dst" else record.cell.src
+            steps.append(Step(f"{title} QEMU ({build})", "passed", attachments=tuple(files)))
+    return steps
+
+
+def _hops(record: CellRecord, ended: _Ended) -> list[Step]:
+    """A step per recorded migration with QEMU's figures, and the hop that failed, if one did."""
+    recorded = {p.name.split(".", 1)[0] for p in record.evidence.glob(f"{STREAM_PREFIX}*.txt")}
+    steps = []
+    for number, migration in enumerate(record.migrations, 1):
+        roles = _roles(migration, number)
+        recorded.discard(f"{STREAM_PREFIX}{roles[0]}-{roles[1]}")
+        steps.append(Step(_hop_name(number, roles, migration), "passed", seconds=migration.wall_s,
+                          parameters=_figures(migration), attachments=_stream_files(record, roles)))
+    number = len(record.migrations) + 1
+    spent = max(record.phases.get("migrate", 0.0) - sum(m.wall_s for m in record.migrations), 0.0)
+    if ended.where == "migration":
+        left = sorted(recorded)  # the failed hop's stream was recorded up to where it broke
+        src, dst = left[-1].removeprefix(STREAM_PREFIX).split("-", 1) if left else _HOPS[min(number, 2) - 1]
+        steps.append(Step(f"migration {number}: {_ROLES.get(src, src)} to {_ROLES.get(dst, dst)}",
+                          *ended.at("migration"), seconds=spent,
+                          attachments=_stream_files(record, (src, dst))))
+    elif spent > 0.05:
+        steps.append(Step(f"migration {number}: did not complete (QEMU's figures not recorded; the "
+                          "checks say what the scenario expected)", "passed", seconds=spent))
+    return steps
+
+
+def _roles(migration: MigrationResult, number: int) -> tuple[str, str]:
+    if migration.stream is not None:
+        src, _, dst = migration.stream.stem.removeprefix(STREAM_PREFIX).partition("-")
+        if src in _ROLES and dst in _ROLES:
+            return src, dst
+    return _HOPS[min(number, 2) - 1]
+
+
+def _hop_name(number: int, roles: tuple[str, str], migration: MigrationResult) -> str:
+    f = migration.figures
+    return (f"migration {number}: {_ROLES[roles[0]]} to {_ROLES[roles[1]]} ({f.status}, "
+            f"{f.total_time_ms} ms total, {f.downtime_ms} ms downtime)")
+
+
+def _figures(migration: MigrationResult) -> tuple[tuple[str, str], ...]:
+    """QEMU's own account (``query-migrate`` on the source)."""
+    f = migration.figures
+    ram = f.raw.get("ram", {}) if isinstance(f.raw.get("ram"), dict) else {}
+    mbps = ram.get("mbps")
+    return _params(
+        ("status", f.status), ("total time", f"{f.total_time_ms} ms"), ("downtime", f"{f.downtime_ms} ms"),
+        ("setup time", f"{f.setup_time_ms} ms"),
+        ("transferred", f"{f.transferred_bytes / 2**20:.1f} MiB of {f.ram_total_bytes / 2**20:.0f} MiB RAM"),
+        ("throughput", f"{float(mbps):.0f} Mbit/s" if isinstance(mbps, (int, float)) else "not reported"),
+        ("stream recorded", f"{migration.stream_bytes} bytes" if migration.stream else "not recorded"),
+    )
+
+
+def _stream_files(record: CellRecord, roles: tuple[str, str]) -> tuple[Attach, ...]:
+    stem = f"{STREAM_PREFIX}{roles[0]}-{roles[1]}"
+    found = [Attach(f"stream summary ({stem})", record.evidence / f"{stem}.summary.txt"),
+             Attach("stream diff: what the receiving build cannot load, worst first",
+                    record.evidence / f"{stem}.diff.txt")]
+    return tuple(a for a in found if a.path is not None and a.path.exists())
+
+
+def _checks(record: CellRecord, error: BaseException | None, ended: _Ended) -> Step:
+    """One step per check; a check that failed before the checks ran (a stalled CPU right after
+    a hop) is the failed step itself."""
+    children = [_check(c) for c in record.checks]
+    if isinstance(error, CheckFailed) and all(c.invariant != error.invariant for c in record.checks):
+        children.append(_check(CheckResult(error.invariant, False, error.before, error.after,
+                                           error.evidence)))
+    attachments: tuple[Attach, ...] = ()
+    if record.observations is not None:
+        attachments = (Attach("observations (probes, heartbeats, timebase watcher)",
+                              text=_json(record.observations), mime="application/json"),)
+    status, message = ended.at("checks")
+    held = sum(c.status == "passed" for c in children)
+    name = f"checks: {held} of {len(children)} held" if children else "checks"
+    if not record.checks and isinstance(error, CheckFailed):
+        name = f"checks: {error.invariant} failed right after the migration; the others did not run"
+    elif status != "passed" and not isinstance(error, CheckFailed):
+        name = "checks (did not finish)"
+    return Step(name, status, message, seconds=record.phases.get("check", 0.0), attachments=attachments,
+                steps=tuple(children))
+
+
+def _check(check: CheckResult) -> Step:
+    bound = isinstance(check.before, str) and "<=" in check.before
+    first = "bound" if bound else "before"
+    params = _params((first, _text(check.before)), ("after", _text(check.after)),
+                     ("evidence", check.evidence))
+    message = "" if check.ok else "\n".join(f"{k}: {v}" for k, v in params)
+    return Step(check.invariant, "passed" if check.ok else "failed", message, parameters=params)
+
+
+def _params(*pairs: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v[:PARAMETER_CHARS]) for k, v in pairs if v)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(_plain(value), default=str)
+
+
+def _json(value: object) -> str:
+    return json.dumps(_plain(value), indent=1, default=str)
+
+
+def _plain(value: object) -> object:
+    """Dataclasses, mappings and tuples as plain JSON-able values."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def add_to_test(test: Any, steps: list[Step]) -> None:
+    """Append ``steps`` to allure-pytest's current test result, laid out back to back so that
+    the last ends now; attachments are written through Allure's loggers (a full disk loses
+    the item, not the run)."""
+    start = int(time.time() * 1000) - int(sum(s.seconds for s in steps) * 1000)
+    for step in steps:
+        result, start = _model(step, start)
+        test.steps.append(result)
+
+
+def _model(step: Step, start: int) -> tuple[Any, int]:
+    stop = start + int(step.seconds * 1000)
+    children = []
+    at = start
+    for child in step.steps:
+        model, at = _model(child, at)
+        children.append(model)
+    return TestStepResult(
+        name=step.name, status=step.status, start=start, stop=stop,
+        statusDetails=StatusDetails(message=step.message) if step.message else None,
+        parameters=[Parameter(name=k, value=v) for k, v in step.parameters],
+        attachments=[a for a in (_write(a) for a in step.attachments) if a is not None],
+        steps=children,
+    ), stop
+
+
+def _write(attach: Attach) -> Any:
+    extension = "json" if attach.mime == "application/json" else "txt"
+    file_name = f"{uuid4()}-attachment.{extension}"
+    hook = allure_commons.plugin_manager.hook
+    if attach.path is not None:
+        hook.report_attached_file(source=str(attach.path), file_name=file_name)
+    else:
+        hook.report_attached_data(body=attach.text, file_name=file_name)
+    return Attachment(name=attach.name, source=file_name, type=attach.mime)

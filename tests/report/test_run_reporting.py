@@ -1,0 +1,87 @@
+"""The end of a run, through pytester: outcome labels and run id in the Allure results, the
+history appended, and what changed in the summary of the next run."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.report.history import RUNS_FILE, read_runs
+from harness.report.results import RUN_FILE
+
+pytest_plugins = ["pytester"]
+
+MATRIX = textwrap.dedent("""
+    builds:
+      a: {kind: host}
+      b: {kind: host}
+    groups:
+      - {name: g, builds: [a, b], machines: [pseries-7.2], scenarios: [baseline-idle]}
+    selections:
+      all: ["*"]
+    default_selection: all
+    known_failures:
+      - {cells: "b>a/*", match: "CheckFailed: timebase", reason: "declared timebase bug", evidence: "a log"}
+""")
+
+
+def _body(failing: str) -> str:
+    return textwrap.dedent(f"""
+        from harness.errors import CheckFailed
+
+        def test_cell(cell, cell_record):
+            if cell.id.startswith("b>a"):
+                raise CheckFailed("timebase never goes backwards", 0, 5, "watcher")
+            if cell.id.startswith("{failing}"):
+                raise CheckFailed("online CPUs", "0-1", "0", "probe")
+    """)
+
+
+@pytest.fixture
+def reports(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("reports")
+    monkeypatch.setenv("GOLDMIG_REPORTS", str(path))
+    return path
+
+
+def _run(pytester: pytest.Pytester, failing: str, results: Path) -> pytest.RunResult:
+    pytester.makepyfile(test_cells=_body(failing))
+    return pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--matrix",
+                                         str(pytester.path / "matrix.yaml"), "--alluredir", str(results),
+                                         "--clean-alluredir")
+
+
+def test_second_run_says_what_changed_and_results_carry_outcomes(pytester: pytest.Pytester,
+                                                                 reports: Path) -> None:
+    pytester.makefile(".yaml", matrix=MATRIX)
+    results = pytester.path / "allure"
+    first = _run(pytester, "a>b", results)
+    first.stdout.fnmatch_lines(["what changed: nothing to compare with (no earlier run in the history)"])
+    second = _run(pytester, "a>a", results)
+    second.stdout.fnmatch_lines([
+        "what changed since * UTC: 1 newly failing, 1 newly passing, 0 newly known, 0 flaky (4 cells "
+        "compared)",
+        "  newly failing a>a/pseries-7.2/baseline-idle  was passed, now failed: CheckFailed: online CPUs: *",
+        "  newly passing a>b/pseries-7.2/baseline-idle  was failed, now passed",
+    ])
+    runs = read_runs(reports / "history" / RUNS_FILE)
+    assert [r.cells["a>a/pseries-7.2/baseline-idle"][0] for r in runs] == ["passed", "failed"]
+    assert json.loads((results / RUN_FILE).read_text())["run"] == runs[-1].run
+    by_cell = {}
+    for path in results.glob("*-result.json"):
+        data = json.loads(path.read_text())
+        by_cell[data["name"]] = data
+    labels = {cell: {x["name"]: x["value"] for x in data["labels"]} for cell, data in by_cell.items()}
+    assert labels["a>a/pseries-7.2/baseline-idle"]["outcome"] == "failed"
+    assert labels["a>a/pseries-7.2/baseline-idle"]["failure"] == "invariant: online CPUs"
+    assert labels["b>a/pseries-7.2/baseline-idle"]["outcome"] == "known"
+    assert by_cell["b>a/pseries-7.2/baseline-idle"]["statusDetails"]["known"] is True
+    assert labels["a>b/pseries-7.2/baseline-idle"]["scenario"] == "baseline-idle"
+    params = by_cell["a>a/pseries-7.2/baseline-idle"]["parameters"]
+    assert {"name": "cell", "value": "a>a/pseries-7.2/baseline-idle"} in params  # plain, counted for history
+    failed_step = by_cell["a>a/pseries-7.2/baseline-idle"]["steps"][0]
+    assert failed_step["status"] == "failed"
+    assert "online CPUs" in failed_step["statusDetails"]["message"]

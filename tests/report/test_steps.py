@@ -1,0 +1,117 @@
+"""A cell's Allure steps, built from its record after the fact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from harness.cell import CellImpossible, CellRecord
+from harness.checks import CheckResult
+from harness.errors import CheckFailed, GuestUnresponsive, MigrationFailed
+from harness.matrix.model import Cell
+from harness.migration.run import MigrationFigures, MigrationResult
+from harness.report.steps import Step, add_to_test, plan
+
+CELL = Cell("qemu-7.2", "qemu-10.0", "pseries-7.2", "baseline", "idle")
+QUERY = {"status": "completed", "total-time": 512, "downtime": 12, "setup-time": 3,
+         "ram": {"transferred": 40 << 20, "total": 512 << 20, "mbps": 655.4}}
+
+
+def _record(tmp_path: Path, phases: dict[str, float], files: tuple[str, ...] = ()) -> CellRecord:
+    for name in files:
+        (tmp_path / name).write_text(f"{name}\n")
+    record = CellRecord(CELL, tmp_path, phases=dict(phases, total=sum(phases.values())))
+    record.parameters.update({"source build": "qemu-7.2 (QEMU 7.2.22, 1:7.2+dfsg-7)",
+                              "machine": "pseries-7.2", "guest image": "golden-6.1.0-50-powerpc64le-89626a"})
+    return record
+
+
+def _migration(tmp_path: Path) -> MigrationResult:
+    stream = tmp_path / "stream-src-dst.bin"
+    return MigrationResult(MigrationFigures.from_query(QUERY), stream, 42_000_000, 0.6)
+
+
+def _named(steps: list[Step] | tuple[Step, ...]) -> dict[str, Step]:
+    return {s.name.split(":")[0].split(" (")[0]: s for s in steps}
+
+
+def test_a_passing_cell_reads_as_provision_boot_hop_checks(tmp_path: Path) -> None:
+    record = _record(tmp_path, {"provision": 0.1, "boot": 2.5, "migrate": 0.6, "check": 1.2},
+                     ("src-argv.txt", "src-serial.log", "dst-qemu.log", "stream-src-dst.summary.txt"))
+    record.migrations.append(_migration(tmp_path))
+    record.checks += [CheckResult("destination is running", True, "running", "running", "query-status"),
+                      CheckResult("timebase forward jump within bound", True,
+                                  "<= 512000 ticks (12 ms + 500 ms)", {0: "10 ticks"}, "watcher")]
+    steps = plan(record, None)
+    assert [s.status for s in steps] == ["passed"] * 4
+    provision, boot, hop, checks = steps
+    assert dict(provision.parameters)["guest image"].startswith("golden-6.1.0-50")
+    assert [(q.name, [a.name for a in q.attachments]) for q in boot.steps] == [
+        ("source QEMU (qemu-7.2)", ["source command line", "source serial console"]),
+        ("destination QEMU (qemu-10.0)", ["destination QEMU output"])]
+    assert hop.name == "migration 1: source to destination (completed, 512 ms total, 12 ms downtime)"
+    figures = dict(hop.parameters)
+    assert (figures["downtime"], figures["setup time"]) == ("12 ms", "3 ms")
+    assert figures["throughput"] == "655 Mbit/s"
+    assert figures["transferred"] == "40.0 MiB of 512 MiB RAM"
+    assert [a.name for a in hop.attachments] == ["stream summary (stream-src-dst)"]
+    assert checks.name == "checks: 2 of 2 held"
+    assert dict(checks.steps[1].parameters)["bound"].startswith("<= 512000 ticks")
+    assert (boot.seconds, hop.seconds) == (2.5, 0.6)
+
+
+def test_a_refused_stream_fails_the_hop_with_qemus_words_and_the_diff(tmp_path: Path) -> None:
+    record = _record(tmp_path, {"provision": 0.1, "boot": 2.5, "migrate": 0.4, "check": 0.2},
+                     ("stream-src-dst.summary.txt", "stream-src-dst.diff.txt"))
+    error = MigrationFailed("destination QEMU exited with code 1 during migration: cpu/slb: incoming "
+                            "version_id 2 is too new for local version_id 1")
+    steps = plan(record, error)
+    assert [s.status for s in steps] == ["passed", "passed", "failed"]
+    hop = steps[-1]
+    assert hop.name == "migration 1: source to destination"
+    assert "cpu/slb: incoming version_id 2 is too new" in hop.message
+    assert [a.name for a in hop.attachments] == [
+        "stream summary (stream-src-dst)", "stream diff: what the receiving build cannot load, worst first"]
+
+
+def test_a_cpu_stalled_right_after_the_hop_is_the_failed_check(tmp_path: Path) -> None:
+    record = _record(tmp_path, {"provision": 0.1, "boot": 2.5, "migrate": 0.6, "check": 1.8})
+    record.migrations.append(_migration(tmp_path))
+    error = CheckFailed("timer ticks on schedule", "every CPU's tick gap <= 762 ms", "gaps: CPU 0 none",
+                        "CPU 0: no tick after #5 within 1762 ms")
+    checks = plan(record, error)[-1]
+    assert checks.status == "failed"
+    assert checks.name == ("checks: timer ticks on schedule failed right after the migration; the others "
+                           "did not run")
+    [check] = checks.steps
+    assert (check.name, check.status) == ("timer ticks on schedule", "failed")
+    assert dict(check.parameters) == {"bound": "every CPU's tick gap <= 762 ms", "after": "gaps: CPU 0 none",
+                                      "evidence": "CPU 0: no tick after #5 within 1762 ms"}
+
+
+def test_an_impossible_cell_is_a_skipped_provision_step(tmp_path: Path) -> None:
+    record = _record(tmp_path, {"provision": 0.2})
+    [step] = plan(record, CellImpossible("qemu-10.0 (QEMU 10.0.13) has no machine type pseries-2.7"))
+    assert step.status == "skipped"
+    assert step.message == "qemu-10.0 (QEMU 10.0.13) has no machine type pseries-2.7"
+
+
+def test_a_silent_guest_at_boot_fails_the_boot_step(tmp_path: Path) -> None:
+    record = _record(tmp_path, {"provision": 0.2, "boot": 60.0}, ("src-serial.log",))
+    steps = plan(record, GuestUnresponsive("no hello from the agent in 60 s"))
+    assert [(s.name, s.status) for s in steps] == [("provision builds and the golden guest", "passed"),
+                                                   ("start QEMU and boot the guest", "failed")]
+
+
+def test_steps_land_on_the_test_back_to_back_with_their_attachments(tmp_path: Path) -> None:
+    record = _record(tmp_path, {"provision": 0.1, "boot": 2.5, "migrate": 0.6, "check": 1.2},
+                     ("src-argv.txt", "stream-src-dst.summary.txt"))
+    record.migrations.append(_migration(tmp_path))
+    test = SimpleNamespace(steps=[])
+    add_to_test(test, plan(record, None))
+    provision, boot, hop = test.steps
+    assert provision.stop == boot.start and boot.stop == hop.start
+    assert hop.stop - provision.start == 3200
+    assert hop.attachments[0].source.endswith("-attachment.txt")
+    assert boot.steps[0].attachments[0].name == "source command line"
+    assert [p.name for p in hop.parameters][:3] == ["status", "total time", "downtime"]
