@@ -156,8 +156,8 @@ def parse(data: object, offset: int = 0, length: int = 0, raw: bytes = b"") -> V
     config = top.get("configuration")
     configuration = _struct(_obj(config, "configuration"), "configuration") if config else None
     devices = []
-    for i, raw in enumerate(_list(top.get("devices", []), "devices")):
-        dev = _obj(raw, f"devices[{i}]")
+    for i, item in enumerate(_list(top.get("devices", []), "devices")):
+        dev = _obj(item, f"devices[{i}]")
         where = f"devices[{i}] ({dev.get('name')!r})"
         old_style = "vmsd_name" not in dev
         devices.append(
