@@ -66,6 +66,10 @@ def summarise_fdt(blob: bytes) -> FdtSummary:
     import libfdt
 
     try:
+        # libfdt's accessors trust the tree they walk: a corrupt one (this blob
+        # comes from the stream) can make them read out of bounds and crash
+        # the process. fdt_check_full is libfdt's own check for untrusted trees.
+        libfdt.check_err(libfdt.fdt_check_full(bytearray(blob), len(blob)))
         fdt = libfdt.Fdt(bytes(blob))
         nodes = _walk(fdt, libfdt)
     except libfdt.FdtException as exc:

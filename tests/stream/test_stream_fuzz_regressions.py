@@ -1,0 +1,66 @@
+"""Crashes ``goldmig bench-fuzz`` found, minimised: each input must now end in a summary or a StreamError.
+
+Each test names the fuzz input it comes from (seed, input number, how it was
+made) and reduces it to the corruption that mattered.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+
+import libfdt
+
+from harness.paths import REPO_ROOT
+
+
+def small_tree() -> bytes:
+    """A packed pseries-like device tree of 692 bytes."""
+    sw = libfdt.FdtSw()
+    sw.finish_reservemap()
+    with sw.add_node(""):
+        sw.property_string("model", "IBM pSeries (emulated by qemu)")
+        sw.property_string("compatible", "qemu,pseries")
+        with sw.add_node("cpus"), sw.add_node("PowerPC,POWER9@0"):
+            sw.property_string("device_type", "cpu")
+            sw.property_u32("reg", 0)
+            sw.property("ibm,ppc-interrupt-server#s", struct.pack(">II", 0, 1))
+            sw.property_u32("cpu-version", 0x4E1200)
+        with sw.add_node("memory@0"):
+            sw.property_string("device_type", "memory")
+            sw.property("reg", struct.pack(">QQ", 0, 512 << 20))
+        with sw.add_node("interrupt-controller"):
+            sw.property("compatible", b"ibm,power9-xive\0IBM,ppc-xicp\0")
+        with sw.add_node("pci@800000020000000"):
+            sw.property_string("device_type", "pci")
+            sw.property("reg", struct.pack(">QQ", 0x800000020000000, 0x1000))
+            sw.property_u32("ibm,index", 0)
+            sw.property("ranges", struct.pack(">7I", 0x1000000, 0, 0, 0x2000, 0, 0, 0x10000))
+    fdt = sw.as_fdt()
+    fdt.pack()
+    return bytes(fdt.as_bytearray())
+
+
+class TestDeviceTree:
+    def test_structure_block_short_of_bytes_is_refused_without_crashing(self) -> None:
+        """Seed 1, input 1050: 20 bytes deleted inside the spapr_dtb blob of a real 7.2 stream.
+
+        libfdt's accessors trust the tree: fdt_get_property_by_offset read
+        out of bounds and the process died of SIGSEGV. Minimised: 4 bytes
+        gone from the structure block of a small tree (its size unchanged).
+        In a child process, so that a regression fails this test instead of
+        killing pytest.
+        """
+        tree = small_tree()
+        bad = tree[:68] + tree[72:] + bytes(4)
+        code = (
+            "import sys\n"
+            "from harness.stream.fdt import FdtError, summarise_fdt\n"
+            "try:\n    summarise_fdt(bytes.fromhex(sys.argv[1]))\n"
+            "except FdtError as exc:\n    print('FdtError:', exc)\n"
+        )
+        run = subprocess.run([sys.executable, "-c", code, bad.hex()], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, f"summarise_fdt died: {run.returncode} {run.stderr[-500:]}"
+        assert run.stdout.startswith("FdtError: libfdt:")
