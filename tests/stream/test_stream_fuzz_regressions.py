@@ -6,17 +6,22 @@ made) and reduces it to the corruption that mattered.
 
 from __future__ import annotations
 
+import io
 import struct
 import subprocess
 import sys
 
 import libfdt
+import pytest
+from streamgen import StreamWriter, device, field, full_stream, vmdesc
 
 from harness.paths import REPO_ROOT
+from harness.stream.fdt import FdtError, summarise_fdt
+from harness.stream.summary import summarise
 
 
 def small_tree() -> bytes:
-    """A packed pseries-like device tree of 692 bytes."""
+    """A small packed pseries-like device tree (617 bytes)."""
     sw = libfdt.FdtSw()
     sw.finish_reservemap()
     with sw.add_node(""):
@@ -64,3 +69,36 @@ class TestDeviceTree:
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, f"summarise_fdt died: {run.returncode} {run.stderr[-500:]}"
         assert run.stdout.startswith("FdtError: libfdt:")
+
+    def test_property_name_that_is_not_ascii_is_refused(self) -> None:
+        """Seed 2, input 1465: bit flips in a real 7.2 spapr_dtb; property names became non-UTF-8.
+
+        pylibfdt decodes names as UTF-8 and reported the failure as a
+        SystemError that escaped summarise(). Minimised: one name byte 0xff.
+        """
+        tree = small_tree()
+        strings = int.from_bytes(tree[12:16], "big")
+        bad = tree[:strings] + b"\xff" + tree[strings + 1 :]
+        with pytest.raises(FdtError, match="not ASCII"):
+            summarise_fdt(bad)
+
+    def test_a_bad_tree_leaves_a_note_in_the_summary(self) -> None:
+        tree = small_tree()
+        strings = int.from_bytes(tree[12:16], "big")
+        summary = summarise(io.BytesIO(spapr_stream(tree[:strings] + b"\xff" + tree[strings + 1 :])))
+        assert summary.spapr is not None and summary.spapr.fdt is None
+        assert "not ASCII" in summary.spapr.fdt_note
+        good = summarise(io.BytesIO(spapr_stream(tree))).spapr
+        assert good is not None and good.fdt is not None
+
+
+def spapr_stream(tree: bytes) -> bytes:
+    """The synthetic stream plus a spapr section whose spapr_dtb carries ``tree``."""
+    desc = vmdesc()
+    desc["devices"].append(device("spapr", [field("x", "uint8", 1)], version=3, subsections=[
+        {"vmsd_name": "spapr_dtb", "version": 1, "fields": [
+            field("fdt_initial_size", "uint32", 4), field("fdt_size", "uint32", 4),
+            field("fdt_blob", "buffer", len(tree))]}]))
+    w = StreamWriter(header=False).raw(full_stream(with_vmdesc=False)[:-1])
+    w.full(9, "spapr", 0, 3).u8(1).subsection("spapr_dtb", 1).u32(len(tree)).u32(len(tree)).raw(tree)
+    return bytes(w.footer(9).eof().vmdesc(desc))
