@@ -7,15 +7,18 @@ made) and reduces it to the corruption that mattered.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 
 import libfdt
 import pytest
 from streamgen import StreamWriter, device, field, full_stream, vmdesc
 
 from harness.paths import REPO_ROOT
+from harness.stream.errors import StreamError
 from harness.stream.fdt import FdtError, summarise_fdt
 from harness.stream.summary import summarise
 
@@ -102,3 +105,44 @@ def spapr_stream(tree: bytes) -> bytes:
     w = StreamWriter(header=False).raw(full_stream(with_vmdesc=False)[:-1])
     w.full(9, "spapr", 0, 3).u8(1).subsection("spapr_dtb", 1).u32(len(tree)).u32(len(tree)).raw(tree)
     return bytes(w.footer(9).eof().vmdesc(desc))
+
+
+class TestVmdescNesting:
+    def test_the_outcome_does_not_depend_on_the_callers_stack(self) -> None:
+        """Seed 1, input 2736: a vmdesc field's size replaced by 5000 levels of nested structs.
+
+        json.loads met Python's recursion limit at a depth that depends on
+        how deep the caller already was: the parser and the summariser (a few
+        frames deeper) refused the same stream with different reasons. Now
+        the nesting is measured before decoding. Minimised: the synthetic
+        stream with that vmdesc, refused from several stack depths.
+        """
+        text = json.dumps(vmdesc()).replace('"size": 4', '"size": @', 1)
+        nest = '{"fields": [{"name": "n", "type": "struct", "size": 1, "struct": ' * 5000
+        text = text.replace("@", nest + "{}" + "}]}" * 5000)
+        data = full_stream(with_vmdesc=False) + b"\x06" + struct.pack(">I", len(text)) + text.encode()
+        outcomes = {at_depth(depth, lambda: refusal(data)) for depth in (0, 1, 2, 3, 301, 602)}
+        assert len(outcomes) == 1, outcomes
+        ((offset, reason),) = outcomes
+        assert offset == len(full_stream(with_vmdesc=False)) + 5 and "nested deeper" in reason
+
+    def test_structs_nested_fifty_deep_still_decode(self) -> None:
+        inner: dict[str, object] = {"vmsd_name": "leaf", "version": 1, "fields": [field("v", "uint8", 1)]}
+        for level in range(50):
+            inner = {"vmsd_name": f"level{level}", "version": 1,
+                     "fields": [field("s", "struct", 1, struct=inner)]}
+        desc = {"page_size": 4096, "devices": [{"name": "deep", "instance_id": 0, **inner}]}
+        w = StreamWriter().configuration("pseries-9.9").full(1, "deep", 0, 1).u8(7).footer(1).eof()
+        section = summarise(io.BytesIO(bytes(w.vmdesc(desc)))).section("deep")
+        assert section is not None and section.decoded
+
+
+def refusal(data: bytes) -> tuple[int, str]:
+    with pytest.raises(StreamError) as info:
+        summarise(io.BytesIO(data))
+    return info.value.offset, info.value.reason
+
+
+def at_depth(depth: int, call: Callable[[], tuple[int, str]]) -> tuple[int, str]:
+    """``call()`` made ``depth`` frames deeper than here."""
+    return call() if depth == 0 else at_depth(depth - 1, call)
