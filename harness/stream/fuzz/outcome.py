@@ -170,19 +170,14 @@ def _where(tb: TracebackType | None, line: bool = True) -> str:
     Without ``line`` (a hang: where the alarm found it varies within a loop),
     only the path and function.
     """
-    frames = traceback.extract_tb(tb)
-    inner = [f for f in frames if _ours(f.filename)] or frames
+    frames = [(f, Path(f.filename).resolve()) for f in traceback.extract_tb(tb)]
+    outside = [(f, p) for f, p in frames if not p.is_relative_to(_FUZZ)]
+    inner = [(f, p) for f, p in outside if p.is_relative_to(_HARNESS)] or outside or frames
     if not inner:
         return "at an unknown place"
-    frame = inner[-1]
-    path = Path(frame.filename).resolve()
+    frame, path = inner[-1]
     name = str(path.relative_to(_HARNESS.parent)) if path.is_relative_to(_HARNESS) else frame.filename
     return f"at {name}{f':{frame.lineno}' if line else ''} in {frame.name}"
-
-
-def _ours(filename: str) -> bool:
-    path = Path(filename).resolve()
-    return path.is_relative_to(_HARNESS) and not path.is_relative_to(_FUZZ)
 
 
 def _trace(exc: BaseException) -> str:
