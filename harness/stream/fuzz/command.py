@@ -22,7 +22,7 @@ from harness.paths import cache_root, reports_root
 from harness.stream.errors import StreamError
 from harness.stream.fuzz import campaign
 from harness.stream.fuzz.findings import Findings
-from harness.stream.fuzz.inputs import Plan
+from harness.stream.fuzz.inputs import Plan, make_input
 from harness.stream.fuzz.minimise import minimise
 from harness.stream.fuzz.outcome import Kind, examine_isolated
 from harness.stream.fuzz.real import real_seeds
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--time-limit", type=float, default=1.0, metavar="S",
-                        help="seconds per input before it counts as a hang (default 1)")
+                        help="CPU seconds per input before it counts as a hang (default 1)")
     parser.add_argument("--memory-ceiling", type=int, default=512, metavar="MB",
                         help="address space a worker may add to its start-up size (default 512)")
     parser.add_argument("--out", type=Path, default=None, help="where findings go (default reports/fuzz)")
@@ -50,15 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", type=Path, metavar="FILE", help="run one saved input and say how it ends")
     parser.add_argument("--minimise", action="store_true",
                         help="with --replay: shrink a crashing input, write FILE.min.bin")
+    parser.add_argument("--dump", type=int, metavar="N",
+                        help="write input N of --seed to the --out directory (to replay it)")
     args = parser.parse_args(argv)
     if args.replay:
         return replay(args.replay, args.time_limit, args.minimise)
     if args.count < 1 or args.jobs < 1:
         parser.error("--count and --jobs must be at least 1")
+    out = args.out or reports_root() / "fuzz"
     paths = [] if args.no_real else args.stream or _cached_streams()
     seeds, fdts, notes = _real(paths)
     plan = Plan.make(args.seed, args.count, seeds, fdts)
-    findings = Findings(args.out or reports_root() / "fuzz", args.seed)
+    if args.dump is not None:
+        return dump(plan, args.dump, out)
+    findings = Findings(out, args.seed)
     print(f"goldmig bench-fuzz: seed {args.seed}, {args.count} inputs, {args.jobs} worker(s), "
           f"time limit {args.time_limit:g} s, memory ceiling {args.memory_ceiling} MB")
     print(f"real seeds: {len(seeds)} from {len(paths) - len(notes)} stream(s)"
@@ -111,7 +116,7 @@ def report(tally: Tally, findings: Findings, wall_s: float, count: int) -> str:
         lines.append(f"  {origin:19} {sum(mine.values()):8}: "
                      + ", ".join(f"{k.value} {mine.get(k.value, 0)}" for k in Kind))
     seconds, index = tally.slowest
-    lines.append(f"slowest input {seconds * 1000:.0f} ms (input {index})")
+    lines.append(f"slowest input {seconds * 1000:.0f} ms of CPU (input {index}; --dump {index} writes it)")
     lines.append(f"peak RSS      {tally.peak_rss_kb / 1024:.1f} MiB "
                  f"(worker, reached at input {tally.peak_at})")
     lines.append(f"refusals      {len(tally.refusals)} distinct StreamError reasons; most common:")
@@ -126,12 +131,22 @@ def report(tally: Tally, findings: Findings, wall_s: float, count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dump(plan: Plan, index: int, directory: Path) -> int:
+    item = make_input(plan, index)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"input-{plan.seed}-{index}.bin"
+    path.write_bytes(item.data)
+    print(f"{path}: {len(item.data)} bytes, {item.origin}: {item.how}")
+    return 0
+
+
 def replay(path: Path, limit_s: float, shrink: bool) -> int:
     """Run one saved input; with ``shrink``, write the smallest input that fails the same way."""
     data = path.read_bytes()
     outcome = examine_isolated(data, limit_s)
     where = f" at offset {outcome.offset}" if outcome.offset is not None else ""
-    print(f"{path}: {len(data)} bytes: {outcome.kind.value}{where}: {outcome.site or outcome.detail}")
+    what = outcome.site or outcome.detail or "parsed and summarised"
+    print(f"{path}: {len(data)} bytes: {outcome.kind.value}{where}: {what}")
     if outcome.trace:
         print(outcome.trace, end="")
     failed = outcome.kind in (Kind.CRASH, Kind.HANG)
