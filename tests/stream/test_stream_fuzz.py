@@ -115,6 +115,15 @@ class TestCampaign:
         assert "outcomes      ok " in out and "crash 0, hang 0" in out and "findings      none" in out
         assert "peak RSS" in out and not list(tmp_path.iterdir())
 
+    def test_two_workers_give_the_same_outcomes(self, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+        outcomes = []
+        for jobs in ("1", "2"):
+            assert main(["--count", "120", "--no-real", "--jobs", jobs, "--out", str(tmp_path)]) == 0
+            outcomes.append([line for line in capsys.readouterr().out.splitlines()
+                             if line.startswith(("outcomes", "  generated", "  mutated", "refusals"))])
+        assert outcomes[0] == outcomes[1] and len(outcomes[0]) == 4
+
     def test_a_crash_is_saved_once_per_site_and_replays(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
         def broken(file: object) -> None:

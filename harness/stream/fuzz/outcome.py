@@ -3,8 +3,12 @@
 The contract under test (:mod:`harness.stream`): on any input, iterating the
 records and summarising (then rendering, as ``goldmig show`` does) either
 succeed or raise :class:`~harness.stream.errors.StreamError` naming an
-offset inside the input, the part being read and a reason; both passes
-agree; nothing else escapes, and it is over within the time limit.
+offset inside the input, the part being read and a reason; nothing else
+escapes, and it is over within the time limit. The record pass reads
+through the smallest mmap window and the summary through the default one,
+so that their agreement (same outcome, same offset, same reason) also
+checks the decoders' window moves, which small inputs would otherwise
+never make.
 Anything else is a crash, identified by the place it was raised (its
 *site*) so that one bug found a thousand times is reported once.
 """
@@ -12,6 +16,7 @@ Anything else is a crash, identified by the place it was raised (its
 from __future__ import annotations
 
 import enum
+import mmap
 import multiprocessing
 import os
 import signal
@@ -25,7 +30,8 @@ from types import FrameType, TracebackType
 from typing import BinaryIO
 
 from harness.stream.errors import StreamError
-from harness.stream.parser import iter_records
+from harness.stream.parser import StreamParser
+from harness.stream.reader import open_stream
 from harness.stream.summary import summarise
 
 _HARNESS = Path(__file__).resolve().parents[2]
@@ -134,8 +140,10 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
 
 
 def _parse(file: BinaryIO) -> None:
-    for _ in iter_records(file):
-        pass
+    """Every record, through the smallest reader window: the window moves even in a small input."""
+    with open_stream(file, window=mmap.ALLOCATIONGRANULARITY) as reader:
+        for _ in StreamParser(reader).records():
+            pass
 
 
 def _summarise(file: BinaryIO) -> None:
