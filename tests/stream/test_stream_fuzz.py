@@ -144,19 +144,22 @@ class TestCampaign:
         made = campaign.make_input
 
         def make(plan: Plan, index: int) -> Input:
-            return Input(index, b"die", "generated", "test") if index == 7 else made(plan, index)
+            data = {3: b"bad", 5: b"bad", 7: b"die"}.get(index)
+            return Input(index, data, "generated", "test") if data else made(plan, index)
 
         def examine(data: bytes, feed: outcome.Feed, limit_s: float) -> outcome.Outcome:
             if data == b"die":
                 os.kill(os.getpid(), signal.SIGSEGV)
+            if data == b"bad":  # found before the worker dies, and again by its successor
+                return outcome.Outcome(outcome.Kind.CRASH, "KeyError at somewhere")
             return outcome.examine(data, feed, limit_s)
 
         monkeypatch.setattr(campaign, "make_input", make)
         monkeypatch.setattr(campaign, "examine", examine)
         assert main(["--count", "40", "--no-real", "--out", str(tmp_path)]) == 1
         out = capsys.readouterr().out
-        assert "inputs        40 of 40" in out and "crash 1," in out
-        assert "1 x worker died (signal SIGSEGV)" in out
+        assert "inputs        40 of 40" in out and "crash 3," in out
+        assert "1 x worker died (signal SIGSEGV)" in out and "2 x KeyError" in out
         assert (tmp_path / "crash-worker-died-signal-SIGSEGV.bin").read_bytes() == b"die"
 
     def test_an_input_over_the_time_limit_is_a_hang(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -29,8 +29,13 @@ class Findings:
         self.directory = directory
         self.seed = seed
         self.sites: dict[str, Site] = {}
+        self._seen: set[int] = set()
 
     def add(self, finding: Finding) -> None:
+        """Count and keep ``finding`` (once per input: a restarted worker runs some inputs again)."""
+        if finding.input.index in self._seen:
+            return
+        self._seen.add(finding.input.index)
         key = finding.outcome.site
         site = self.sites.get(key)
         if site is not None:
