@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/goldmig bench-provisioning
 	$(BIN)/goldmig bench-throughput
 	$(BIN)/goldmig bench-stream
+	$(BIN)/goldmig bench-fuzz
 
 lint: venv
 	$(BIN)/ruff check harness suite tests

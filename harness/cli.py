@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     prov.add_argument("--suite", default="trixie")
     for name, text in (("show", "summarise a migration stream: show FILE [--json]"),
                        ("diff", "compare two streams, what breaks first: diff A B [--json]"),
-                       ("bench-stream", "parse speed and memory against QEMU's analyze-migration.py")):
+                       ("bench-stream", "parse speed and memory against QEMU's analyze-migration.py"),
+                       ("bench-fuzz", "a million generated and mutated streams through the parser")):
         sub.add_parser(name, help=text, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     save = sub.add_parser("save", help="save a golden stream: save BUILD MACHINE FILE")
     save.add_argument("build")
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.stream.bench import main as stream_bench
 
             return stream_bench([*args.rest, *extra])
+        if args.command == "bench-fuzz":
+            from harness.stream.fuzz.command import main as stream_fuzz
+
+            return stream_fuzz([*extra, *args.rest])  # leading options land in extra
         if args.command == "save":
             from harness.matrix.load import load_matrix
             from harness.save import save_stream

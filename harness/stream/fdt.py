@@ -66,6 +66,11 @@ def summarise_fdt(blob: bytes) -> FdtSummary:
     import libfdt
 
     try:
+        # libfdt's accessors trust the tree they walk: a corrupt one (this blob
+        # comes from the stream) can make them read out of bounds and crash
+        # the process. fdt_check_full is libfdt's own check for untrusted trees.
+        libfdt.check_err(libfdt.fdt_check_full(bytearray(blob), len(blob)))
+        _check_names(blob)
         fdt = libfdt.Fdt(bytes(blob))
         nodes = _walk(fdt, libfdt)
     except libfdt.FdtException as exc:
@@ -112,6 +117,20 @@ def summarise_fdt(blob: bytes) -> FdtSummary:
         phbs=tuple(phbs),
         memory=tuple(memory),
     )
+
+
+def _check_names(blob: bytes) -> None:
+    """Property names must be ASCII (as the spec's character set is).
+
+    pylibfdt decodes them as UTF-8 and, when that fails, raises SystemError
+    ("returned a result with an exception set") instead of an FdtException.
+    Every name lies in the strings block (fdt_check_full checked the offsets),
+    so an ASCII block means decodable names.
+    """
+    start = int.from_bytes(blob[12:16], "big")  # off_dt_strings
+    size = int.from_bytes(blob[32:36], "big")  # size_dt_strings
+    if not blob[start : start + size].isascii():
+        raise FdtError("property names that are not ASCII")
 
 
 def _walk(fdt: object, libfdt: object) -> dict[str, dict[str, bytes]]:

@@ -20,6 +20,7 @@ last 0x06 bytes of the file can only be the marker or its length field.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,16 @@ from harness.stream.format import RecordType
 from harness.stream.reader import StreamReader
 
 MAX_VMDESC_BYTES = 64 << 20
+# Deepest bracket nesting accepted; QEMU's pseries descriptions nest 10 (5.2 to 10.0).
+# Checked before decoding, so that the recursion of json.loads and of the
+# decoders below never meets Python's recursion limit, whose distance
+# depends on the caller's stack (the same stream would fail differently
+# depending on who parses it).
+MAX_JSON_DEPTH = 200
 _TAIL_STEP = 1 << 20
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"{}[]")))
 
 
 class VmDescError(ValueError):
@@ -140,11 +150,28 @@ def _is_trailer(reader: StreamReader, at: int) -> bool:
 def load(reader: StreamReader, where: VmDescLocation) -> VmDesc:
     """Read and validate the trailer at ``where`` (raises :class:`VmDescError`)."""
     raw = reader.peek_at(where.json_offset, where.length)
+    if _too_deep(raw):
+        raise VmDescError(f"brackets nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VmDescError(f"not JSON: {exc}") from exc
     return parse(data, where.offset, where.length, raw)
+
+
+def _too_deep(raw: bytes) -> bool:
+    """Whether a JSON decoder could go deeper than MAX_JSON_DEPTH brackets into ``raw``.
+
+    Keeps only the brackets outside strings, then removes innermost pairs, one
+    level per pass (C-speed replaces); the depth is at most the passes plus
+    the openers left unclosed.
+    """
+    brackets = _JSON_STRING.sub(b"", raw).translate(_AS_SQUARE, _NOT_BRACKETS)
+    passes = 0
+    while b"[]" in brackets and passes <= MAX_JSON_DEPTH:
+        brackets = brackets.replace(b"[]", b"")
+        passes += 1
+    return passes + brackets.count(b"[") > MAX_JSON_DEPTH
 
 
 def parse(data: object, offset: int = 0, length: int = 0, raw: bytes = b"") -> VmDesc:
@@ -156,8 +183,8 @@ def parse(data: object, offset: int = 0, length: int = 0, raw: bytes = b"") -> V
     config = top.get("configuration")
     configuration = _struct(_obj(config, "configuration"), "configuration") if config else None
     devices = []
-    for i, raw in enumerate(_list(top.get("devices", []), "devices")):
-        dev = _obj(raw, f"devices[{i}]")
+    for i, item in enumerate(_list(top.get("devices", []), "devices")):
+        dev = _obj(item, f"devices[{i}]")
         where = f"devices[{i}] ({dev.get('name')!r})"
         old_style = "vmsd_name" not in dev
         devices.append(

@@ -1,116 +1,16 @@
-"""Write small synthetic migration streams, byte by byte as QEMU's savevm.c and ram.c do.
+"""Small synthetic migration streams for unit tests of corner cases real QEMU does not produce
+on demand (every RAM page kind, commands, corrupt data); real streams are tested elsewhere.
 
-For unit tests of corner cases real QEMU does not produce on demand (every
-RAM page kind, commands, corrupt data). Real streams are tested elsewhere.
+The writer is the fuzzer's (:mod:`harness.stream.fuzz.writer`), which writes
+byte by byte as QEMU's savevm.c and ram.c do.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Any
 
-
-class StreamWriter:
-    """Appends records; ``bytes()`` returns the stream so far."""
-
-    def __init__(self, header: bool = True) -> None:
-        self.buf = bytearray()
-        if header:
-            self.u32(0x5145564D).u32(3)
-
-    def __bytes__(self) -> bytes:
-        return bytes(self.buf)
-
-    def u8(self, v: int) -> StreamWriter:
-        self.buf += struct.pack(">B", v)
-        return self
-
-    def u16(self, v: int) -> StreamWriter:
-        self.buf += struct.pack(">H", v)
-        return self
-
-    def u32(self, v: int) -> StreamWriter:
-        self.buf += struct.pack(">I", v)
-        return self
-
-    def u64(self, v: int) -> StreamWriter:
-        self.buf += struct.pack(">Q", v)
-        return self
-
-    def raw(self, data: bytes) -> StreamWriter:
-        self.buf += data
-        return self
-
-    def name(self, text: str) -> StreamWriter:
-        return self.u8(len(text)).raw(text.encode())
-
-    # -- records -------------------------------------------------------------
-
-    def configuration(self, machine: str, caps: tuple[str, ...] = ()) -> StreamWriter:
-        self.u8(0x07).u32(len(machine)).raw(machine.encode())
-        if caps:
-            self.subsection("configuration/capabilities", 1).u32(len(caps))
-            for cap in caps:
-                self.name(cap)
-        return self
-
-    def start(self, sid: int, idstr: str, instance: int = 0, version: int = 1) -> StreamWriter:
-        return self.u8(0x01).u32(sid).name(idstr).u32(instance).u32(version)
-
-    def full(self, sid: int, idstr: str, instance: int = 0, version: int = 1) -> StreamWriter:
-        return self.u8(0x04).u32(sid).name(idstr).u32(instance).u32(version)
-
-    def part(self, sid: int) -> StreamWriter:
-        return self.u8(0x02).u32(sid)
-
-    def end(self, sid: int) -> StreamWriter:
-        return self.u8(0x03).u32(sid)
-
-    def footer(self, sid: int) -> StreamWriter:
-        return self.u8(0x7E).u32(sid)
-
-    def subsection(self, name: str, version: int) -> StreamWriter:
-        return self.u8(0x05).name(name).u32(version)
-
-    def command(self, cmd: int, payload: bytes = b"") -> StreamWriter:
-        return self.u8(0x08).u16(cmd).u16(len(payload)).raw(payload)
-
-    def eof(self) -> StreamWriter:
-        return self.u8(0x00)
-
-    def vmdesc(self, desc: dict[str, Any]) -> StreamWriter:
-        text = json.dumps(desc, separators=(",", ":")).encode()
-        return self.u8(0x06).u32(len(text)).raw(text)
-
-    # -- RAM (ram.c) -----------------------------------------------------------
-
-    def ram_blocks(self, blocks: dict[str, int]) -> StreamWriter:
-        self.u64(sum(blocks.values()) | 0x04)
-        for block, size in blocks.items():
-            self.name(block).u64(size)
-        return self
-
-    def ram_page(self, block: str | None, addr: int, kind: str, fill: int = 0) -> StreamWriter:
-        flags = {"zero": 0x02, "page": 0x08, "xbzrle": 0x40, "compressed": 0x100}[kind]
-        self.u64(addr | flags | (0x20 if block is None else 0))
-        if block is not None:
-            self.name(block)
-        if kind == "zero":
-            self.u8(fill)
-        elif kind == "page":
-            self.raw(bytes([0xAB]) * 4096)
-        elif kind == "xbzrle":
-            self.u8(1).u16(3).raw(b"xyz")
-        else:
-            self.u32(5).raw(b"zlib!")
-        return self
-
-    def ram_flag(self, flags: int) -> StreamWriter:
-        return self.u64(flags)
-
-    def ram_eos(self) -> StreamWriter:
-        return self.u64(0x10)
+from harness.stream.fuzz.writer import StreamWriter
 
 
 def field(name: str, type_: str, size: int, **extra: Any) -> dict[str, Any]:

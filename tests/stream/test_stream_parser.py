@@ -108,6 +108,11 @@ class TestRecords:
         a = s.find("a")
         assert a is not None and a.offset == dev.offset
 
+    def test_vmdesc_keeps_the_json_text_as_sent(self, tmp_path: Path) -> None:
+        data = full_stream()
+        (trailer,) = of(parse(data, tmp_path), VmDescription)
+        assert trailer.vmdesc.raw == data[trailer.offset + 5 :]
+
     def test_small_window_gives_the_same_records(self, tmp_path: Path) -> None:
         data = full_stream()
         assert parse(data, tmp_path, window=4096) == parse(data, tmp_path)
