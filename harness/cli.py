@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench-stream":
             from harness.stream.bench import main as stream_bench
 
-            return stream_bench([*args.rest, *extra])
+            return stream_bench([*extra, *args.rest])  # leading options land in extra
         if args.command == "bench-fuzz":
             from harness.stream.fuzz.command import main as stream_fuzz
 
