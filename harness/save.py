@@ -17,10 +17,12 @@ from harness.stream.recorder import StreamRecipe, record_stream
 
 
 def stopped_machine(setup: MachineSetup) -> StreamRecipe:
-    """A stopped machine (no guest, no devices) with a cell's machine type and options: what a
-    build sends for that machine, to compare builds by."""
+    """A stopped machine (no guest) with a cell's machine type, options, CPUs and devices: what
+    a build sends for that machine, to compare builds by (with the cell's own devices, so that a
+    break in one of them ranks where it belongs in the diff)."""
     return StreamRecipe(machine=setup.machine, properties=setup.properties, cpu=setup.cpu,
-                        memory_mb=setup.memory_mb, smp=setup.smp, maxcpus=setup.maxcpus)
+                        memory_mb=setup.memory_mb, smp=setup.smp, maxcpus=setup.maxcpus,
+                        devices=setup.devices)
 
 
 def golden_stream(build: Build, setup: MachineSetup, rundir: Path) -> Path:
