@@ -1,0 +1,168 @@
+"""caps: a source with a spapr capability above what the destination allows.
+
+Guards against a destination that accepts a guest it cannot honour: a guest
+that saw VSX, DFP, the large decrementer, 16M HPT pages, FWNMI, nested HV or
+AIL mode 3 on the source must not wake up on a destination that lacks it
+(the guest would take illegal-instruction or machine-check faults, or lose
+its decrementer width). QEMU refuses it in the spapr machine's post_load
+(hw/ppc/spapr_caps.c ``spapr_caps_post_migration``: "cap-X higher level (N)
+in incoming stream than on destination (M)"). The cell passes when the
+migration fails with that message naming the capability, the source guest
+carries on undisturbed (every CPU ticks and makes progress after the failure,
+its timebase never goes backwards), and the destination does not run.
+
+The migration runs with QEMU's ``return-path`` capability on both sides: it is
+how the source learns that the destination refused the stream (without it the
+source has sent everything, reports "completed" and stays paused). With it,
+QEMU fails the migration and resumes the source by itself.
+
+Variants, one per capability that TCG lets us vary (tried on QEMU 7.2 and
+10.0 with ``-cpu POWER9``): vsx, dfp, large-decr, hpt-max-page-size (16M to
+64k), fwnmi and ail-mode-3 (default on; destination off), nested-hv (source
+on; default off). Left out: cap-rpt-invalidate ("No H_RPT_INVALIDATE support
+in TCG"), cap-dawr1 ("DAWR1 supported only on POWER10 and later CPUs"),
+cap-cfpc/sbbc/ibs/ccf-assist/htm (TCG cannot provide the higher values, see
+DESIGN.md), cap-nested-papr (10.0 only and exclusive with nested-hv; needs a
+POWER10 guest to mean anything). ail-mode-3 exists only in 10.0, so its cells
+on other builds are skipped by the seam.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from harness.checks import CheckResult, Limits
+from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed
+from harness.guest.agent import Agent
+from harness.guest.protocol import Busy, TbStats, Tick
+from harness.scenarios.declare import MachineChange, Scenario, Variant
+from harness.scenarios.steps import boot
+
+if TYPE_CHECKING:
+    from harness.context import ScenarioContext
+    from harness.qemu.process import QemuProcess
+
+
+@dataclass(frozen=True)
+class CapsObservations:
+    capability: str
+    migration_outcome: str
+    """``completed``, or the error type and QEMU's messages (the destination's included)."""
+    source_status: str
+    destination_state: str
+    """The destination's run state, or how its process ended."""
+    ticks_after: dict[int, int | None]
+    """Per CPU: the first tick number on the source after the failure, None if none came."""
+    busy_after: dict[int, int | None]
+    timebase: TbStats | None
+
+    def checks(self, limits: Limits) -> list[CheckResult]:
+        refused = not self.migration_outcome.startswith("completed")
+        named = f"cap-{self.capability} higher level"
+        tb = self.timebase
+        backwards = {c.cpu: c.max_back for c in tb.cpus if c.max_back} if tb else None
+        return [
+            CheckResult(f"destination refuses cap-{self.capability} above its own", refused,
+                        "migration failed", self.migration_outcome.splitlines()[0],
+                        "QEMU's migration outcome on the source (return-path on)"),
+            CheckResult("QEMU's message names the capability", named in self.migration_outcome,
+                        f"{named} ... in incoming stream than on destination",
+                        _line_with(self.migration_outcome, "cap-") or "no capability message",
+                        "the destination's output (hw/ppc/spapr_caps.c spapr_caps_post_migration)"),
+            CheckResult("destination is not running", self.destination_state != "running"
+                        and not self.destination_state.startswith("was killed"),
+                        "not running, and not crashed", self.destination_state,
+                        "query-status on destination, or how its process ended"),
+            CheckResult("source runs the guest again", self.source_status == "running", "running",
+                        self.source_status, "query-status on source after the failed migration"),
+            CheckResult("timer interrupts on every CPU of the source",
+                        bool(self.ticks_after) and None not in self.ticks_after.values(),
+                        "a new tick per CPU", self.ticks_after,
+                        "first tick number per CPU after the migration failed"),
+            CheckResult("CPU progress on every CPU of the source",
+                        bool(self.busy_after) and None not in self.busy_after.values(),
+                        "a busy beat per CPU", self.busy_after,
+                        "first busy beat per CPU after the load was switched to busy"),
+            CheckResult("timebase never goes backwards", backwards == {}, 0,
+                        backwards if backwards is not None else "not measured",
+                        "per-CPU watcher on the source since tbreset"),
+        ]
+
+
+def _line_with(text: str, needle: str) -> str | None:
+    return next((line.strip() for line in text.splitlines() if needle in line), None)
+
+
+def run(ctx: ScenarioContext, variant: Variant[str]) -> CapsObservations:
+    src = ctx.start("src")
+    dst = ctx.start("dst")
+    before = boot(ctx, src)
+    for side in (src, dst):
+        side.monitor.cmd("migrate-set-capabilities",
+                         capabilities=[{"capability": "return-path", "state": True}])
+    try:
+        ctx.migrate(src, dst)
+        outcome = "completed"
+    except (MigrationFailed, MigrationTimeout) as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    source_status = src.monitor.cmd("query-status")["status"]
+    destination = _state(dst)
+    ticks: dict[int, int | None] = dict.fromkeys(before.cpus)
+    busy: dict[int, int | None] = dict.fromkeys(before.cpus)
+    timebase = None
+    if source_status == "running":  # the guest is still the source's: it must carry on there
+        source = Agent(src.console)
+        with ctx.phase("check"):
+            for cpu in before.cpus:
+                last = source.latest(Tick, cpu=cpu)
+                tick = source.console.wait_for(
+                    Tick, lambda t, c=cpu, n=last.n if last else 0: t.cpu == c and t.n > n,  # type: ignore[misc]
+                    ctx.timeouts.beat_s)
+                ticks[cpu] = tick.n if tick else None
+            if None not in ticks.values():
+                source.set_load("busy")
+                for cpu in before.cpus:
+                    beat = source.console.wait_for(Busy, lambda b, c=cpu: b.cpu == c,  # type: ignore[misc]
+                                                   ctx.timeouts.beat_s)
+                    busy[cpu] = beat.n if beat else None
+                if None not in busy.values():
+                    timebase = source.tbstats()
+    return CapsObservations(variant.data, outcome, source_status, destination, ticks, busy, timebase)
+
+
+def _state(side: QemuProcess) -> str:
+    """``side``'s run state, or how it ended: a destination that refused the stream exits."""
+    if side.alive():
+        try:
+            return str(side.monitor.cmd("query-status")["status"])
+        except QemuCrashed:  # it exited while we asked: say how, below
+            pass
+    deadline = time.monotonic() + 5.0
+    while side.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return side.ended()
+
+
+def _above(cap: str, source: str, destination: str, description: str) -> Variant[str]:
+    """The source runs ``cap-<cap>=<source>``, the destination only allows ``<destination>``."""
+    return Variant(cap, cap, source=MachineChange(properties=((f"cap-{cap}", source),)),
+                   destination=MachineChange(properties=((f"cap-{cap}", destination),)),
+                   description=description)
+
+
+SCENARIO = Scenario(
+    name="caps",
+    description="a spapr capability above what the destination allows: refused, source carries on",
+    run=run,
+    variants=(
+        _above("vsx", "on", "off", "VSX on the source, off on the destination"),
+        _above("dfp", "on", "off", "decimal floating point on the source only"),
+        _above("large-decr", "on", "off", "the large decrementer on the source only"),
+        _above("hpt-max-page-size", "16M", "64k", "16M HPT pages on the source, 64k at most there"),
+        _above("fwnmi", "on", "off", "firmware-assisted NMI on the source only"),
+        _above("nested-hv", "on", "off", "nested KVM-HV on the source only"),
+        _above("ail-mode-3", "on", "off", "AIL mode 3 on the source only (QEMU 10.0's property)"),
+    ),
+)
