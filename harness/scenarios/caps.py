@@ -69,7 +69,8 @@ class CapsObservations:
                         "QEMU's migration outcome on the source (return-path on)"),
             CheckResult("QEMU's message names the capability", named in self.migration_outcome,
                         f"{named} ... in incoming stream than on destination",
-                        _line_with(self.migration_outcome, "cap-") or "no capability message",
+                        _line_with(self.migration_outcome, "cap-")
+                        or _line_with(self.migration_outcome, "qemu-system") or "no message from QEMU",
                         "the destination's output (hw/ppc/spapr_caps.c spapr_caps_post_migration)"),
             CheckResult("destination is not running", self.destination_state != "running"
                         and not self.destination_state.startswith("was killed"),
