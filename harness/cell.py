@@ -198,7 +198,7 @@ def _run_scenario(
             placement = place(matrix, builds, rundir, readable, recording, host, stack)
             ctx = ScenarioContext(
                 builds, setups, scenario.variant(cell.variant), rundir, matrix.timeouts, limits,
-                placement, stack, readable, record_stream=recording, accel=matrix.accel,
+                placement, stack, readable, record_stream=recording,
                 phases=record.phases, migrations=record.migrations,
             )
             try:

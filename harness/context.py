@@ -47,7 +47,6 @@ class ScenarioContext:
     stack: ExitStack
     readable: list[Path]
     record_stream: bool = True
-    accel: str = "tcg"
     phases: dict[str, float] = field(default_factory=dict)
     migrations: list[MigrationResult] = field(default_factory=list)
     started: list[QemuProcess] = field(default_factory=list)
