@@ -36,10 +36,8 @@ from typing import TYPE_CHECKING
 
 from harness.checks import CheckResult, Limits
 from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed
-from harness.guest.agent import Agent
-from harness.guest.protocol import Busy, TbStats, Tick
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
-from harness.scenarios.steps import boot
+from harness.scenarios.steps import CarriedOn, boot, carried_on
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext
@@ -58,16 +56,11 @@ class CapsObservations:
     source_status: str
     destination_state: str
     """The destination's run state, or how its process ended."""
-    ticks_after: dict[int, int | None]
-    """Per CPU: the first tick number on the source after the failure, None if none came."""
-    busy_after: dict[int, int | None]
-    timebase: TbStats | None
+    source: CarriedOn
 
     def checks(self, limits: Limits) -> list[CheckResult]:
         refused = not self.migration_outcome.startswith("completed")
         named = f"cap-{self.capability} higher level"
-        tb = self.timebase
-        backwards = {c.cpu: c.max_back for c in tb.cpus if c.max_back} if tb else None
         return [
             CheckResult(f"destination refuses cap-{self.capability} above its own", refused,
                         "migration failed", self.migration_outcome.splitlines()[0],
@@ -83,17 +76,7 @@ class CapsObservations:
                         "query-status on destination, or how its process ended"),
             CheckResult("source runs the guest again", self.source_status == "running", "running",
                         self.source_status, "query-status on source after the failed migration"),
-            CheckResult("timer interrupts on every CPU of the source",
-                        bool(self.ticks_after) and None not in self.ticks_after.values(),
-                        "a new tick per CPU", self.ticks_after,
-                        "first tick number per CPU after the migration failed"),
-            CheckResult("CPU progress on every CPU of the source",
-                        bool(self.busy_after) and None not in self.busy_after.values(),
-                        "a busy beat per CPU", self.busy_after,
-                        "first busy beat per CPU after the load was switched to busy"),
-            CheckResult("timebase never goes backwards", backwards == {}, 0,
-                        backwards if backwards is not None else "not measured",
-                        "per-CPU watcher on the source since tbreset"),
+            *self.source.checks(),
         ]
 
 
@@ -115,27 +98,10 @@ def run(ctx: ScenarioContext, variant: Variant[str]) -> CapsObservations:
         outcome = f"{type(exc).__name__}: {exc}"
     source_status = _settled(src)
     destination = _state(dst)
-    ticks: dict[int, int | None] = dict.fromkeys(before.cpus)
-    busy: dict[int, int | None] = dict.fromkeys(before.cpus)
-    timebase = None
-    if source_status == "running":  # the guest is still the source's: it must carry on there
-        source = Agent(src.console)
-        with ctx.phase("check"):
-            for cpu in before.cpus:
-                last = source.latest(Tick, cpu=cpu)
-                tick = source.console.wait_for(
-                    Tick, lambda t, c=cpu, n=last.n if last else 0: t.cpu == c and t.n > n,  # type: ignore[misc]
-                    ctx.timeouts.beat_s)
-                ticks[cpu] = tick.n if tick else None
-            if None not in ticks.values():
-                source.set_load("busy")
-                for cpu in before.cpus:
-                    beat = source.console.wait_for(Busy, lambda b, c=cpu: b.cpu == c,  # type: ignore[misc]
-                                                   ctx.timeouts.beat_s)
-                    busy[cpu] = beat.n if beat else None
-                if None not in busy.values():
-                    timebase = source.tbstats()
-    return CapsObservations(variant.data, outcome, source_status, destination, ticks, busy, timebase)
+    # Only a source that runs the guest again can carry on; otherwise nothing is measured.
+    source = (carried_on(ctx, src, before) if source_status == "running"
+              else CarriedOn(dict.fromkeys(before.cpus), dict.fromkeys(before.cpus), None))
+    return CapsObservations(variant.data, outcome, source_status, destination, source)
 
 
 def _settled(src: QemuProcess) -> str:

@@ -13,9 +13,17 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import Limits, Observations, Progress, TickGap, require_all, ticks_on_schedule
+from harness.checks import (
+    CheckResult,
+    Limits,
+    Observations,
+    Progress,
+    TickGap,
+    require_all,
+    ticks_on_schedule,
+)
 from harness.guest.agent import Agent
-from harness.guest.protocol import Busy, LoadMode, Probe, Tick, parse_cpu_list
+from harness.guest.protocol import Busy, LoadMode, Probe, TbStats, Tick, parse_cpu_list
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext
@@ -120,6 +128,58 @@ def observe(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Be
             progress=tuple(progress),
             ipi=destination.ipi(),
         )
+
+
+@dataclass(frozen=True)
+class CarriedOn:
+    """The source after a migration that had to fail: the guest is still the source's."""
+
+    ticks_after: dict[int, int | None]
+    """Per CPU: the first tick number on the source after the failure, None if none came."""
+    busy_after: dict[int, int | None]
+    """Per CPU: the first busy beat once the load was switched to busy, None if none came."""
+    timebase: TbStats | None
+    """The source's per-CPU watchers since tbreset, None when not measured."""
+
+    def checks(self) -> list[CheckResult]:
+        tb = self.timebase
+        backwards = {c.cpu: c.max_back for c in tb.cpus if c.max_back} if tb else None
+        return [
+            CheckResult("timer interrupts on every CPU of the source",
+                        bool(self.ticks_after) and None not in self.ticks_after.values(),
+                        "a new tick per CPU", self.ticks_after,
+                        "first tick number per CPU after the migration failed"),
+            CheckResult("CPU progress on every CPU of the source",
+                        bool(self.busy_after) and None not in self.busy_after.values(),
+                        "a busy beat per CPU", self.busy_after,
+                        "first busy beat per CPU after the load was switched to busy"),
+            CheckResult("timebase never goes backwards", backwards == {}, 0,
+                        backwards if backwards is not None else "not measured",
+                        "per-CPU watcher on the source since tbreset"),
+        ]
+
+
+def carried_on(ctx: ScenarioContext, src: QemuProcess, before: Before) -> CarriedOn:
+    """After a failed migration: every CPU's next tick on the source, then (if all ticked) a busy
+    beat per CPU, then (if all beat) the watchers' statistics."""
+    source = Agent(src.console)
+    ticks: dict[int, int | None] = dict.fromkeys(before.cpus)
+    busy: dict[int, int | None] = dict.fromkeys(before.cpus)
+    with ctx.phase("check"):
+        for cpu in before.cpus:
+            last = source.latest(Tick, cpu=cpu)
+            tick = source.console.wait_for(
+                Tick, lambda t, c=cpu, n=last.n if last else 0: t.cpu == c and t.n > n,  # type: ignore[misc]
+                ctx.timeouts.beat_s)
+            ticks[cpu] = tick.n if tick else None
+        if None in ticks.values():
+            return CarriedOn(ticks, busy, None)
+        source.set_load("busy")
+        for cpu in before.cpus:
+            beat = source.console.wait_for(Busy, lambda b, c=cpu: b.cpu == c,  # type: ignore[misc]
+                                           ctx.timeouts.beat_s)
+            busy[cpu] = beat.n if beat else None
+        return CarriedOn(ticks, busy, source.tbstats() if None not in busy.values() else None)
 
 
 def _latest_busy(agent: Agent, cpu: int) -> int:

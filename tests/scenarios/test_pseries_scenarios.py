@@ -55,7 +55,7 @@ def test_caps_refused_by_name_and_the_source_carries_on(tmp_path: Path) -> None:
     assert isinstance(obs, CapsObservations)
     assert "cap-vsx higher level (1) in incoming stream than on destination (0)" in obs.migration_outcome
     assert obs.source_status == "running" and obs.destination_state == "exited with code 1"
-    assert len(obs.ticks_after) == 2 and None not in obs.ticks_after.values()
+    assert len(obs.source.ticks_after) == 2 and None not in obs.source.ticks_after.values()
     assert record.checks[0].invariant == "destination refuses cap-vsx above its own"
     assert all(c.ok for c in record.checks)
 
