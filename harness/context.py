@@ -8,6 +8,7 @@ happened (the cell's ExitStack owns it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,13 +95,15 @@ class ScenarioContext:
         return side
 
     def migrate(self, src: QemuProcess, dst: QemuProcess, *, timeout: float | None = None,
-                cut_after_bytes: int | None = None) -> MigrationResult:
-        """Migrate ``src`` to ``dst`` (recording the stream unless the matrix says none)."""
+                cut_after_bytes: int | None = None,
+                while_active: Callable[[], None] | None = None) -> MigrationResult:
+        """Migrate ``src`` to ``dst`` (recording the stream unless the matrix says none); see
+        :func:`harness.migration.run.migrate` for ``cut_after_bytes`` and ``while_active``."""
         record = stream_path(self.rundir, src, dst) if self.record_stream else None
         with self.phase("migrate"):
             result = migrate(src, dst, self.placement.transport_to(src, dst),
                              timeout=self.timeouts.migrate_s if timeout is None else timeout,
-                             record=record, cut_after_bytes=cut_after_bytes)
+                             record=record, cut_after_bytes=cut_after_bytes, while_active=while_active)
         self.migrations.append(result)
         return result
 

@@ -1190,7 +1190,28 @@ static void start_cpu(int c)
 	pthread_attr_destroy(&attr);
 }
 
-/* Start threads on every CPU in the online list that has none yet. */
+/* The CPU main and the supervisor are pinned to (the lowest online at start). */
+static int home_cpu;
+
+/* Whether threads can be pinned to cpu yet: a CPU that has just come online (hotplug) is in
+ * /sys/devices/system/cpu/online before the scheduler activates it, and until then
+ * sched_setaffinity to it fails with EINVAL. Tried on the calling thread, which goes home. */
+static bool schedulable(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET((size_t)cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) != 0)
+		return false;
+	CPU_ZERO(&set);
+	CPU_SET((size_t)home_cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) != 0)
+		die("sched_setaffinity home");
+	return true;
+}
+
+/* Start threads on every CPU in the online list that has none yet and can be pinned to (one
+ * that cannot yet is tried again at the next scan). */
 static void start_online_cpus(const char *online)
 {
 	static bool warned, unparsable; /* say each once, not every SCAN_NS */
@@ -1213,7 +1234,8 @@ static void start_online_cpus(const char *online)
 		warned = true;
 	}
 	for (int c = 0; c < MAX_CPUS; c++)
-		if (set[c] && !atomic_load_explicit(&slots[c].started, memory_order_relaxed))
+		if (set[c] && !atomic_load_explicit(&slots[c].started, memory_order_relaxed) &&
+		    schedulable(c))
 			start_cpu(c);
 }
 
@@ -1361,7 +1383,8 @@ int main(void)
 	 * migration (a finding) must not take the command loop with it, so
 	 * that probe, tbstats and ipi can still say which CPU stopped.  The
 	 * per-CPU threads pin themselves elsewhere. */
-	pin_to((int)strtol(online.data, NULL, 10), "main");
+	home_cpu = (int)strtol(online.data, NULL, 10);
+	pin_to(home_cpu, "main");
 	start_online_cpus(online.data);
 	buf_free(&online);
 	if ((errno = pthread_create(&tid, NULL, supervisor, NULL)) != 0)

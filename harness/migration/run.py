@@ -57,12 +57,14 @@ class MigrationResult:
 def migrate(
     src: QemuProcess, dst: QemuProcess, transport: Transport, *, timeout: float,
     record: Path | None = None, cut_after_bytes: int | None = None,
+    while_active: Callable[[], None] | None = None,
 ) -> MigrationResult:
     """Migrate ``src`` to ``dst`` (started with ``-incoming defer``) over ``transport``.
 
     With ``record`` the stream goes through a relay that writes it there. With
     ``cut_after_bytes`` the transport's link is cut once the source has sent
-    that much (fault injection).
+    that much (fault injection). ``while_active`` is called once, as soon as the source
+    reports the migration active (e.g. a command QEMU must refuse mid-migration).
     Returns once the destination runs. Raises :class:`MigrationFailed` when
     QEMU reports failure or the destination does not come up, and
     :class:`MigrationTimeout` when nothing final happens within ``timeout``.
@@ -76,8 +78,10 @@ def migrate(
     src.monitor.events()
     started = time.monotonic()
     with transport.route(record) as (uri, relay):
-        cut = (lambda: transport.cut(), cut_after_bytes) if cut_after_bytes is not None else None
-        figures = _complete(src, dst, uri, started + timeout, relay, cut)
+        triggers = [(lambda: transport.cut(), cut_after_bytes)] if cut_after_bytes is not None else []
+        if while_active is not None:
+            triggers.append((while_active, 0))
+        figures = _complete(src, dst, uri, started + timeout, relay, triggers)
         sent = relay.forwarded if relay else figures.transferred_bytes
     return MigrationResult(figures, record, sent, time.monotonic() - started)
 
@@ -89,10 +93,10 @@ def stream_path(rundir: Path, src: QemuProcess, dst: QemuProcess) -> Path:
 
 def _complete(
     src: QemuProcess, dst: QemuProcess, uri: str, deadline: float, relay: Relay | None,
-    cut: tuple[Callable[[], None], int] | None,
+    triggers: list[tuple[Callable[[], None], int]],
 ) -> MigrationFigures:
     src.monitor.cmd("migrate", uri=uri)
-    status = _wait_final(src, dst, deadline, cut)
+    status = _wait_final(src, dst, deadline, triggers)
     figures = MigrationFigures.from_query(src.monitor.cmd("query-migrate"))
     if status != "completed" and not dst.alive():
         raise _exited(dst, "destination", "during migration")  # the cause, not the source's view of it
@@ -107,8 +111,10 @@ def _complete(
 
 
 def _wait_final(
-    src: QemuProcess, dst: QemuProcess, deadline: float, cut: tuple[Callable[[], None], int] | None
+    src: QemuProcess, dst: QemuProcess, deadline: float, triggers: list[tuple[Callable[[], None], int]]
 ) -> str:
+    """Until the migration ends; each trigger ``(action, n)`` runs once, while the migration is
+    active and the source has sent at least ``n`` bytes."""
     next_ping = time.monotonic() + PING_EVERY_S
     while time.monotonic() < deadline:
         if time.monotonic() >= next_ping:
@@ -116,11 +122,13 @@ def _wait_final(
             src.monitor.cmd("query-migrate", timeout=PING_S)
             dst.monitor.cmd("query-status", timeout=PING_S)
             next_ping = time.monotonic() + PING_EVERY_S
-        if cut is not None:
-            sent = src.monitor.cmd("query-migrate").get("ram", {}).get("transferred", 0)
-            if sent >= cut[1]:
-                cut[0]()
-                cut = None
+        if triggers:
+            reply = src.monitor.cmd("query-migrate")
+            sent = reply.get("ram", {}).get("transferred", 0)
+            due = [t for t in triggers if reply.get("status") == "active" and sent >= t[1]]
+            for action, _ in due:
+                action()
+            triggers = [t for t in triggers if t not in due]
         event = src.monitor.wait_event(
             lambda e: e["event"] == "MIGRATION" and e["data"]["status"] in _FINAL, timeout=0.5
         )

@@ -1,0 +1,401 @@
+"""hotplug: a CPU core plugged or unplugged just before a migration, and device_add refused during one.
+
+Guards against the spapr hotplug state that must travel with the guest: a
+core plugged on the source whose guest is still bringing it up (the DRC's
+allocation and isolation state, the configure-connector walk over the new
+node's device tree, the RTAS start-cpu) when the migration stops it. QEMU
+broke this before: 2.9 lost the configure-connector state (the ``ccs_list``
+that then had to be migrated), later versions migrate only a DRC's
+``state`` and ``unplug_requested`` (vmstate ``spapr_drc``, sent only while a
+DRC is not in its ready state) and rebuild the rest; a destination that gets
+it wrong leaves the guest with a CPU that never comes online, a hung
+configure-connector loop, or an unplug that never finishes.
+
+Variants: ``cpu-0ms``, ``cpu-50ms``, ``cpu-300ms`` (the migration starts that
+long after ``device_add`` returned on the source), ``cpu-settled`` (after the
+new CPU ticks on the source), ``cpu-unplug-0ms`` (``device_del`` of a
+settled core, then migrate at once) and ``refused`` (``device_add`` while the
+migration is active must be refused by QEMU, the migration still completes
+and the guest is unchanged). The guest starts with one CPU (maxcpus 2): a
+completed migration of a 2-CPU Debian guest always loses a timer (known
+failures), which would hide the outcome for the plugged CPU.
+
+The destination gets the core the way libvirt gives it (qemuProcessSetup-
+HotpluggableVcpus): started with ``-incoming defer``, asked
+``query-hotpluggable-cpus`` for its own core type (QEMU 10.0's POWER9 core is
+power9_v2.2, 7.2's power9_v2.0), then ``device_add`` before the stream comes,
+which QEMU treats as cold-plugged (``spapr_drc_hotplugged`` is false while
+INMIGRATE). Which phase each cell caught is read from the stream (the
+``spapr_drc`` section of the core's DRC and its state) and from the console
+the new CPU was announced on (source or destination).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from harness.checks import CheckResult, Limits, Observations, TickGap, generic_checks, ticks_on_schedule
+from harness.errors import GuestUnresponsive, QmpCommandError
+from harness.guest.agent import Agent
+from harness.guest.protocol import CpuOnline, Probe, Tick, parse_cpu_list
+from harness.scenarios.declare import MachineChange, Scenario, Variant
+from harness.scenarios.steps import Before, Hop, boot, observe, tick_gaps
+from harness.stream.parser import StreamParser
+from harness.stream.reader import open_stream
+from harness.stream.records import DeviceState
+
+if TYPE_CHECKING:
+    from harness.context import ScenarioContext
+    from harness.qemu.process import QemuProcess
+
+CORE_ID = "hotplug-core"
+"""The QOM id of the plugged core, on both sides."""
+ONLINE_S = 20.0
+"""How long the guest may take to bring a plugged CPU online (or take an unplugged one away)."""
+PROBE_STALLED_S = 3.0
+"""How long a guest with a stalled CPU gets to answer the probe."""
+SWITCHOVER_MS = 60000
+"""downtime-limit for the racing migrations: any remaining RAM fits, so QEMU stops the source at
+its first convergence check (about 100 ms after ``migrate``) instead of after its iterations."""
+REFUSED_BANDWIDTH = 16 << 20
+"""Bytes/s for the ``refused`` migration, so that it is still active when device_add comes."""
+DRC_STATES = {0: "invalid", 1: "logical unusable", 2: "logical available", 3: "logical unisolate",
+              4: "logical configured", 5: "physical available", 6: "physical poweron",
+              7: "physical unisolate", 8: "physical configured"}
+"""SpaprDrcState (include/hw/ppc/spapr_drc.h, LoPAPR 13.4 fig. 12; "exposed in the migration
+stream, so don't change them"). A logical DRC (CPU, LMB) is ready in ``configured``."""
+
+TRACED = ("spapr_drc_set_*", "spapr_drc_attach", "spapr_drc_unplug_request", "spapr_drc_awaiting_quiesce",
+          "spapr_rtas_ibm_configure_connector_invalid")
+"""QEMU trace events (hw/ppc/trace-events) for the guest's side of a hotplug, on both QEMUs."""
+
+Action = Literal["plug", "unplug", "refused"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    delay_ms: int | None
+    """From ``device_add``/``device_del`` to ``migrate``; None: once the plugged CPU ticks."""
+    destination_core: bool = True
+    """Whether the destination is given the core (False only to show the cell then fails)."""
+
+
+@dataclass(frozen=True)
+class Drc:
+    """One DRC the stream carried (sent only while it is not in its ready state)."""
+
+    index: int
+    state: int
+    unplug_requested: bool
+
+
+@dataclass(frozen=True)
+class HotplugObservations:
+    plan: Plan
+    before: Before
+    new_cpu: int | None
+    """The guest's number for the plugged CPU, None when it never announced one."""
+    announced_on: str
+    """``source``, ``destination`` or ``nowhere``: which console the new CPU's ``cpu`` line came on."""
+    ticked_on_source: bool
+    """The new CPU ticked on the source before the stop (then 'ticks on schedule' covers it)."""
+    new_cpu_ticked: bool
+    """A tick of the new CPU on the destination."""
+    core_src: bool
+    core_dst: bool
+    """QEMU's view after the migration: the core populated (query-hotpluggable-cpus) on each side."""
+    deleted_on: tuple[str, ...]
+    """Sides that emitted DEVICE_DELETED for the core."""
+    refusal: str | None
+    """``refused``: QEMU's error for device_add mid-migration, or ``accepted``."""
+    migrate_after_ms: int | None
+    """From device_add/device_del returning to the migrate command being issued."""
+    drcs: tuple[Drc, ...]
+    probe_after: Probe | None
+    kernel_said: str
+    """The destination guest kernel's watchdog lines (e.g. a hard lockup of the plugged CPU)."""
+    gaps: tuple[TickGap, ...]
+    downtime_ms: int
+    seen: Observations | None
+
+    def expected_online(self) -> tuple[int, ...]:
+        plugged = self.plan.action == "plug" and self.new_cpu is not None
+        return tuple(sorted({*self.before.cpus, *((self.new_cpu,) if plugged else ())}))
+
+    def checks(self, limits: Limits) -> list[CheckResult]:
+        own = getattr(self, f"_{self.plan.action}_checks")()
+        if self.seen is None:
+            ticks = ticks_on_schedule(self.gaps, self.downtime_ms, self.before.probe.tb_freq, limits)
+            return [*own, ticks]
+        without = {"online CPUs", "IPIs delivered between every pair of CPUs"}
+        if self.plan.action == "unplug":
+            without.add("agent threads run on their CPUs")  # the removed CPU's threads moved
+        return [*own, self._ipis(), *generic_checks(self.seen, limits, without=without)]
+
+    def _online(self) -> CheckResult:
+        after = self.probe_after.cpus_online if self.probe_after else "no answer to the probe"
+        want = ",".join(map(str, self.expected_online()))
+        if self.plan.action == "plug" and self.new_cpu is None:
+            want += " and the plugged CPU, announced by the agent"
+        return CheckResult(
+            "online CPUs after the " + ("unplug" if self.plan.action == "unplug" else "plug"),
+            self.probe_after is not None and parse_cpu_list(after) == self.expected_online()
+            and (self.plan.action != "plug" or self.new_cpu is not None),
+            want, after, f"/sys/devices/system/cpu/online on the destination; before: "
+            f"{self.before.probe.cpus_online}; new CPU announced on the {self.announced_on}")
+
+    def _plug_checks(self) -> list[CheckResult]:
+        checks = [
+            CheckResult("plugged core present on both sides", self.core_src and self.core_dst,
+                        "source and destination", _sides(self.core_src, self.core_dst),
+                        "query-hotpluggable-cpus after the migration (qom-path of the plugged core-id)"),
+            CheckResult("plugged CPU comes online", self.new_cpu is not None, "a cpu line",
+                        f"CPU {self.new_cpu} on the {self.announced_on}" if self.new_cpu is not None
+                        else f"no new CPU within {ONLINE_S:.0f} s",
+                        f"the agent's cpu announcements; migration started {self.migrate_after_ms} ms "
+                        f"after device_add; DRCs in the stream: {_drcs(self.drcs)}; guest kernel on "
+                        f"the destination: {self.kernel_said or 'nothing'}"),
+            self._online(),
+        ]
+        if not self.ticked_on_source:  # one ticking on the source is in 'ticks on schedule'
+            checks.append(CheckResult(
+                "plugged CPU ticks on the destination", self.new_cpu_ticked, "a tick",
+                "ticked" if self.new_cpu_ticked else "no tick",
+                "first tick of the CPU brought online on the destination"))
+        return checks
+
+    def _unplug_checks(self) -> list[CheckResult]:
+        return [
+            CheckResult("unplug completes on the destination", "destination" in self.deleted_on
+                        and not self.core_dst, "DEVICE_DELETED on the destination, core gone",
+                        f"DEVICE_DELETED on: {', '.join(self.deleted_on) or 'neither side'}; core "
+                        f"{'still' if self.core_dst else 'not'} populated on the destination",
+                        f"QMP events and query-hotpluggable-cpus; migration started "
+                        f"{self.migrate_after_ms} ms after device_del; DRCs in the stream: "
+                        f"{_drcs(self.drcs)}"),
+            self._online(),
+        ]
+
+    def _refused_checks(self) -> list[CheckResult]:
+        return [
+            CheckResult("device_add refused during migration", self.refusal is not None
+                        and self.refusal != "accepted" and "migrat" in self.refusal,
+                        "an error naming the migration", self.refusal or "device_add never sent",
+                        "QMP device_add on the source while query-migrate said active"),
+            CheckResult("no core plugged on either side", not self.core_src and not self.core_dst,
+                        "neither", _sides(self.core_src, self.core_dst),
+                        "query-hotpluggable-cpus after the migration"),
+            self._online(),
+        ]
+
+    def _ipis(self) -> CheckResult:
+        assert self.seen is not None
+        pairs = self.seen.ipi.pairs
+        cpus = len(self.expected_online()) if self.plan.action != "unplug" else len(
+            {p.from_cpu for p in pairs})
+        lost = [f"{p.from_cpu}->{p.to_cpu}" for p in pairs if p.ticks < 0]
+        return CheckResult(
+            "IPIs delivered between every pair of CPUs", len(pairs) == cpus * (cpus - 1) and not lost,
+            f"{cpus * (cpus - 1)} pairs answered", {f"{p.from_cpu}->{p.to_cpu}": p.ticks for p in pairs},
+            f"cross-CPU round trips, the plugged CPU included; lost: {lost or 'none'}")
+
+
+def _sides(src: bool, dst: bool) -> str:
+    return " and ".join(n for n, on in (("source", src), ("destination", dst)) if on) or "neither"
+
+
+def _drcs(drcs: tuple[Drc, ...]) -> str:
+    return ", ".join(f"0x{d.index:08x} {DRC_STATES.get(d.state, d.state)}"
+                     + (" unplug requested" if d.unplug_requested else "") for d in drcs) or "none"
+
+
+def drcs_in(stream: Path) -> tuple[Drc, ...]:
+    """The ``spapr_drc`` sections of a recorded stream (QEMU sends a DRC only while it is not in
+    its ready state, or an unplug was requested: spapr_drc.c ``drc_needed``)."""
+    found = []
+    with open_stream(stream) as reader:
+        for record in StreamParser(reader).records():
+            if isinstance(record, DeviceState) and record.section.idstr == "spapr_drc":
+                state = record.state.find("state")
+                unplug = record.state.find("unplug_requested")
+                found.append(Drc(record.section.instance_id,
+                                 state.value if state and isinstance(state.value, int) else -1,
+                                 bool(unplug.value) if unplug else False))
+    return tuple(found)
+
+
+def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
+    plan = variant.data
+    src = ctx.start("src")
+    dst = ctx.start("dst")
+    for side in (src, dst):
+        _trace_drc(side)
+    before = boot(ctx, src)
+    source = Agent(src.console)
+    slot = _free_core(src)
+    core_id = slot["props"]["core-id"]
+    if plan.action == "unplug":
+        _plug(src, slot)
+        _settle(ctx, source, before)
+    if plan.destination_core and plan.action != "refused":
+        _plug(dst, _slot(dst, core_id))  # before the stream comes, as libvirt does
+    refusal: list[str] = []
+    migrate_after = None
+    if plan.action == "refused":
+        src.monitor.cmd("migrate-set-parameters", **{"max-bandwidth": REFUSED_BANDWIDTH})
+        result = ctx.migrate(src, dst, while_active=lambda: refusal.append(_try_plug(src, slot)))
+    else:
+        # Switch over at the first chance (QEMU checks after 100 ms), so the delay places the stop.
+        src.monitor.cmd("migrate-set-parameters", **{"downtime-limit": SWITCHOVER_MS})
+        if plan.action == "plug":
+            _plug(src, slot)
+        else:
+            src.monitor.cmd("device_del", id=CORE_ID)
+        done = time.monotonic()
+        if plan.delay_ms is None:
+            _settle(ctx, source, before)
+        else:
+            time.sleep(plan.delay_ms / 1000)
+        migrate_after = round((time.monotonic() - done) * 1000)
+        result = ctx.migrate(src, dst)
+    destination = Agent(dst.console)
+    with ctx.phase("check"):
+        ticked = tuple(c for c in before.cpus if source.latest(Tick, cpu=c) is not None)
+        new_on_src = _new_cpus(source, before)
+        if plan.action == "plug" and new_on_src:
+            ticked = ticked + tuple(c for c in new_on_src if source.latest(Tick, cpu=c) is not None)
+        gaps = tick_gaps(source, destination, ticked, ctx.limits, result.figures.downtime_ms)
+        stalled = any(g.first_after is None for g in gaps)
+        new_cpu, announced_on, new_ticked, ticked_on_src = None, "nowhere", False, False
+        if plan.action == "plug":
+            new_cpu, announced_on = _announced(destination, new_on_src, before)
+            ticked_on_src = any(g.cpu == new_cpu for g in gaps)
+            if ticked_on_src:  # its gap says whether it ticks here
+                new_ticked = any(g.cpu == new_cpu and g.first_after is not None for g in gaps)
+            elif new_cpu is not None:
+                new_ticked = destination.console.wait_for(
+                    Tick, lambda t: t.cpu == new_cpu, ONLINE_S) is not None
+        deleted = _deleted(src, "source") + (_wait_deleted(dst) if plan.action == "unplug" else ())
+        core_src, core_dst = _populated(src, core_id), _populated(dst, core_id)
+        drcs = drcs_in(result.stream) if result.stream is not None else ()
+        probe_after = _probe(destination, stalled, new_cpu, plan)
+    seen = None
+    if not stalled and (plan.action != "plug" or new_ticked):
+        cpus = tuple(sorted({*before.cpus, *((new_cpu,) if new_cpu is not None else ())}))
+        seen = observe(ctx, src, dst, Before(before.probe, before.load, cpus), [Hop(result.figures, gaps)])
+    return HotplugObservations(
+        plan, before, new_cpu, announced_on, ticked_on_src, new_ticked, core_src, core_dst, deleted,
+        refusal[0] if refusal else None, migrate_after, drcs, probe_after, _watchdog(dst), gaps,
+        result.figures.downtime_ms, seen)
+
+
+def _trace_drc(side: QemuProcess) -> None:
+    """QEMU's DRC trace events into its output (kept as evidence): which side the guest's
+    set-indicator and configure-connector calls reached."""
+    for name in TRACED:
+        side.monitor.cmd("trace-event-set-state", name=name, enable=True)
+
+
+def _free_core(side: QemuProcess) -> dict[str, Any]:
+    """A core slot ``side`` can plug (query-hotpluggable-cpus: no qom-path yet)."""
+    free = [c for c in side.monitor.cmd("query-hotpluggable-cpus") if "qom-path" not in c]
+    if not free:
+        raise AssertionError(f"{side.role}: no free core slot; the variant must set maxcpus > smp")
+    return dict(free[-1])
+
+
+def _slot(side: QemuProcess, core_id: int) -> dict[str, Any]:
+    """``side``'s own slot for ``core_id``: its core type is its own (its -cpu alias)."""
+    return next(dict(c) for c in side.monitor.cmd("query-hotpluggable-cpus")
+                if c["props"].get("core-id") == core_id)
+
+
+def _plug(side: QemuProcess, slot: dict[str, Any]) -> None:
+    side.monitor.cmd("device_add", driver=slot["type"], id=CORE_ID, **slot["props"])
+
+
+def _try_plug(side: QemuProcess, slot: dict[str, Any]) -> str:
+    """device_add during the migration: QEMU's refusal, or ``accepted``."""
+    try:
+        _plug(side, slot)
+    except QmpCommandError as exc:
+        return f"{exc.error_class}: {exc.desc}"
+    return "accepted"
+
+
+def _populated(side: QemuProcess, core_id: int) -> bool:
+    return any(c["props"].get("core-id") == core_id and "qom-path" in c
+               for c in side.monitor.cmd("query-hotpluggable-cpus"))
+
+
+def _settle(ctx: ScenarioContext, agent: Agent, before: Before) -> None:
+    """Until the plugged CPU is announced on the source and ticks there."""
+    announced = agent.console.wait_for(CpuOnline, lambda m: m.cpu not in before.cpus, ONLINE_S)
+    if announced is None:
+        raise GuestUnresponsive(f"source: no plugged CPU came online within {ONLINE_S:.0f} s")
+    agent.beat_after(Tick, 0, ctx.timeouts.beat_s, cpu=announced.cpu)
+
+
+def _new_cpus(agent: Agent, before: Before) -> tuple[int, ...]:
+    return tuple(c for c in agent.online_cpus() if c not in before.cpus)
+
+
+def _announced(destination: Agent, on_src: tuple[int, ...], before: Before) -> tuple[int | None, str]:
+    if on_src:
+        return on_src[0], "source"
+    message = destination.console.wait_for(CpuOnline, lambda m: m.cpu not in before.cpus, ONLINE_S)
+    return (message.cpu, "destination") if message else (None, "nowhere")
+
+
+def _deleted(side: QemuProcess, name: str) -> tuple[str, ...]:
+    events = side.monitor.events()
+    gone = any(e["event"] == "DEVICE_DELETED" and e["data"].get("device") == CORE_ID for e in events)
+    return (name,) if gone else ()
+
+
+def _wait_deleted(dst: QemuProcess) -> tuple[str, ...]:
+    event = dst.monitor.wait_event(
+        lambda e: e["event"] == "DEVICE_DELETED" and e["data"].get("device") == CORE_ID, ONLINE_S)
+    return ("destination",) if event else ()
+
+
+def _watchdog(side: QemuProcess) -> str:
+    """The guest kernel's watchdog lines on ``side``'s console (QEMU's log of it)."""
+    log = side.paths.serial_log
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return "; ".join(line.split("] ", 1)[-1].strip() for line in text.splitlines() if "watchdog:" in line)
+
+
+def _probe(agent: Agent, stalled: bool, new_cpu: int | None, plan: Plan) -> Probe | None:
+    """The destination's probe, once the guest has finished with the core; None if it cannot
+    answer (a stalled CPU)."""
+    try:
+        return Agent(agent.console, timeout=PROBE_STALLED_S if stalled else 10.0).probe()
+    except GuestUnresponsive:
+        if not stalled:
+            raise
+        return None
+
+
+def _variant(name: str, plan: Plan, description: str) -> Variant[Plan]:
+    return Variant(name, plan, source=MachineChange(smp=1, maxcpus=2), description=description)
+
+
+SCENARIO = Scenario(
+    name="hotplug",
+    description="a CPU core plugged or unplugged just before the migration; the guest finishes on "
+                "the destination",
+    run=run,
+    variants=(
+        _variant("cpu-0ms", Plan("plug", 0), "migrate as soon as device_add returns"),
+        _variant("cpu-50ms", Plan("plug", 50), "migrate 50 ms after device_add"),
+        _variant("cpu-300ms", Plan("plug", 300), "migrate 300 ms after device_add"),
+        _variant("cpu-settled", Plan("plug", None), "migrate once the plugged CPU ticks"),
+        _variant("cpu-unplug-0ms", Plan("unplug", 0), "device_del of a settled core, migrate at once"),
+        _variant("refused", Plan("refused", None), "device_add while the migration is active"),
+    ),
+)
