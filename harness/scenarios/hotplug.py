@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 CORE_ID = "hotplug-core"
 """The QOM id of the plugged core, on both sides."""
 ONLINE_S = 20.0
-"""How long the guest may take to bring a plugged CPU online (or take an unplugged one away)."""
+"""How long the guest may take to bring a plugged CPU online and tick on it (or to finish an
+unplug); long enough for the guest kernel's watchdog to name a CPU that locked up meanwhile."""
 PROBE_STALLED_S = 3.0
 """How long a guest with a stalled CPU gets to answer the probe."""
 SWITCHOVER_MS = 60000
@@ -165,7 +166,8 @@ class HotplugObservations:
             checks.append(CheckResult(
                 "plugged CPU ticks on the destination", self.new_cpu_ticked, "a tick",
                 "ticked" if self.new_cpu_ticked else "no tick",
-                "first tick of the CPU brought online on the destination"))
+                f"first tick of the CPU brought online on the destination; guest kernel there: "
+                f"{self.kernel_said or 'nothing'}"))
         return checks
 
     def _unplug_checks(self) -> list[CheckResult]:
@@ -272,13 +274,14 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         stalled = any(g.first_after is None for g in gaps)
         new_cpu, announced_on, new_ticked, ticked_on_src = None, "nowhere", False, False
         if plan.action == "plug":
+            deadline = time.monotonic() + ONLINE_S  # for the announcement and the first tick
             new_cpu, announced_on = _announced(destination, new_on_src, before)
             ticked_on_src = any(g.cpu == new_cpu for g in gaps)
             if ticked_on_src:  # its gap says whether it ticks here
                 new_ticked = any(g.cpu == new_cpu and g.first_after is not None for g in gaps)
             elif new_cpu is not None:
                 new_ticked = destination.console.wait_for(
-                    Tick, lambda t: t.cpu == new_cpu, ONLINE_S) is not None
+                    Tick, lambda t: t.cpu == new_cpu, max(0.0, deadline - time.monotonic())) is not None
         deleted = _deleted(src, "source") + (_wait_deleted(dst) if plan.action == "unplug" else ())
         core_src, core_dst = _populated(src, core_id), _populated(dst, core_id)
         drcs = drcs_in(result.stream) if result.stream is not None else ()

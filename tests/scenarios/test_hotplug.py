@@ -1,0 +1,85 @@
+"""The hotplug scenario against real QEMU: its own checks are measured before a known timer failure
+can end the cell, device_add mid-migration is refused, and a destination without the plugged core
+fails the cell (no check is vacuous)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from harness.cell import CellRecord, run_cell
+from harness.errors import CheckFailed, ProductFailure
+from harness.matrix.load import load_matrix
+from harness.matrix.model import Matrix
+from harness.paths import REPO_ROOT
+from harness.scenarios import SCENARIOS
+from harness.scenarios.declare import MachineChange, Variant
+from harness.scenarios.hotplug import HotplugObservations, Plan
+
+pytestmark = pytest.mark.slow
+
+REFUSED = "qemu-7.2>qemu-10.0/latest-common/hotplug-refused"
+SETTLED = "qemu-7.2>qemu-10.0/latest-common/hotplug-cpu-settled"
+
+
+def _matrix() -> Matrix:
+    return dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), hosts="local")
+
+
+def _run(tmp_path: Path, cell_id: str, matrix: Matrix) -> CellRecord:
+    cell = next(c for c in matrix.cells() if c.id == cell_id)
+    record = CellRecord(cell, tmp_path / "evidence")
+    run_cell(cell, matrix, record)
+    return record
+
+
+def test_device_add_during_migration_is_refused_and_the_guest_is_unchanged(tmp_path: Path) -> None:
+    record = _run(tmp_path, REFUSED, _matrix())
+
+    obs = record.observations
+    assert isinstance(obs, HotplugObservations)
+    assert obs.refusal == "GenericError: device_add not allowed while migrating"
+    assert not obs.core_src and not obs.core_dst
+    assert [c.invariant for c in record.checks[:2]] == [
+        "device_add refused during migration", "no core plugged on either side"]
+    assert all(c.ok for c in record.checks)
+
+
+def test_plugged_cpu_is_checked_before_the_known_timer_failure(tmp_path: Path) -> None:
+    """A settled plug to QEMU 10.0: the core is on both sides and the CPU online there (own checks
+    pass), then the plugged CPU meets the known "RTAS stopped" failure, which explains the cell."""
+    matrix = _matrix()
+    record = CellRecord(next(c for c in matrix.cells() if c.id == SETTLED), tmp_path / "evidence")
+
+    with pytest.raises(CheckFailed) as raised:
+        run_cell(record.cell, matrix, record)
+
+    assert raised.value.invariant == "timer ticks on schedule"
+    assert "CPU 1: no tick" in raised.value.evidence
+    own = record.checks[:3]
+    assert [c.invariant for c in own] == [
+        "plugged core present on both sides", "plugged CPU comes online", "online CPUs after the plug"]
+    assert all(c.ok for c in own)
+    message = f"{type(raised.value).__name__}: {raised.value}"
+    assert [k for k in matrix.known_failures_for(SETTLED) if k.explains(message)]
+
+
+def test_cell_fails_when_the_destination_lacks_the_plugged_core(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The destination is not given the core: QEMU cannot load the plugged CPU's state, the cell
+    fails, and no declared known failure explains it."""
+    declared = SCENARIOS["hotplug"]
+    without = Variant("cpu-settled", Plan("plug", None, destination_core=False),
+                      source=MachineChange(smp=1, maxcpus=2))
+    monkeypatch.setitem(SCENARIOS, "hotplug", dataclasses.replace(declared, variants=tuple(
+        without if v.name == without.name else v for v in declared.variants)))
+    matrix = _matrix()
+
+    with pytest.raises(ProductFailure) as raised:
+        _run(tmp_path, SETTLED, matrix)
+
+    message = f"{type(raised.value).__name__}: {raised.value}"
+    assert "cpu" in message.lower(), message
+    assert not [k for k in matrix.known_failures_for(SETTLED) if k.explains(message)]
