@@ -180,7 +180,10 @@ def _apply(setup: MachineSetup, change: MachineChange, machine: MachineInfo, bui
     properties = dict(setup.properties) | dict(change.properties)
     smp = change.smp or setup.smp
     return replace(setup, properties=tuple(properties.items()), devices=setup.devices + change.devices,
-                   smp=smp, maxcpus=max(change.maxcpus or setup.maxcpus, smp))
+                   smp=smp, maxcpus=max(change.maxcpus or setup.maxcpus, smp),
+                   maxmem_mb=change.maxmem_mb or setup.maxmem_mb,
+                   memory_slots=change.memory_slots or setup.memory_slots,
+                   objects=setup.objects + change.objects)
 
 
 def _run_scenario(

@@ -28,7 +28,7 @@ def _probe(tb: int, **changes: object) -> Probe:
     probe = Probe(
         seq=1, req=1, tb=tb, tb_freq=FREQ, uptime="5.00", intc="XIVE", intc_names=("XIVE-IRQ",),
         cpus_online="0-1", pci=(), phb_ranges={"pci@800000020000000": "00"}, load="idle",
-        cpus_present="0-1",
+        cpus_present="0-1", mem_total_kb=480000,
         threads=(ThreadPlacement("tick", 0, 0), ThreadPlacement("tick", 1, 1)),
     )
     return dataclasses.replace(probe, **changes)

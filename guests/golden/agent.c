@@ -55,7 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PROTOCOL_VERSION 3
+#define PROTOCOL_VERSION 4
 #define MAX_CPUS 256            /* CPU numbers at or above this are not watched */
 #define BUSY_PER_SECOND 4       /* target busy beat rate */
 #define CALIBRATION_WINDOWS 4   /* one-off calibration: 4 windows of 1/BUSY_PER_SECOND s */
@@ -319,6 +319,19 @@ static uint64_t cpuinfo_tb_freq(void)
 	}
 	buf_free(&f);
 	return freq;
+}
+
+/* "MemTotal: N kB" from /proc/meminfo (memory the kernel has online); 0 if absent. */
+static uint64_t meminfo_total_kb(void)
+{
+	struct buf f = {0};
+	uint64_t kb = 0;
+	if (!slurp("/proc/meminfo", &f))
+		return 0;
+	if (strncmp(f.data, "MemTotal:", 9) == 0)
+		kb = strtoull(f.data + 9, NULL, 10);
+	buf_free(&f);
+	return kb;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -1098,6 +1111,7 @@ static void do_probe(long long req)
 	json_file_field(&b, "/sys/devices/system/cpu/online", true);
 	buf_printf(&b, ",\"cpus_present\":");
 	json_file_field(&b, "/sys/devices/system/cpu/present", true);
+	buf_printf(&b, ",\"mem_total_kb\":%" PRIu64, meminfo_total_kb());
 	buf_printf(&b, ",\"load\":\"%s\",\"threads\":[",
 		   load_names[atomic_load_explicit(&load_mode, memory_order_relaxed)]);
 	bool first = true;

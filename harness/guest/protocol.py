@@ -1,4 +1,4 @@
-"""The harness side of the guest agent's console protocol (guests/golden/PROTOCOL.md, v3).
+"""The harness side of the guest agent's console protocol (guests/golden/PROTOCOL.md, v4).
 
 Each agent line is ``##GM <type> <seq> <crc> <payload>`` anywhere in a console
 line (kernel text may precede the marker).  :func:`parse_line` turns one
@@ -20,7 +20,7 @@ from typing import Any, Final, Literal, TypeVar, get_args
 
 from harness.errors import HarnessError
 
-PROTOCOL_VERSION: Final = 3
+PROTOCOL_VERSION: Final = 4
 MARKER: Final = "##GM "
 
 LoadMode = Literal["idle", "busy", "timer"]
@@ -135,6 +135,8 @@ class Probe:
     intc_names: tuple[str, ...]
     cpus_online: str
     cpus_present: str
+    mem_total_kb: int
+    """MemTotal of /proc/meminfo: the memory the kernel has online (hotplugged LMBs included)."""
     load: LoadMode
     threads: tuple[ThreadPlacement, ...]
     pci: tuple[PciDevice, ...]
@@ -412,6 +414,7 @@ def _probe(p: _Payload, seq: int) -> Probe:
         intc_names=p.texts("intc_names"),
         cpus_online=p.text("cpus_online"),
         cpus_present=p.text("cpus_present"),
+        mem_total_kb=p.integer("mem_total_kb"),
         load=p.choice("load", LOAD_MODES),
         threads=tuple(_thread(t) for t in p.objs("threads")),
         pci=tuple(_pci(d) for d in p.objs("pci")),

@@ -40,7 +40,7 @@ def qemu_argv(build: Build, setup: MachineSetup, paths: SidePaths, *, incoming: 
         "-accel", setup.accel,
         "-M", setup.machine_arg(),
         "-cpu", setup.cpu,
-        "-m", str(setup.memory_mb),
+        "-m", setup.memory_arg(),
         "-smp", f"{setup.smp},maxcpus={setup.maxcpus}",
         "-nodefaults", "-display", "none",
         "-kernel", str(setup.kernel),
@@ -51,6 +51,8 @@ def qemu_argv(build: Build, setup: MachineSetup, paths: SidePaths, *, incoming: 
         f"socket,id=console0,path={paths.console},server=on,wait=off,logfile={paths.serial_log}",
         "-serial", "chardev:console0",
     ]
+    for obj in setup.objects:
+        argv += ["-object", obj]
     for device in setup.devices:
         argv += ["-device", device]
     argv += ["-incoming", "defer"] if incoming else ["-S"]

@@ -39,6 +39,16 @@ class MachineSetup:
     kernel: Path
     initrd: Path
     append: str
+    maxmem_mb: int | None = None
+    """With ``memory_slots``: room for memory hotplug (``-m size,slots=N,maxmem=M``)."""
+    memory_slots: int = 0
+    objects: tuple[str, ...] = ()
+    """``-object`` arguments (e.g. the backend of a DIMM given with ``devices``)."""
+
+    def memory_arg(self) -> str:
+        if self.maxmem_mb is None:
+            return str(self.memory_mb)
+        return f"{self.memory_mb},slots={self.memory_slots},maxmem={self.maxmem_mb}M"
 
     def machine_arg(self) -> str:
         return ",".join([self.machine, *(f"{k}={v}" for k, v in self.properties)])

@@ -42,6 +42,11 @@ class MachineChange:
     """Extra ``-device`` arguments, after the matrix's devices."""
     smp: int | None = None
     maxcpus: int | None = None
+    maxmem_mb: int | None = None
+    memory_slots: int = 0
+    """Memory hotplug room: DIMM slots up to ``maxmem_mb`` (both or neither)."""
+    objects: tuple[str, ...] = ()
+    """Extra ``-object`` arguments (a DIMM's memory backend)."""
 
 
 @dataclass(frozen=True)

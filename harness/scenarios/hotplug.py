@@ -32,6 +32,7 @@ the new CPU was announced on (source or destination).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,10 @@ if TYPE_CHECKING:
 
 CORE_ID = "hotplug-core"
 """The QOM id of the plugged core, on both sides."""
+DIMM_ID, DIMM_MEM, DIMM_MB = "hotplug-dimm", "hotplug-mem", 256
+"""The plugged DIMM (one 256 MiB LMB) and its memory backend, on both sides."""
+MAXMEM_MB = 1024
+"""The guest's RAM plus room for the DIMM (spapr wants maxmem a multiple of the 256 MiB LMB)."""
 ONLINE_S = 20.0
 """How long the guest may take to bring a plugged CPU online and tick on it (or to finish an
 unplug); long enough for the guest kernel's watchdog to name a CPU that locked up meanwhile."""
@@ -73,7 +78,7 @@ TRACED = ("spapr_drc_set_*", "spapr_drc_attach", "spapr_drc_unplug_request", "sp
           "spapr_rtas_ibm_configure_connector_invalid")
 """QEMU trace events (hw/ppc/trace-events) for the guest's side of a hotplug, on both QEMUs."""
 
-Action = Literal["plug", "unplug", "refused"]
+Action = Literal["plug", "unplug", "refused", "memory"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,8 @@ class Plan:
     delay_ms: int | None
     """From ``device_add``/``device_del`` to ``migrate``; None: once the plugged CPU ticks."""
     destination_core: bool = True
-    """Whether the destination is given the core (False only to show the cell then fails)."""
+    """Whether the destination is given the core (False only to show the cell then fails); a DIMM
+    is on the destination's command line (the variant's destination change)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,10 @@ class HotplugObservations:
     """A tick of the new CPU on the destination."""
     core_src: bool
     core_dst: bool
-    """QEMU's view after the migration: the core populated (query-hotpluggable-cpus) on each side."""
+    """QEMU's view after the migration: the plugged core or DIMM present on each side
+    (query-hotpluggable-cpus, query-memory-devices)."""
+    mem_after_kb: int | None
+    """``memory``: the guest's MemTotal on the destination once it grew (or at the deadline)."""
     deleted_on: tuple[str, ...]
     """Sides that emitted DEVICE_DELETED for the core."""
     refusal: str | None
@@ -182,6 +191,22 @@ class HotplugObservations:
             self._online(),
         ]
 
+    def _memory_checks(self) -> list[CheckResult]:
+        before = self.before.probe.mem_total_kb
+        grown = None if self.mem_after_kb is None else self.mem_after_kb - before
+        return [
+            CheckResult("plugged DIMM present on both sides", self.core_src and self.core_dst,
+                        "source and destination", _sides(self.core_src, self.core_dst),
+                        "query-memory-devices after the migration"),
+            CheckResult("plugged memory online in the guest", grown == DIMM_MB * 1024,
+                        f"MemTotal + {DIMM_MB * 1024} kB", "no answer to the probe" if grown is None
+                        else f"MemTotal + {grown} kB ({before} to {self.mem_after_kb} kB)",
+                        f"/proc/meminfo on the destination (the kernel onlines the DIMM's LMBs itself); "
+                        f"migration started {self.migrate_after_ms} ms after device_add; DRCs in the "
+                        f"stream: {_drcs(self.drcs)}"),
+            self._online(),
+        ]
+
     def _refused_checks(self) -> list[CheckResult]:
         return [
             CheckResult("device_add refused during migration", self.refusal is not None
@@ -243,7 +268,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
     if plan.action == "unplug":
         _plug(src, slot)
         _settle(ctx, source, before)
-    if plan.destination_core and plan.action != "refused":
+    if plan.destination_core and plan.action in ("plug", "unplug"):
         _plug(dst, _slot(dst, core_id))  # before the stream comes, as libvirt does
     refusal: list[str] = []
     migrate_after = None
@@ -255,10 +280,14 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         src.monitor.cmd("migrate-set-parameters", **{"downtime-limit": SWITCHOVER_MS})
         if plan.action == "plug":
             _plug(src, slot)
+        elif plan.action == "memory":
+            _plug_dimm(src)
         else:
             src.monitor.cmd("device_del", id=CORE_ID)
         done = time.monotonic()
-        if plan.delay_ms is None:
+        if plan.delay_ms is None and plan.action == "memory":
+            _memory_grown(source, before, ONLINE_S)
+        elif plan.delay_ms is None:
             _settle(ctx, source, before)
         else:
             time.sleep(plan.delay_ms / 1000)
@@ -283,7 +312,13 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
                 new_ticked = destination.console.wait_for(
                     Tick, lambda t: t.cpu == new_cpu, max(0.0, deadline - time.monotonic())) is not None
         deleted = _deleted(src, "source") + (_wait_deleted(dst) if plan.action == "unplug" else ())
-        core_src, core_dst = _populated(src, core_id), _populated(dst, core_id)
+        mem_after = None
+        if plan.action == "memory":
+            core_src, core_dst = _has_dimm(src), _has_dimm(dst)
+            grown = _memory_grown(destination, before, 0.0 if stalled else ONLINE_S)
+            mem_after = grown.mem_total_kb if grown else None
+        else:
+            core_src, core_dst = _populated(src, core_id), _populated(dst, core_id)
         drcs = drcs_in(result.stream) if result.stream is not None else ()
         probe_after = _probe(destination, stalled, new_cpu, plan)
     seen = None
@@ -291,7 +326,8 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         cpus = tuple(sorted({*before.cpus, *((new_cpu,) if new_cpu is not None else ())}))
         seen = observe(ctx, src, dst, Before(before.probe, before.load, cpus), [Hop(result.figures, gaps)])
     return HotplugObservations(
-        plan, before, new_cpu, announced_on, ticked_on_src, new_ticked, core_src, core_dst, deleted,
+        plan, before, new_cpu, announced_on, ticked_on_src, new_ticked, core_src, core_dst, mem_after,
+        deleted,
         refusal[0] if refusal else None, migrate_after, drcs, probe_after, _watchdog(dst), gaps,
         result.figures.downtime_ms, seen)
 
@@ -328,6 +364,31 @@ def _try_plug(side: QemuProcess, slot: dict[str, Any]) -> str:
     except QmpCommandError as exc:
         return f"{exc.error_class}: {exc.desc}"
     return "accepted"
+
+
+def _plug_dimm(side: QemuProcess) -> None:
+    """A DIMM as libvirt hotplugs one: its memory backend, then the pc-dimm on it."""
+    backend: dict[str, Any] = {"qom-type": "memory-backend-ram", "id": DIMM_MEM, "size": DIMM_MB << 20}
+    side.monitor.cmd("object-add", **backend)
+    side.monitor.cmd("device_add", driver="pc-dimm", id=DIMM_ID, memdev=DIMM_MEM)
+
+
+def _has_dimm(side: QemuProcess) -> bool:
+    return any(d.get("data", {}).get("id") == DIMM_ID for d in side.monitor.cmd("query-memory-devices"))
+
+
+def _memory_grown(agent: Agent, before: Before, timeout: float) -> Probe | None:
+    """The first probe whose MemTotal grew by the DIMM (the guest onlined it), else the last one
+    taken when ``timeout`` ran out; None if the guest did not answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            probe = agent.probe()
+        except GuestUnresponsive:
+            return None
+        if probe.mem_total_kb - before.probe.mem_total_kb >= DIMM_MB * 1024 or time.monotonic() > deadline:
+            return probe
+        time.sleep(0.5)
 
 
 def _populated(side: QemuProcess, core_id: int) -> bool:
@@ -388,6 +449,15 @@ def _variant(name: str, plan: Plan, description: str) -> Variant[Plan]:
     return Variant(name, plan, source=MachineChange(smp=1, maxcpus=2), description=description)
 
 
+def _memory(name: str, delay_ms: int | None, description: str) -> Variant[Plan]:
+    """The source has room for one DIMM; the destination starts with it on its command line."""
+    room = MachineChange(smp=1, maxcpus=2, maxmem_mb=MAXMEM_MB, memory_slots=1)
+    return Variant(name, Plan("memory", delay_ms), source=room, description=description,
+                   destination=dataclasses.replace(
+                       room, objects=(f"memory-backend-ram,id={DIMM_MEM},size={DIMM_MB}M",),
+                       devices=(f"pc-dimm,id={DIMM_ID},memdev={DIMM_MEM}",)))
+
+
 SCENARIO = Scenario(
     name="hotplug",
     description="a CPU core plugged or unplugged just before the migration; the guest finishes on "
@@ -400,5 +470,7 @@ SCENARIO = Scenario(
         _variant("cpu-settled", Plan("plug", None), "migrate once the plugged CPU ticks"),
         _variant("cpu-unplug-0ms", Plan("unplug", 0), "device_del of a settled core, migrate at once"),
         _variant("refused", Plan("refused", None), "device_add while the migration is active"),
+        _memory("memory-0ms", 0, "a 256 MiB DIMM; migrate as soon as device_add returns"),
+        _memory("memory-settled", None, "a 256 MiB DIMM; migrate once the guest has it online"),
     ),
 )
