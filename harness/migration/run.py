@@ -65,7 +65,9 @@ def migrate(
     ``cut_after_bytes`` the transport's link is cut once the source has sent
     that much (fault injection). ``while_active`` is called once, as soon as the source
     reports the migration active (e.g. a command QEMU must refuse mid-migration).
-    Returns once the destination runs. Raises :class:`MigrationFailed` when
+    Returns once the destination runs, or, when the source was paused (a non-live migration),
+    once the destination has loaded the stream and stays paused as QEMU's global state says
+    (the caller resumes it). Raises :class:`MigrationFailed` when
     QEMU reports failure or the destination does not come up, and
     :class:`MigrationTimeout` when nothing final happens within ``timeout``.
     """
@@ -76,12 +78,13 @@ def migrate(
     # A source that was itself a destination (a ping-pong's second hop) still holds the
     # MIGRATION events of its incoming migration: drop them, they are not this hop's.
     src.monitor.events()
+    live = src.monitor.cmd("query-status")["status"] == "running"
     started = time.monotonic()
     with transport.route(record) as (uri, relay):
         triggers = [(lambda: transport.cut(), cut_after_bytes)] if cut_after_bytes is not None else []
         if while_active is not None:
             triggers.append((while_active, 0))
-        figures = _complete(src, dst, uri, started + timeout, relay, triggers)
+        figures = _complete(src, dst, uri, started + timeout, relay, triggers, live)
         sent = relay.forwarded if relay else figures.transferred_bytes
     return MigrationResult(figures, record, sent, time.monotonic() - started)
 
@@ -93,7 +96,7 @@ def stream_path(rundir: Path, src: QemuProcess, dst: QemuProcess) -> Path:
 
 def _complete(
     src: QemuProcess, dst: QemuProcess, uri: str, deadline: float, relay: Relay | None,
-    triggers: list[tuple[Callable[[], None], int]],
+    triggers: list[tuple[Callable[[], None], int]], live: bool = True,
 ) -> MigrationFigures:
     src.monitor.cmd("migrate", uri=uri)
     status = _wait_final(src, dst, deadline, triggers)
@@ -106,7 +109,7 @@ def _complete(
             f"source reports migration {status}: {figures.raw.get('error-desc', 'no error-desc')}"
             f"{note}\ndestination said: {dst.output()[-1500:] or '(nothing)'}"
         )
-    _wait_destination_running(dst, deadline)
+    _wait_destination_running(dst, deadline, "running" if live else "paused")
     return figures
 
 
@@ -148,7 +151,8 @@ def wait_destination_running(dst: QemuProcess, timeout: float) -> None:
     _wait_destination_running(dst, time.monotonic() + timeout)
 
 
-def _wait_destination_running(dst: QemuProcess, deadline: float) -> None:
+def _wait_destination_running(dst: QemuProcess, deadline: float, until: str = "running") -> None:
+    """Until ``dst`` is in state ``until`` (running; paused after a non-live migration)."""
     while True:
         if not dst.alive():
             raise _exited(dst, "destination", "after the source completed; it failed to load the stream")
@@ -156,7 +160,7 @@ def _wait_destination_running(dst: QemuProcess, deadline: float) -> None:
             status = dst.monitor.cmd("query-status")["status"]
         except QemuCrashed:
             continue  # the loop's liveness check reports it as a failed load
-        if status == "running":
+        if status == until:
             return
         if status not in ("inmigrate", "paused", "prelaunch", "finish-migrate"):
             raise MigrationFailed(f"destination is {status!r} after migration, not running")

@@ -86,6 +86,10 @@ class Plan:
     action: Action
     delay_ms: int | None
     """From ``device_add``/``device_del`` to ``migrate``; None: once the plugged CPU ticks."""
+    stopped: bool = False
+    """Stop the source after the delay and migrate it paused (a non-live migration, as
+    ``virsh migrate`` without --live): the stop lands within milliseconds of device_add, inside the
+    guest's handling of the hotplug; the destination is resumed after the load."""
     destination_core: bool = True
     """Whether the destination is given the core (False only to show the cell then fails); a DIMM
     is on the destination's command line (the variant's destination change)."""
@@ -291,8 +295,12 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
             _settle(ctx, source, before)
         else:
             time.sleep(plan.delay_ms / 1000)
+        if plan.stopped:
+            src.monitor.cmd("stop")
         migrate_after = round((time.monotonic() - done) * 1000)
         result = ctx.migrate(src, dst)
+        if plan.stopped:
+            dst.monitor.cmd("cont")
     destination = Agent(dst.console)
     with ctx.phase("check"):
         ticked = tuple(c for c in before.cpus if source.latest(Tick, cpu=c) is not None)
@@ -468,6 +476,10 @@ SCENARIO = Scenario(
         _variant("cpu-50ms", Plan("plug", 50), "migrate 50 ms after device_add"),
         _variant("cpu-300ms", Plan("plug", 300), "migrate 300 ms after device_add"),
         _variant("cpu-settled", Plan("plug", None), "migrate once the plugged CPU ticks"),
+        _variant("cpu-stopped-0ms", Plan("plug", 0, stopped=True),
+                 "stop the source as soon as device_add returns, migrate it paused, resume there"),
+        _variant("cpu-stopped-20ms", Plan("plug", 20, stopped=True),
+                 "stop the source 20 ms after device_add, migrate it paused, resume there"),
         _variant("cpu-unplug-0ms", Plan("unplug", 0), "device_del of a settled core, migrate at once"),
         _variant("refused", Plan("refused", None), "device_add while the migration is active"),
         _memory("memory-0ms", 0, "a 256 MiB DIMM; migrate as soon as device_add returns"),
