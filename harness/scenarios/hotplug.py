@@ -1,33 +1,38 @@
-"""hotplug: a CPU core plugged or unplugged just before a migration, and device_add refused during one.
+"""hotplug: a CPU core or DIMM plugged (or a core unplugged) just before a migration, and
+device_add refused during one.
 
-Guards against the spapr hotplug state that must travel with the guest: a
-core plugged on the source whose guest is still bringing it up (the DRC's
-allocation and isolation state, the configure-connector walk over the new
-node's device tree, the RTAS start-cpu) when the migration stops it. QEMU
-broke this before: 2.9 lost the configure-connector state (the ``ccs_list``
-that then had to be migrated), later versions migrate only a DRC's
-``state`` and ``unplug_requested`` (vmstate ``spapr_drc``, sent only while a
-DRC is not in its ready state) and rebuild the rest; a destination that gets
-it wrong leaves the guest with a CPU that never comes online, a hung
-configure-connector loop, or an unplug that never finishes.
+Guards against losing the spapr hotplug state of a guest that is still
+handling a hotplug when the migration stops it: the pending hotplug event
+and its interrupt, the DRC's state (vmstate ``spapr_drc``, sent only while
+the DRC is not in its ready state; the configure-connector position is not
+migrated at all, and QEMU once had to migrate it explicitly, the spapr
+``ccs_list``), and a CPU the guest is still bringing up. A destination that
+gets it wrong leaves a CPU or LMB that never comes online, a hung
+configure-connector loop or an unplug that never finishes.
 
-Variants: ``cpu-0ms``, ``cpu-50ms``, ``cpu-300ms`` (the migration starts that
-long after ``device_add`` returned on the source), ``cpu-settled`` (after the
-new CPU ticks on the source), ``cpu-unplug-0ms`` (``device_del`` of a
-settled core, then migrate at once) and ``refused`` (``device_add`` while the
-migration is active must be refused by QEMU, the migration still completes
-and the guest is unchanged). The guest starts with one CPU (maxcpus 2): a
-completed migration of a 2-CPU Debian guest always loses a timer (known
-failures), which would hide the outcome for the plugged CPU.
+Variants: ``cpu-0ms``, ``cpu-50ms``, ``cpu-300ms`` (live migration that
+long after ``device_add`` returned; the downtime-limit is raised so that QEMU
+stops the source at its first convergence check), ``cpu-stopped-0ms`` and
+``cpu-stopped-20ms`` (the source stopped that long after ``device_add`` and
+migrated paused, then resumed on the destination: the stop lands within
+milliseconds of the plug), ``cpu-settled`` (once the new CPU ticks),
+``cpu-unplug-0ms`` (``device_del`` of a settled core, then migrate),
+``memory-0ms`` and ``memory-settled`` (a 256 MiB DIMM; the guest kernel
+onlines its LMB itself) and ``refused`` (``device_add`` during the
+migration must be refused, the migration complete, the guest unchanged).
+The guest starts with one CPU (maxcpus 2): two always lose a timer on these
+builds (known failures), which would hide the plugged CPU's outcome.
 
-The destination gets the core the way libvirt gives it (qemuProcessSetup-
-HotpluggableVcpus): started with ``-incoming defer``, asked
-``query-hotpluggable-cpus`` for its own core type (QEMU 10.0's POWER9 core is
-power9_v2.2, 7.2's power9_v2.0), then ``device_add`` before the stream comes,
-which QEMU treats as cold-plugged (``spapr_drc_hotplugged`` is false while
-INMIGRATE). Which phase each cell caught is read from the stream (the
-``spapr_drc`` section of the core's DRC and its state) and from the console
-the new CPU was announced on (source or destination).
+The destination gets the device as libvirt gives it: a DIMM on its command
+line; a core by ``device_add`` after it started with ``-incoming defer`` and
+before the stream comes (libvirt's qemuProcessSetupHotpluggableVcpus), as
+only the destination knows its core type (QEMU 10.0's POWER9 core is
+power9_v2.2, 7.2's power9_v2.0); QEMU treats it as cold-plugged
+(``spapr_drc_hotplugged`` is false while INMIGRATE). Which phase a cell
+caught is in its evidence: the DRC trace events of both QEMUs, the DRCs in
+the stream, and the console the new CPU was announced on. PCI hotplug is not
+a variant: this guest kernel's in-kernel DLPAR handles CPU and memory events
+only (PCI needs drmgr and the rpaphp module).
 """
 
 from __future__ import annotations
@@ -246,13 +251,17 @@ def _drcs(drcs: tuple[Drc, ...]) -> str:
 
 def drcs_in(stream: Path) -> tuple[Drc, ...]:
     """The ``spapr_drc`` sections of a recorded stream (QEMU sends a DRC only while it is not in
-    its ready state, or an unplug was requested: spapr_drc.c ``drc_needed``)."""
+    its ready state, or an unplug was requested: spapr_drc.c ``spapr_drc_needed``; the
+    ``unplug_requested`` flag is its subsection). The configure-connector position
+    (``ccs_offset``, ``ccs_depth``) and the node's tree are not migrated: a destination rebuilds
+    the tree and restarts the walk, which is why a stop inside the walk matters."""
     found = []
     with open_stream(stream) as reader:
         for record in StreamParser(reader).records():
             if isinstance(record, DeviceState) and record.section.idstr == "spapr_drc":
                 state = record.state.find("state")
-                unplug = record.state.find("unplug_requested")
+                unplug = next((sub.state.find("unplug_requested") for sub in record.state.subsections
+                               if sub.name == "spapr_drc/unplug_requested"), None)
                 found.append(Drc(record.section.instance_id,
                                  state.value if state and isinstance(state.value, int) else -1,
                                  bool(unplug.value) if unplug else False))

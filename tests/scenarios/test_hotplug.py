@@ -16,12 +16,14 @@ from harness.matrix.model import Matrix
 from harness.paths import REPO_ROOT
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Variant
-from harness.scenarios.hotplug import HotplugObservations, Plan
+from harness.scenarios.hotplug import DIMM_MB, DRC_STATES, HotplugObservations, Plan
 
 pytestmark = pytest.mark.slow
 
 REFUSED = "qemu-7.2>qemu-10.0/latest-common/hotplug-refused"
 SETTLED = "qemu-7.2>qemu-10.0/latest-common/hotplug-cpu-settled"
+STOPPED = "qemu-7.2>qemu-10.0/latest-common/hotplug-cpu-stopped-0ms"
+MEMORY = "qemu-10.0>qemu-10.0/latest-common/hotplug-memory-0ms"
 
 
 def _matrix() -> Matrix:
@@ -45,6 +47,19 @@ def test_device_add_during_migration_is_refused_and_the_guest_is_unchanged(tmp_p
     assert [c.invariant for c in record.checks[:2]] == [
         "device_add refused during migration", "no core plugged on either side"]
     assert all(c.ok for c in record.checks)
+
+
+def test_a_hotplug_the_guest_had_not_seen_completes_on_the_destination(tmp_path: Path) -> None:
+    """Stopped right after device_add: the core's DRC travels unconfigured in the stream, and the
+    guest brings the CPU online on the destination, where every per-CPU check runs on it."""
+    record = _run(tmp_path, STOPPED, _matrix())
+
+    obs = record.observations
+    assert isinstance(obs, HotplugObservations)
+    assert [(d.index >> 28, DRC_STATES[d.state]) for d in obs.drcs] == [(1, "logical unusable")]
+    assert (obs.new_cpu, obs.announced_on, obs.new_cpu_ticked) == (1, "destination", True)
+    assert all(c.ok for c in record.checks)
+    assert obs.seen is not None and {p.cpu for p in obs.seen.progress} == {0, 1}
 
 
 def test_plugged_cpu_is_checked_before_the_known_timer_failure(tmp_path: Path) -> None:
@@ -83,3 +98,29 @@ def test_cell_fails_when_the_destination_lacks_the_plugged_core(
     message = f"{type(raised.value).__name__}: {raised.value}"
     assert "cpu" in message.lower(), message
     assert not [k for k in matrix.known_failures_for(SETTLED) if k.explains(message)]
+
+
+def test_plugged_dimm_is_online_in_the_guest_on_the_destination(tmp_path: Path) -> None:
+    record = _run(tmp_path, MEMORY, _matrix())
+
+    obs = record.observations
+    assert isinstance(obs, HotplugObservations)
+    assert obs.core_src and obs.core_dst
+    assert obs.mem_after_kb == obs.before.probe.mem_total_kb + DIMM_MB * 1024
+    assert all(c.ok for c in record.checks)
+
+
+def test_cell_fails_when_the_destination_lacks_the_plugged_dimm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    declared = SCENARIOS["hotplug"]
+    room = declared.variant("memory-0ms").source
+    without = dataclasses.replace(declared.variant("memory-0ms"), destination=room)
+    monkeypatch.setitem(SCENARIOS, "hotplug", dataclasses.replace(declared, variants=tuple(
+        without if v.name == without.name else v for v in declared.variants)))
+    matrix = _matrix()
+
+    with pytest.raises(ProductFailure) as raised:
+        _run(tmp_path, MEMORY, matrix)
+
+    message = f"{type(raised.value).__name__}: {raised.value}"
+    assert not [k for k in matrix.known_failures_for(MEMORY) if k.explains(message)], message
