@@ -196,7 +196,8 @@ class HotplugObservations:
                         f"{'still' if self.core_dst else 'not'} populated on the destination",
                         f"QMP events and query-hotpluggable-cpus; migration started "
                         f"{self.migrate_after_ms} ms after device_del; DRCs in the stream: "
-                        f"{_drcs(self.drcs)}"),
+                        f"{_drcs(self.drcs)}; guest kernel on the destination: "
+                        f"{self.kernel_said or 'nothing'}"),
             self._online(),
         ]
 
