@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.checks import CheckResult, Limits, Observations, TickGap, generic_checks, ticks_on_schedule
@@ -49,9 +48,7 @@ from harness.guest.agent import Agent
 from harness.guest.protocol import CpuOnline, Probe, Tick, parse_cpu_list
 from harness.scenarios.declare import MachineChange, Scenario, Variant
 from harness.scenarios.steps import Before, Hop, boot, observe, tick_gaps
-from harness.stream.parser import StreamParser
-from harness.stream.reader import open_stream
-from harness.stream.records import DeviceState
+from harness.stream.drc import DRC_STATES, Drc, drcs_in
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext
@@ -73,12 +70,6 @@ SWITCHOVER_MS = 60000
 its first convergence check (about 100 ms after ``migrate``) instead of after its iterations."""
 REFUSED_BANDWIDTH = 16 << 20
 """Bytes/s for the ``refused`` migration, so that it is still active when device_add comes."""
-DRC_STATES = {0: "invalid", 1: "logical unusable", 2: "logical available", 3: "logical unisolate",
-              4: "logical configured", 5: "physical available", 6: "physical poweron",
-              7: "physical unisolate", 8: "physical configured"}
-"""SpaprDrcState (include/hw/ppc/spapr_drc.h, LoPAPR 13.4 fig. 12; "exposed in the migration
-stream, so don't change them"). A logical DRC (CPU, LMB) is ready in ``configured``."""
-
 TRACED = ("spapr_drc_set_*", "spapr_drc_attach", "spapr_drc_unplug_request", "spapr_drc_awaiting_quiesce",
           "spapr_rtas_ibm_configure_connector_invalid")
 """QEMU trace events (hw/ppc/trace-events) for the guest's side of a hotplug, on both QEMUs."""
@@ -90,7 +81,8 @@ Action = Literal["plug", "unplug", "refused", "memory"]
 class Plan:
     action: Action
     delay_ms: int | None
-    """From ``device_add``/``device_del`` to ``migrate``; None: once the plugged CPU ticks."""
+    """From ``device_add``/``device_del`` to ``migrate`` (or ``stop``); None: once the plugged CPU
+    ticks, or the plugged memory is online, on the source."""
     stopped: bool = False
     """Stop the source after the delay and migrate it paused (a non-live migration, as
     ``virsh migrate`` without --live): the stop lands within milliseconds of device_add, inside the
@@ -98,15 +90,6 @@ class Plan:
     destination_core: bool = True
     """Whether the destination is given the core (False only to show the cell then fails); a DIMM
     is on the destination's command line (the variant's destination change)."""
-
-
-@dataclass(frozen=True)
-class Drc:
-    """One DRC the stream carried (sent only while it is not in its ready state)."""
-
-    index: int
-    state: int
-    unplug_requested: bool
 
 
 @dataclass(frozen=True)
@@ -132,11 +115,13 @@ class HotplugObservations:
     refusal: str | None
     """``refused``: QEMU's error for device_add mid-migration, or ``accepted``."""
     migrate_after_ms: int | None
-    """From device_add/device_del returning to the migrate command being issued."""
+    """From device_add/device_del returning to the migrate (or stop) command being issued."""
     drcs: tuple[Drc, ...]
     probe_after: Probe | None
     kernel_said: str
     """The destination guest kernel's watchdog lines (e.g. a hard lockup of the plugged CPU)."""
+    agent_cpus: tuple[int, ...]
+    """Every CPU the agent announced, on either console (an unplugged CPU's threads stay)."""
     gaps: tuple[TickGap, ...]
     downtime_ms: int
     seen: Observations | None
@@ -146,7 +131,8 @@ class HotplugObservations:
         return tuple(sorted({*self.before.cpus, *((self.new_cpu,) if plugged else ())}))
 
     def checks(self, limits: Limits) -> list[CheckResult]:
-        own = getattr(self, f"_{self.plan.action}_checks")()
+        own = {"plug": self._plug_checks, "unplug": self._unplug_checks, "memory": self._memory_checks,
+               "refused": self._refused_checks}[self.plan.action]()
         if self.seen is None:
             ticks = ticks_on_schedule(self.gaps, self.downtime_ms, self.before.probe.tb_freq, limits)
             return [*own, ticks]
@@ -232,13 +218,13 @@ class HotplugObservations:
     def _ipis(self) -> CheckResult:
         assert self.seen is not None
         pairs = self.seen.ipi.pairs
-        cpus = len(self.expected_online()) if self.plan.action != "unplug" else len(
-            {p.from_cpu for p in pairs})
+        cpus = len(self.agent_cpus)
         lost = [f"{p.from_cpu}->{p.to_cpu}" for p in pairs if p.ticks < 0]
         return CheckResult(
             "IPIs delivered between every pair of CPUs", len(pairs) == cpus * (cpus - 1) and not lost,
             f"{cpus * (cpus - 1)} pairs answered", {f"{p.from_cpu}->{p.to_cpu}": p.ticks for p in pairs},
-            f"cross-CPU round trips, the plugged CPU included; lost: {lost or 'none'}")
+            f"cross-CPU round trips between the agent's CPUs {list(self.agent_cpus)} (a plugged or "
+            f"unplugged one included); lost: {lost or 'none'}")
 
 
 def _sides(src: bool, dst: bool) -> str:
@@ -248,25 +234,6 @@ def _sides(src: bool, dst: bool) -> str:
 def _drcs(drcs: tuple[Drc, ...]) -> str:
     return ", ".join(f"0x{d.index:08x} {DRC_STATES.get(d.state, d.state)}"
                      + (" unplug requested" if d.unplug_requested else "") for d in drcs) or "none"
-
-
-def drcs_in(stream: Path) -> tuple[Drc, ...]:
-    """The ``spapr_drc`` sections of a recorded stream (QEMU sends a DRC only while it is not in
-    its ready state, or an unplug was requested: spapr_drc.c ``spapr_drc_needed``; the
-    ``unplug_requested`` flag is its subsection). The configure-connector position
-    (``ccs_offset``, ``ccs_depth``) and the node's tree are not migrated: a destination rebuilds
-    the tree and restarts the walk, which is why a stop inside the walk matters."""
-    found = []
-    with open_stream(stream) as reader:
-        for record in StreamParser(reader).records():
-            if isinstance(record, DeviceState) and record.section.idstr == "spapr_drc":
-                state = record.state.find("state")
-                unplug = next((sub.state.find("unplug_requested") for sub in record.state.subsections
-                               if sub.name == "spapr_drc/unplug_requested"), None)
-                found.append(Drc(record.section.instance_id,
-                                 state.value if state and isinstance(state.value, int) else -1,
-                                 bool(unplug.value) if unplug else False))
-    return tuple(found)
 
 
 def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
@@ -338,7 +305,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         else:
             core_src, core_dst = _populated(src, core_id), _populated(dst, core_id)
         drcs = drcs_in(result.stream) if result.stream is not None else ()
-        probe_after = _probe(destination, stalled, new_cpu, plan)
+        probe_after = _probe(destination, stalled)
     seen = None
     if not stalled and (plan.action != "plug" or new_ticked):
         cpus = tuple(sorted({*before.cpus, *((new_cpu,) if new_cpu is not None else ())}))
@@ -346,7 +313,8 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
     return HotplugObservations(
         plan, before, new_cpu, announced_on, ticked_on_src, new_ticked, core_src, core_dst, mem_after,
         deleted,
-        refusal[0] if refusal else None, migrate_after, drcs, probe_after, _watchdog(dst), gaps,
+        refusal[0] if refusal else None, migrate_after, drcs, probe_after, _watchdog(dst),
+        tuple(sorted({*source.online_cpus(), *destination.online_cpus()})), gaps,
         result.figures.downtime_ms, seen)
 
 
@@ -452,7 +420,7 @@ def _watchdog(side: QemuProcess) -> str:
     return "; ".join(line.split("] ", 1)[-1].strip() for line in text.splitlines() if "watchdog:" in line)
 
 
-def _probe(agent: Agent, stalled: bool, new_cpu: int | None, plan: Plan) -> Probe | None:
+def _probe(agent: Agent, stalled: bool) -> Probe | None:
     """The destination's probe, once the guest has finished with the core; None if it cannot
     answer (a stalled CPU)."""
     try:

@@ -16,7 +16,8 @@ from harness.matrix.model import Matrix
 from harness.paths import REPO_ROOT
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Variant
-from harness.scenarios.hotplug import DIMM_MB, DRC_STATES, HotplugObservations, Plan
+from harness.scenarios.hotplug import DIMM_MB, HotplugObservations, Plan
+from harness.stream.drc import DRC_STATES
 
 pytestmark = pytest.mark.slow
 
