@@ -63,6 +63,8 @@ MAXMEM_MB = 1024
 ONLINE_S = 20.0
 """How long the guest may take to bring a plugged CPU online and tick on it (or to finish an
 unplug); long enough for the guest kernel's watchdog to name a CPU that locked up meanwhile."""
+KERNEL_WORDS = ("watchdog:", "Oops:")
+"""Guest kernel console lines kept as a cell's evidence (a CPU locked up, a kernel exception)."""
 PROBE_STALLED_S = 3.0
 """How long a guest with a stalled CPU gets to answer the probe."""
 SWITCHOVER_MS = 60000
@@ -120,7 +122,7 @@ class HotplugObservations:
     drcs: tuple[Drc, ...]
     probe_after: Probe | None
     kernel_said: str
-    """The destination guest kernel's watchdog lines (e.g. a hard lockup of the plugged CPU)."""
+    """The destination guest kernel's watchdog and oops lines (a hard lockup of the plugged CPU)."""
     agent_cpus: tuple[int, ...]
     """Every CPU the agent announced, on either console (an unplugged CPU's threads stay)."""
     gaps: tuple[TickGap, ...]
@@ -249,7 +251,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
     core_id = slot["props"]["core-id"]
     if plan.action == "unplug":
         _plug(src, slot)
-        _settle(ctx, source, before)
+        _settle(ctx, src, before)
     if plan.destination_core and plan.action in ("plug", "unplug"):
         _plug(dst, _slot(dst, core_id))  # before the stream comes, as libvirt does
     refusal: list[str] = []
@@ -270,7 +272,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         if plan.delay_ms is None and plan.action == "memory":
             _memory_grown(source, before, ONLINE_S)
         elif plan.delay_ms is None:
-            _settle(ctx, source, before)
+            _settle(ctx, src, before)
         else:
             time.sleep(plan.delay_ms / 1000)
         if plan.stopped:
@@ -317,7 +319,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
     return HotplugObservations(
         plan, before, new_cpu, announced_on, ticked_on_src, new_ticked, core_src, core_dst, mem_after,
         deleted,
-        refusal[0] if refusal else None, migrate_after, drcs, probe_after, _watchdog(dst),
+        refusal[0] if refusal else None, migrate_after, drcs, probe_after, _kernel_said(dst),
         tuple(sorted({*source.online_cpus(), *destination.online_cpus()})), gaps,
         result.figures.downtime_ms, seen)
 
@@ -386,11 +388,13 @@ def _populated(side: QemuProcess, core_id: int) -> bool:
                for c in side.monitor.cmd("query-hotpluggable-cpus"))
 
 
-def _settle(ctx: ScenarioContext, agent: Agent, before: Before) -> None:
+def _settle(ctx: ScenarioContext, src: QemuProcess, before: Before) -> None:
     """Until the plugged CPU is announced on the source and ticks there."""
+    agent = Agent(src.console)
     announced = agent.console.wait_for(CpuOnline, lambda m: m.cpu not in before.cpus, ONLINE_S)
     if announced is None:
-        raise GuestUnresponsive(f"source: no plugged CPU came online within {ONLINE_S:.0f} s")
+        raise GuestUnresponsive(f"source: no plugged CPU came online within {ONLINE_S:.0f} s; guest "
+                                f"kernel there: {_kernel_said(src) or 'nothing'}")
     agent.beat_after(Tick, 0, ctx.timeouts.beat_s, cpu=announced.cpu)
 
 
@@ -417,11 +421,12 @@ def _wait_deleted(dst: QemuProcess) -> tuple[str, ...]:
     return ("destination",) if event else ()
 
 
-def _watchdog(side: QemuProcess) -> str:
-    """The guest kernel's watchdog lines on ``side``'s console (QEMU's log of it)."""
+def _kernel_said(side: QemuProcess) -> str:
+    """The guest kernel's watchdog and oops lines on ``side``'s console (QEMU's log of it)."""
     log = side.paths.serial_log
     text = log.read_text(errors="replace") if log.exists() else ""
-    return "; ".join(line.split("] ", 1)[-1].strip() for line in text.splitlines() if "watchdog:" in line)
+    return "; ".join(line.split("] ", 1)[-1].strip() for line in text.splitlines()
+                     if any(word in line for word in KERNEL_WORDS))
 
 
 def _probe(agent: Agent, stuck: bool) -> Probe | None:
