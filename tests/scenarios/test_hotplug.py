@@ -22,7 +22,7 @@ from harness.stream.drc import DRC_STATES
 pytestmark = pytest.mark.slow
 
 REFUSED = "qemu-7.2>qemu-10.0/latest-common/hotplug-refused"
-SETTLED = "qemu-7.2>qemu-10.0/latest-common/hotplug-cpu-settled"
+SETTLED = "qemu-10.0>qemu-10.0/latest-common/hotplug-cpu-settled"
 STOPPED = "qemu-7.2>qemu-10.0/latest-common/hotplug-cpu-stopped-0ms"
 MEMORY = "qemu-10.0>qemu-10.0/latest-common/hotplug-memory-0ms"
 
