@@ -5,8 +5,8 @@ Guards against losing the spapr hotplug state of a guest that is still
 handling a hotplug when the migration stops it: the pending hotplug event
 and its interrupt, the DRC's state (vmstate ``spapr_drc``, sent only while
 the DRC is not in its ready state; the configure-connector position is not
-migrated at all, and QEMU once had to migrate it explicitly, the spapr
-``ccs_list``), and a CPU the guest is still bringing up. A destination that
+migrated at all, see :mod:`harness.stream.drc`), and a CPU the guest is
+still bringing up. A destination that
 gets it wrong leaves a CPU or LMB that never comes online, a hung
 configure-connector loop or an unplug that never finishes.
 
