@@ -15,11 +15,11 @@ from typing import Any
 
 from harness.builds.model import Build
 from harness.checks import Limits
+from harness.driver import Driver, QemuDriver
 from harness.hosts.workspace import Workspace, workspace_for
 from harness.matrix.model import Timeouts
-from harness.migration.run import MigrationResult, migrate, stream_path, wait_destination_running
+from harness.migration.run import MigrationResult, wait_destination_running
 from harness.placement import Placement
-from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup
 from harness.qemu.process import QemuProcess
 from harness.scenarios.declare import Variant
@@ -50,6 +50,8 @@ class ScenarioContext:
     phases: dict[str, float] = field(default_factory=dict)
     migrations: list[MigrationResult] = field(default_factory=list)
     started: list[QemuProcess] = field(default_factory=list)
+    driver: Driver = field(default_factory=QemuDriver)
+    """What starts and migrates the guest: QEMU command lines, or libvirt."""
     _workspaces: dict[int, Workspace] = field(default_factory=dict)
 
     def phase(self, name: str) -> AbstractContextManager[None]:
@@ -84,23 +86,15 @@ class ScenarioContext:
             self._workspaces[id(on)] = self.stack.enter_context(workspace_for(on, self.rundir, self.readable))
         ws = self._workspaces[id(on)]
         staged = replace(setup, kernel=ws.stage(setup.kernel), initrd=ws.stage(setup.initrd))
-        argv = qemu_argv(build, staged, SidePaths.for_role(ws.path(self.rundir), role), incoming=incoming)
-        (self.rundir / f"{role}-argv.txt").write_text("\n".join(argv) + "\n")
-        side = self.stack.enter_context(
-            QemuProcess(role, on, build, argv, SidePaths.for_role(self.rundir, role), ws))
-        self.started.append(side)
-        with self.phase("boot"):
-            side.start()
-        return side
+        return self.driver.start(self, role, build, staged, ws, incoming)
 
     def migrate(self, src: QemuProcess, dst: QemuProcess, *, timeout: float | None = None,
                 cut_after_bytes: int | None = None) -> MigrationResult:
         """Migrate ``src`` to ``dst`` (recording the stream unless the matrix says none)."""
-        record = stream_path(self.rundir, src, dst) if self.record_stream else None
         with self.phase("migrate"):
-            result = migrate(src, dst, self.placement.transport_to(src, dst),
-                             timeout=self.timeouts.migrate_s if timeout is None else timeout,
-                             record=record, cut_after_bytes=cut_after_bytes)
+            result = self.driver.migrate(
+                self, src, dst, timeout=self.timeouts.migrate_s if timeout is None else timeout,
+                cut_after_bytes=cut_after_bytes)
         self.migrations.append(result)
         return result
 

@@ -28,7 +28,8 @@ def root_view(root: Path, writable: Sequence[Path], readable: Sequence[Path],
               mounts: Sequence[tuple[Path, Path]] = ()) -> list[str]:
     """bwrap arguments: ``root`` read-only as ``/``, ``writable``/``readable`` at their paths,
     and each ``(host dir, path)`` of ``mounts`` writable at that path (a daemon's private state
-    where its root expects it, e.g. ``/var/lib/libvirt``)."""
+    where its root expects it, e.g. ``/var/lib/libvirt``). A view with mounts also gets the
+    host's ``/sys`` read-only: libvirtd reads the host's CPUs there to start QEMU."""
     shared = [(Path(p), "--bind", Path(p)) for p in writable]
     shared += [(Path(p), "--ro-bind", Path(p)) for p in readable]
     shared += [(Path(src), "--bind", Path(dest)) for src, dest in mounts]
@@ -46,6 +47,8 @@ def root_view(root: Path, writable: Sequence[Path], readable: Sequence[Path],
     _mirror(root, PurePosixPath(), holes, args)
     for fresh in FRESH.values():
         args += fresh
+    if mounts:
+        args += ["--ro-bind", "/sys", "/sys"]
     for path, how, dest in sorted(shared, key=lambda item: len(item[2].parts)):
         args += [how, str(path), str(dest)]
     return args

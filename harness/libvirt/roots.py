@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import filecmp
 import os
+import pwd
 import shlex
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ from harness.errors import BuildError, CacheError
 
 LIBVIRT_PACKAGES = ("libvirt-daemon", "libvirt-daemon-driver-qemu")
 LIBVIRTD = "usr/sbin/libvirtd"
+QEMU_USER = "libvirt-qemu"
 _MARKER = ".goldmig-libvirt-complete"
 
 
@@ -48,6 +50,12 @@ def libvirt_build(spec: BuildSpec, build: Build) -> Build:
                 raise BuildError(f"build {spec.name!r} under the libvirt driver needs the host's "
                                  f"/{LIBVIRTD}: run `make setup` (it installs "
                                  f"{' '.join(LIBVIRT_PACKAGES)})")
+            try:
+                pwd.getpwnam(QEMU_USER)
+            except KeyError:
+                raise BuildError(f"build {spec.name!r} under the libvirt driver: the host has no "
+                                 f"user {QEMU_USER}, which libvirt's QEMU driver resolves at start; "
+                                 "run `make setup` (target libvirt-user)") from None
             return build
         case DebianSuiteBuild():
             return replace(build, root=ensure_libvirt_root(spec.suite, spec.mirror))
