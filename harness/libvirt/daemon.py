@@ -30,8 +30,10 @@ from harness.hosts.setns import pid_alive
 from harness.hosts.ssh import SshHost
 
 STATE = {"etc": "/etc/libvirt", "lib": "/var/lib/libvirt", "cache": "/var/cache/libvirt",
-         "log": "/var/log/libvirt", "run": "/run/libvirt"}
-"""Private directory -> where libvirtd looks for it inside the sandbox."""
+         "log": "/var/log/libvirt", "run": "/run/libvirt", "home": "/root"}
+"""Private directory -> where libvirtd looks for it inside the sandbox. ``/root`` too: a peer
+daemon's ``qemu+ssh://`` runs root's login shell there, and the host's root dot files
+(e.g. pyenv's rehash warning) must not write into libvirt's stream."""
 HOME_RE = re.compile(r"^gm-lv-(\d+)-")
 LIBVIRTD = "/usr/sbin/libvirtd"
 START_S = 20.0

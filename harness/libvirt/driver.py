@@ -152,7 +152,20 @@ class LibvirtDriver:
         except HarnessError:
             if worker.is_alive() or not failure:
                 raise
-        worker.join(timeout)
+        deadline = time.monotonic() + timeout
+        while worker.is_alive() and time.monotonic() < deadline:
+            worker.join(0.2)
+            if dst.console.closed_by_peer and worker.is_alive():
+                # The destination's QEMU went away mid-stream; a source QEMU behind the relay
+                # may wait for it forever, so the harness ends the job, as the direct driver does.
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.abortJob()
+                worker.join(30)
+                raise MigrationFailed(exit_report(
+                    f"destination QEMU exited during the libvirt migration {src.role} to "
+                    f"{dst.role}; libvirt on the source said: "
+                    f"{libvirt_words(failure[0]) if failure else 'nothing yet'}; destination QEMU said",
+                    dst.output()))
         if worker.is_alive():
             with contextlib.suppress(libvirt.libvirtError):
                 dom.abortJob()

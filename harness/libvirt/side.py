@@ -200,9 +200,12 @@ class LibvirtSide(QemuProcess):
         return self.daemon.qemu_log(self.name)
 
     def stop(self) -> None:
+        """Destroy the domain; its QEMU's output (libvirt's log of it) is kept as evidence."""
         if self.state is State.STOPPED:
             return
         self.console.close()
+        if output := self.output():
+            self.paths.output.write_text(output)
         if self.domain is not None:
             try:
                 if self.domain.isActive():
