@@ -53,17 +53,48 @@ libvirt.registerErrorHandler(_quiet, None)
 class LibvirtDaemon:
     """libvirtd of one namespace side (``a`` or ``b``), reachable at :attr:`uri`."""
 
-    def __init__(self, label: str, evidence: Path) -> None:
+    def __init__(self, label: str, evidence: Path, capabilities: Path | None = None) -> None:
+        """``capabilities``: where libvirt's probe of this side's QEMU is kept between cells
+        (see :meth:`seed_capabilities`); None probes afresh every time."""
         self.label = label
         self.address = ""
         self.evidence = evidence
+        self.capabilities = capabilities
         self.home = Path(tempfile.mkdtemp(prefix=f"gm-lv-{os.getpid()}-{label}-"))
         for name in (*STATE, "ssh"):
             (self.home / name).mkdir()
+        self._seeded = self.seed_capabilities()
         self._host: SshHost | None = None
         self._conn: libvirt.virConnect | None = None
         self.version = ""
         self.started_s = 0.0
+
+    def seed_capabilities(self) -> bool:
+        """Copy libvirt's cached probe of the emulator into this daemon's private cache.
+
+        libvirt probes a QEMU binary it has not seen (about 2 s under TCG here)
+        and keeps the result in ``/var/cache/libvirt/qemu/capabilities``; it
+        checks that file itself on load (binary and libvirtd times, versions,
+        host) and probes again when it no longer holds. A copy is the daemon's
+        own, so nothing is shared while it runs.
+        """
+        if self.capabilities is None or not self.capabilities.is_dir():
+            return False
+        shutil.copytree(self.capabilities, self.home / "cache/qemu/capabilities")
+        return True
+
+    def _keep_capabilities(self) -> None:
+        """After a first probe: offer it to later cells (one writer wins, whole or not at all)."""
+        probed = self.home / "cache/qemu/capabilities"
+        if self.capabilities is None or self._seeded or not any(probed.glob("*.xml")):
+            return
+        self.capabilities.parent.mkdir(parents=True, exist_ok=True)
+        part = Path(tempfile.mkdtemp(prefix=".part-", dir=self.capabilities.parent))
+        shutil.copytree(probed, part, dirs_exist_ok=True)
+        try:
+            part.rename(self.capabilities)
+        except OSError:  # another cell kept its probe first
+            shutil.rmtree(part, ignore_errors=True)
 
     def mounts(self) -> list[tuple[Path, Path]]:
         """Host dir -> sandbox path pairs for :class:`~harness.hosts.netns.NamespacePair`."""
@@ -167,6 +198,7 @@ class LibvirtDaemon:
             self._host.run_command(["sh", "-c", "kill -9 $(cat /run/libvirt/libvirtd.pid) "
                                     "2>/dev/null; true"], timeout=10.0)
         self._keep_logs()
+        self._keep_capabilities()
         shutil.rmtree(self.home, ignore_errors=True)
 
     def _keep_logs(self) -> None:

@@ -40,6 +40,7 @@ from harness.matrix.model import Matrix
 from harness.migration.relay import Relay
 from harness.migration.run import MigrationFigures, MigrationResult, stream_path
 from harness.migration.transport import NamespaceTransport
+from harness.paths import cache_root
 from harness.placement import Placement
 from harness.qemu.argv import SidePaths
 from harness.qemu.machine import MachineSetup
@@ -212,10 +213,16 @@ def _figures(dst: LibvirtSide, src: LibvirtSide) -> MigrationFigures:
     )
 
 
+def _capabilities(build: Build) -> Path:
+    """Where libvirt's probe of ``build``'s QEMU is kept between cells, by the root it runs in."""
+    return cache_root() / "libvirt-capabilities" / (build.root.name or "host")
+
+
 def open_libvirt(builds: tuple[Build, Build], rundir: Path, readable: list[Path], recording: bool,
                  stack: ExitStack) -> tuple[Placement, LibvirtDriver]:
     """A namespace pair with a libvirtd per side; everything is closed by ``stack``."""
-    daemons = {label: LibvirtDaemon(label, rundir) for label in "ab"}
+    daemons = {label: LibvirtDaemon(label, rundir, _capabilities(build))
+               for label, build in zip("ab", builds, strict=True)}
     for daemon in daemons.values():  # state made before the pair, removed even if it fails
         stack.callback(shutil.rmtree, daemon.home, True)
     pair = stack.enter_context(NamespacePair(
