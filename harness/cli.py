@@ -251,8 +251,8 @@ def _print_bench(path: Path) -> None:
 def _print_driver_cost(outcomes: list[CellOutcome]) -> None:
     """What another driver adds to a cell: its phases minus its direct-driver twin's."""
     direct = {o.cell: o for o in outcomes}
-    pairs = [(o, direct[twin]) for o in outcomes if ":" in o.cell
-             and (twin := o.cell.split(":", 1)[1]) in direct]
+    pairs = [(o, direct[name]) for o in outcomes if ":" in o.cell
+             and (name := o.cell.split(":", 1)[1]) in direct]
     if not pairs:
         return
     width = max(len(o.cell) for o, _ in pairs)
