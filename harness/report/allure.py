@@ -41,7 +41,7 @@ def label_cell(record: CellRecord, repeat: int) -> None:
     excluded), so Allure shows them as retries of one test.
     """
     cell = record.cell
-    scenario = cell.id.split("/", 2)[-1]
+    scenario = cell.id.split("/", 2)[-1] + (f" ({cell.driver})" if cell.driver != "qemu" else "")
     allure.dynamic.title(cell.id)
     declared = SCENARIOS[cell.scenario]
     variant = declared.variant(cell.variant).description if cell.variant else ""
@@ -50,7 +50,7 @@ def label_cell(record: CellRecord, repeat: int) -> None:
     allure.dynamic.parent_suite(scenario)
     allure.dynamic.suite(cell.machine)
     for name, value in (("scenario", scenario), ("machine", cell.machine), ("source", cell.src),
-                        ("destination", cell.dst)):
+                        ("destination", cell.dst), ("driver", cell.driver)):
         allure.dynamic.label(name, value)
     test = current_test()
     if test is None:
