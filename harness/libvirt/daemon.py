@@ -155,13 +155,19 @@ class LibvirtDaemon:
                 self._conn = libvirt.open(self.uri)
                 break
             except libvirt.libvirtError as exc:
-                if time.monotonic() > deadline:
+                # It forks before its drivers start, so a driver that fails ends it later.
+                if time.monotonic() > deadline or not self._running(host):
                     raise self._broken(f"does not answer on {self.uri}: "
                                        f"{exc.get_error_message()}") from exc
-                time.sleep(0.02)
+                time.sleep(0.05)
         version = self._conn.getLibVersion()
         self.version = f"{version // 1000000}.{version // 1000 % 1000}.{version % 1000}"
         self.started_s = time.monotonic() - started
+
+    @staticmethod
+    def _running(host: SshHost) -> bool:
+        return host.run_command(["sh", "-c", "kill -0 $(cat /run/libvirt/libvirtd.pid)"],
+                                timeout=10.0).returncode == 0
 
     @property
     def conn(self) -> libvirt.virConnect:

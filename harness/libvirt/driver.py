@@ -31,10 +31,11 @@ from harness.builds.model import Build
 from harness.builds.spec import BuildSpec, PathBuild
 from harness.errors import HarnessError, MigrationFailed, MigrationTimeout
 from harness.hosts.netns import NamespacePair
+from harness.hosts.ssh import SshHost
 from harness.hosts.workspace import Workspace
 from harness.libvirt.daemon import LibvirtDaemon
 from harness.libvirt.domain_xml import DomainFiles, domain_xml
-from harness.libvirt.errors import from_transport, libvirt_words
+from harness.libvirt.errors import libvirt_words
 from harness.libvirt.side import LibvirtSide
 from harness.matrix.model import Matrix
 from harness.migration.relay import Relay
@@ -112,10 +113,7 @@ class LibvirtDriver:
             error = self._run(src, dst, params, timeout)
             sent = relay.forwarded if relay else 0
             relay_error = relay.error if relay else None
-        if error is not None:
-            if from_transport(error):
-                raise HarnessError(f"libvirt could not reach side {label}'s daemon: "
-                                   f"{libvirt_words(error)}") from error
+        if error is not None:  # the SSH route was proven when the daemons started
             note = f"\nrelay: {relay_error}" if relay_error else ""
             raise MigrationFailed(exit_report(
                 f"libvirt: migration {src.role} to {dst.role} failed: {libvirt_words(error)}{note}; "
@@ -213,6 +211,16 @@ def _figures(dst: LibvirtSide, src: LibvirtSide) -> MigrationFigures:
     )
 
 
+def _check_route(host: SshHost, source: LibvirtDaemon, destination: LibvirtDaemon) -> None:
+    """Side a's SSH route to side b's sshd, as its daemon will take it for a peer-to-peer
+    migration: a harness break here, so a libvirt error during a migration is libvirt's own."""
+    proc = host.run_command([str(source.ssh_dir / "ssh"), f"root@{destination.address}", "true"],
+                            timeout=20.0)
+    if proc.returncode != 0:
+        raise HarnessError(f"side a cannot reach side b's sshd at {destination.address} the way "
+                           f"its libvirtd would (qemu+ssh): {proc.stderr.strip()[-500:]}")
+
+
 def _capabilities(build: Build) -> Path:
     """Where libvirt's probe of ``build``'s QEMU is kept between cells, by the root it runs in."""
     return cache_root() / "libvirt-capabilities" / (build.root.name or "host")
@@ -236,6 +244,7 @@ def open_libvirt(builds: tuple[Build, Build], rundir: Path, readable: list[Path]
         stack.callback(daemon.stop)  # before the pair's teardown: domains destroyed, logs kept
         daemon.configure(pair.side(label).address, pair.workdir / "client_key", pair.workdir / "known_hosts")
         daemon.start(hosts[label])
+    _check_route(hosts["a"], daemons["a"], daemons["b"])
     placement = Placement({role: hosts[side] for role, side in _SIDE_OF.items()},
                           lambda src, dst: NamespaceTransport(pair, _SIDE_OF[dst.role], recording))
     return placement, LibvirtDriver(pair, daemons)

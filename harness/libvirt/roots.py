@@ -93,8 +93,13 @@ def _make(suite: str, base: Path, root: Path) -> None:
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
     shutil.copyfile("/etc/resolv.conf", tmp / "etc/resolv.conf")
+    # The QEMU driver resolves its user at start; libvirt-daemon-system would make it (and
+    # services), and only some releases' driver packages do (trixie's does, bullseye's not).
     install = ("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-               f"--no-install-recommends {' '.join(LIBVIRT_PACKAGES)}")
+               f"--no-install-recommends {' '.join(LIBVIRT_PACKAGES)} && "
+               f"(getent group {QEMU_USER} >/dev/null || groupadd --system {QEMU_USER}) && "
+               f"(getent passwd {QEMU_USER} >/dev/null || useradd --system --gid {QEMU_USER} "
+               f"--home-dir /var/lib/libvirt --no-create-home --shell /usr/sbin/nologin {QEMU_USER})")
     proc = subprocess.run(
         ["unshare", "-m", "sh", "-c",
          f"mount -t proc proc {shlex.quote(str(tmp / 'proc'))} && "
