@@ -10,6 +10,7 @@ first, and the tick check follows them.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -68,9 +69,10 @@ def the_rest(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: B
 
 
 def own_first(own: list[CheckResult], seen: Observations | None, landed: Landed, tb_freq: int,
-              limits: Limits) -> list[CheckResult]:
-    """The scenario's checks, then every generic check (only the tick check when a CPU stalled)."""
+              limits: Limits, without: Collection[str] = ()) -> list[CheckResult]:
+    """The scenario's checks, then every generic check but ``without`` (only the tick check when a
+    CPU stalled)."""
     if seen is None:
         return [*own, ticks_on_schedule(landed.gaps, landed.result.figures.downtime_ms, tb_freq,
                                         limits)]
-    return [*own, *generic_checks(seen, limits)]
+    return [*own, *generic_checks(seen, limits, without)]
