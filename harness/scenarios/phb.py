@@ -25,10 +25,12 @@ with a device each; the windows its device tree describes are exactly those
 the source QEMU maps (``info mtree``) and exactly those the destination maps;
 the stream's PHB sections are the destination's PHBs, and carry the pre-2.8
 fields exactly where the machine type sends them, with the values the
-destination's windows give. Then every generic check, including the guest's
-PHB ranges and BARs unchanged. With the golden guest's firmware VOF the
-kernel leaves BARs of driverless devices unassigned (SLOF assigns them);
-the windows checks do not depend on it.
+destination's windows give; the guest's assigned memory BARs lie in their
+PHB's windows on the destination (listed only where the guest assigned any:
+under VOF, pseries-2.8's kernel leaves a driverless device's BARs unassigned,
+SLOF and newer machine types assign them). Then every generic check,
+including the guest's PHB ranges and BARs unchanged. One vCPU: the windows do
+not depend on it, and a second CPU only adds the known timer failures.
 """
 
 from __future__ import annotations

@@ -116,6 +116,15 @@ def _xive_observations(stream: tuple[Block, ...]) -> XiveBlocksObservations:
         seen=None)
 
 
+def test_xiveblocks_device_check_needs_the_destinations_xive_regions() -> None:
+    """A destination map without XIVE's regions (unread, or another controller) cannot pass."""
+    obs = dataclasses.replace(_xive_observations(stream=(Block("ppc_spapr.ram", 0x20000000),)),
+                              destination_regions={"ppc_spapr.ram": "ram"})
+    results = {c.invariant: c for c in obs.checks(Limits(500))}
+    assert results["stream's RAM blocks are the destination's"].ok
+    assert not results["no device region travels as RAM"].ok
+
+
 # ---- real QEMU ----
 
 def _matrix() -> Matrix:
