@@ -61,7 +61,12 @@ def phb_windows(mtree: str) -> tuple[Window, ...]:
 
 
 def ram_blocks(text: str) -> tuple[Block, ...]:
-    """The RAM blocks of ``info ramblock`` output, with their used length."""
+    """The named RAM blocks of ``info ramblock`` output, with their used length.
+
+    A block gets its name (idstr) when it is registered for migration
+    (``vmstate_register_ram``); one that never is (a RAM device region such as
+    XIVE's KVM pages, ``*_nomigrate`` RAM) prints an empty name and is left out.
+    """
     return tuple(Block(m[1], int(m[3], 16)) for line in text.splitlines() if (m := _BLOCK.match(line)))
 
 

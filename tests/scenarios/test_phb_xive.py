@@ -65,6 +65,8 @@ def test_pre_2_8_fields_fold_a_contiguous_64_bit_window_into_the_memory_window()
 
 def test_ram_blocks_and_device_regions() -> None:
     assert ram_blocks(RAMBLOCK) == (Block("ppc_spapr.ram", 0x20000000),)
+    unnamed = "                            64 KiB  0x0000000020000000 0x0000000000040000 0x0000000000040000"
+    assert ram_blocks(RAMBLOCK + unnamed + "\n") == (Block("ppc_spapr.ram", 0x20000000),)
     regions = region_types(MTREE)
     assert regions["xive.esb"] == "i/o" and regions["ppc_spapr.ram"] == "ram"
 
