@@ -209,7 +209,7 @@ def _run_scenario(
             driver: Driver
             if cell.driver == "libvirt":
                 with timed(record.phases, "libvirt"):
-                    placement, driver = open_libvirt(builds, rundir, readable, recording, stack)
+                    placement, driver = open_libvirt(builds, rundir, readable, stack)
                 record.parameters["driver"] = "libvirt " + " > ".join(
                     f"{driver.daemons[side].version}" for side in "ab")
             else:

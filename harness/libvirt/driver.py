@@ -40,7 +40,7 @@ from harness.libvirt.side import LibvirtSide
 from harness.matrix.model import Matrix
 from harness.migration.relay import Relay
 from harness.migration.run import MigrationFigures, MigrationResult, stream_path
-from harness.migration.transport import NamespaceTransport
+from harness.migration.transport import Transport
 from harness.paths import cache_root
 from harness.placement import Placement
 from harness.qemu.argv import SidePaths
@@ -226,7 +226,7 @@ def _capabilities(build: Build) -> Path:
     return cache_root() / "libvirt-capabilities" / (build.root.name or "host")
 
 
-def open_libvirt(builds: tuple[Build, Build], rundir: Path, readable: list[Path], recording: bool,
+def open_libvirt(builds: tuple[Build, Build], rundir: Path, readable: list[Path],
                  stack: ExitStack) -> tuple[Placement, LibvirtDriver]:
     """A namespace pair with a libvirtd per side; everything is closed by ``stack``."""
     daemons = {label: LibvirtDaemon(label, rundir, _capabilities(build))
@@ -245,6 +245,10 @@ def open_libvirt(builds: tuple[Build, Build], rundir: Path, readable: list[Path]
         daemon.configure(pair.side(label).address, pair.workdir / "client_key", pair.workdir / "known_hosts")
         daemon.start(hosts[label])
     _check_route(hosts["a"], daemons["a"], daemons["b"])
-    placement = Placement({role: hosts[side] for role, side in _SIDE_OF.items()},
-                          lambda src, dst: NamespaceTransport(pair, _SIDE_OF[dst.role], recording))
-    return placement, LibvirtDriver(pair, daemons)
+    return Placement({role: hosts[side] for role, side in _SIDE_OF.items()}, _own_routes), \
+        LibvirtDriver(pair, daemons)
+
+
+def _own_routes(src: QemuProcess, dst: QemuProcess) -> Transport:
+    raise HarnessError("under the libvirt driver, libvirt migrates (LibvirtDriver.migrate); "
+                       "there is no QEMU transport to hand out")

@@ -86,7 +86,7 @@ _KILLED_RUN = textwrap.dedent("""
     rundir = Path(sys.argv[1])
     build = provision(HostPackageBuild("qemu-7.2"))
     stack = ExitStack()
-    placement, driver = open_libvirt((build, build), rundir, [], False, stack)
+    placement, driver = open_libvirt((build, build), rundir, [], stack)
     dom = driver.daemons["a"].conn.createXML(
         "<domain type='qemu'><name>left</name><memory unit='MiB'>64</memory>"
         "<os><type arch='ppc64' machine='pseries-7.2'>hvm</type></os>"
