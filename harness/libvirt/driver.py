@@ -146,10 +146,10 @@ class LibvirtDriver:
         dst.expect_incoming()
         worker = threading.Thread(target=call, name=f"migrate-{src.role}-{dst.role}", daemon=True)
         worker.start()
-        try:
-            dst.console.connect(worker.is_alive, timeout)
+        try:  # a migration that failed has no destination QEMU to wait for
+            dst.console.connect(lambda: worker.is_alive() or not failure, timeout)
         except HarnessError:
-            if worker.is_alive() or not failure:
+            if not failure:
                 raise
         deadline = time.monotonic() + timeout
         while worker.is_alive() and time.monotonic() < deadline:
