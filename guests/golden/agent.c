@@ -70,6 +70,7 @@
 #define MAX_COMMAND 128         /* longest accepted command line */
 #define WARP_MS 200             /* tbwarp: how long the spinners sample together */
 #define WARP_MEET_S 1           /* tbwarp: how long a spinner waits for the others to join */
+#define WARP_TURN 1000          /* tbwarp: at most 1/WARP_TURN s waiting for another CPU's turn */
 
 static inline uint64_t mftb(void)
 {
@@ -931,7 +932,7 @@ static atomic_uint warp_arrived;   /* spinners at the rendezvous */
 static atomic_uint warp_finished;  /* spinners done; main waits on it (futex) */
 static atomic_bool warp_lock;
 static uint64_t warp_last;         /* under warp_lock: the last sample, taken by warp_last_cpu */
-static int warp_last_cpu = -1;     /* under warp_lock; -1: none yet */
+static atomic_int warp_last_cpu = -1; /* written under warp_lock; -1: none yet */
 
 static void warp_acquire(void)
 {
@@ -964,12 +965,20 @@ static void warp_sample(struct cpu_slot *s, struct spin *sp, unsigned gen)
 		watch(sp, now);
 	}
 	for (start = now; now - start < tb_freq * WARP_MS / 1000 && warp_current(gen);) {
+		/* Take turns, so that most samples follow another CPU's: a spin
+		 * lock is not fair, and under TCG one vCPU can win it for
+		 * milliseconds.  A CPU that stopped taking part costs WARP_TURN. */
+		for (uint64_t t = now; atomic_load_explicit(&warp_last_cpu, memory_order_relaxed) == s->cpu &&
+				       now - t < tb_freq / WARP_TURN;) {
+			now = mftb();
+			watch(sp, now);
+		}
 		warp_acquire();
 		now = mftb();
 		uint64_t prev = warp_last;
-		int by = warp_last_cpu;
+		int by = atomic_load_explicit(&warp_last_cpu, memory_order_relaxed);
 		warp_last = now;
-		warp_last_cpu = s->cpu;
+		atomic_store_explicit(&warp_last_cpu, s->cpu, memory_order_relaxed);
 		atomic_store_explicit(&warp_lock, false, memory_order_release);
 		watch(sp, now);
 		r.samples++;
@@ -1272,7 +1281,7 @@ static void do_tbwarp(long long req)
 	for (int c = 0; c < MAX_CPUS; c++)
 		expected += atomic_load_explicit(&slots[c].started, memory_order_acquire);
 	warp_acquire();
-	warp_last_cpu = -1;
+	atomic_store_explicit(&warp_last_cpu, -1, memory_order_relaxed);
 	atomic_store_explicit(&warp_lock, false, memory_order_release);
 	atomic_store_explicit(&warp_expected, expected, memory_order_relaxed);
 	atomic_store_explicit(&warp_arrived, 0, memory_order_relaxed);

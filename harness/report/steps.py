@@ -26,7 +26,8 @@ from harness.errors import CheckFailed, MigrationFailed, MigrationTimeout
 from harness.migration.run import STREAM_PREFIX, MigrationResult
 
 PARAMETER_CHARS = 300
-_ROLES = {"src": "source", "dst": "destination", "back": "return destination"}
+_ROLES = {"src": "source", "dst": "destination", "back": "return destination",
+          "again": "second destination", "onward": "third destination"}
 _HOPS = (("src", "dst"), ("dst", "back"))
 """The roles of each hop, in order, when no recorded stream names them."""
 _ROLE_FILES = (("argv.txt", "command line"), ("qemu.log", "QEMU output"), ("qmp.log", "QMP transcript"),
