@@ -30,13 +30,14 @@ class HopTimebase:
     """The cross-CPU samples right after the hop; None when the guest did not answer."""
 
 
-def never_backwards(hop: HopTimebase) -> CheckResult:
+def never_backwards(hop: HopTimebase, tb_freq: int) -> CheckResult:
     """No CPU's own mftb went back across the hop (watcher), nor its tick's timebase."""
     name = f"timebase never goes backwards across hop {hop.number}"
     if hop.stats is None:
         return CheckResult(name, False, 0, "not measured", "the guest did not answer tbstats")
     idle = [c.cpu for c in hop.stats.cpus if c.samples == 0]
-    back = {c.cpu: c.max_back for c in hop.stats.cpus if c.max_back}
+    back = {c.cpu: f"{c.max_back} ticks ({c.max_back * 1000 / tb_freq:.1f} ms)"
+            for c in hop.stats.cpus if c.max_back}
     tick_back = {g.cpu: g.gap for g in hop.gaps if g.gap is not None and g.gap < 0}
     return CheckResult(
         name, bool(hop.stats.cpus) and not idle and not back and not tick_back, 0,
@@ -102,4 +103,4 @@ def in_step(hop: HopTimebase, tb_freq: int) -> CheckResult:
 
 def hop_checks(hop: HopTimebase, tb_freq: int, limits: Limits) -> list[CheckResult]:
     """The hop's own timebase checks, in the order a reader wants them."""
-    return [never_backwards(hop), jump_within_bound(hop, tb_freq, limits), in_step(hop, tb_freq)]
+    return [never_backwards(hop, tb_freq), jump_within_bound(hop, tb_freq, limits), in_step(hop, tb_freq)]

@@ -92,8 +92,8 @@ class TestParseValid:
         [
             # Verbatim from a boot of the golden image under QEMU 7.2 with -smp 2.
             (
-                '##GM hello 1 8da5ff78 {"agent":3,"tb_freq":512000000,"cpus":"0-1"}\r',
-                Hello(seq=1, agent=3, tb_freq=512000000, cpus="0-1"),
+                '##GM hello 1 8eec92c3 {"agent":4,"tb_freq":512000000,"cpus":"0-1"}\r',
+                Hello(seq=1, agent=4, tb_freq=512000000, cpus="0-1"),
             ),
             ('##GM cpu 3 ad05a47f {"cpu":1}\r', CpuOnline(seq=3, cpu=1)),
             (
