@@ -136,13 +136,22 @@ class TestScenarioOrder:
         stalled = (TickGap(0, _tick(0, 7, 1_750), None, 1_780), TickGap(1, _tick(1, 7, 1_760), None, 1_780))
         hops = (dataclasses.replace(_hop(), number=1, gaps=stalled), _hop(),
                 dataclasses.replace(_hop(), number=3, stats=None, warp=None))
-        names = [(r.invariant, r.ok) for r in TimebaseObservations(FREQ, hops, None).checks(LIMITS)]
+        names = [(r.invariant, r.ok) for r in TimebaseObservations(FREQ, 3, hops, None).checks(LIMITS)]
         assert names[:6] == [(f"timebase {what} hop {n}", True) for n in (1, 2)
                              for what in ("never goes backwards across", "forward jump within bound across",
                                           "in step across CPUs after")]
         assert names[6] == ("timer ticks on schedule", False)  # hop 1's: the headline
         assert [n for n, _ in names[7:9]] == ["timer ticks on schedule"] * 2
         assert [ok for _, ok in names[9:]] == [False] * 3  # hop 3 unmeasured, after the ticks
+
+    def test_hops_not_run_after_the_guest_stopped_answering_are_listed_last(self) -> None:
+        stalled = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
+                   TickGap(1, _tick(1, 7, 1_760), None, 1_780))
+        hops = (dataclasses.replace(_hop(), number=1, gaps=stalled, stats=None, warp=None),)
+        results = TimebaseObservations(FREQ, 3, hops, None).checks(LIMITS)
+        assert [r.invariant for r in results][0] == "timer ticks on schedule"
+        assert (results[-1].invariant, results[-1].ok, results[-1].after) == (
+            "timebase across hops 2 to 3", False, "not run")
 
 
 def _line(kind: str, seq: int, payload: dict[str, object]) -> str:

@@ -63,7 +63,11 @@ class Plan:
 @dataclass(frozen=True)
 class TimebaseObservations:
     tb_freq: int
+    planned: int
+    """How many hops the variant asked for."""
     hops: tuple[HopTimebase, ...]
+    """The hops made: fewer than planned when the guest stopped answering (nothing more to
+    measure; a CPU had stalled, so the tick check says why)."""
     seen: Observations | None
     """The generic observations after the last hop; None when a CPU's tick did not come on
     schedule after some hop (the cell ends at the tick check, every hop's own checks made)."""
@@ -74,6 +78,11 @@ class TimebaseObservations:
         unmeasured = [c for c in own if c.after == "not measured"]  # the guest stalled: after ticks
         ticks = [dataclasses.replace(t, before=f"hop {hop.number}: {t.before}") for hop in self.hops
                  for t in [ticks_on_schedule(hop.gaps, hop.downtime_ms, self.tb_freq, limits)]]
+        if len(self.hops) < self.planned:
+            unmeasured.append(CheckResult(
+                f"timebase across hops {len(self.hops) + 1} to {self.planned}", False,
+                f"{self.planned} hops", "not run",
+                f"the guest did not answer after hop {len(self.hops)}: no later hop could be measured"))
         generic = [] if self.seen is None else generic_checks(self.seen, limits, without=OWN)
         return [*measured, *ticks, *unmeasured, *generic]
 
@@ -85,6 +94,8 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> TimebaseObservations:
     hops: list[HopTimebase] = []
     figures: list[Hop] = []
     for number, role in enumerate(HOP_ROLES[:plan.hops], 1):
+        if hops and hops[-1].stats is None:
+            break  # the guest no longer answers: a further hop would measure nothing
         src, dst = sides[-1], ctx.start(role)
         if number > 1:
             Agent(src.console).tbreset()
@@ -98,7 +109,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> TimebaseObservations:
         sides.append(dst)
     stalled = any(g.first_after is None for hop in hops for g in hop.gaps)
     seen = None if stalled else observe(ctx, sides[-2], sides[-1], before, figures)
-    return TimebaseObservations(before.probe.tb_freq, tuple(hops), seen)
+    return TimebaseObservations(before.probe.tb_freq, plan.hops, tuple(hops), seen)
 
 
 def _measure(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before, number: int,
