@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from harness.checks import CheckResult, Limits, TickGap
 from harness.guest.protocol import TbStats, TbWarp
 
+NOT_MEASURED = "not measured"
+"""A check's ``after`` when the guest did not answer (a stalled CPU; the tick check says why)."""
+
 
 @dataclass(frozen=True)
 class HopTimebase:
@@ -34,7 +37,7 @@ def never_backwards(hop: HopTimebase, tb_freq: int) -> CheckResult:
     """No CPU's own mftb went back across the hop (watcher), nor its tick's timebase."""
     name = f"timebase never goes backwards across hop {hop.number}"
     if hop.stats is None:
-        return CheckResult(name, False, 0, "not measured", "the guest did not answer tbstats")
+        return CheckResult(name, False, 0, NOT_MEASURED, "the guest did not answer tbstats")
     idle = [c.cpu for c in hop.stats.cpus if c.samples == 0]
     back = {c.cpu: f"{c.max_back} ticks ({c.max_back * 1000 / tb_freq:.1f} ms)"
             for c in hop.stats.cpus if c.max_back}
@@ -55,7 +58,7 @@ def jump_within_bound(hop: HopTimebase, tb_freq: int, limits: Limits) -> CheckRe
     bound = bound_ms * tb_freq // 1000
     expected = f"<= {bound} ticks ({hop.downtime_ms} ms downtime + {limits.tb_slack_ms} ms slack)"
     if hop.stats is None:
-        return CheckResult(name, False, expected, "not measured", "the guest did not answer tbstats")
+        return CheckResult(name, False, expected, NOT_MEASURED, "the guest did not answer tbstats")
     sampled = [c for c in hop.stats.cpus if c.samples > 0]
     over = [c.cpu for c in sampled if c.max_fwd > bound]
     return CheckResult(
@@ -74,7 +77,7 @@ def in_step(hop: HopTimebase, tb_freq: int) -> CheckResult:
     expected = "no CPU behind another (cross-CPU backward step 0 ticks)"
     warp = hop.warp
     if warp is None:
-        return CheckResult(name, False, expected, "not measured", "the guest did not answer tbwarp")
+        return CheckResult(name, False, expected, NOT_MEASURED, "the guest did not answer tbwarp")
     unpaired = [c.cpu for c in warp.cpus if c.cross == 0]
     behind = {c.cpu: c.max_warp for c in warp.cpus if c.max_warp}
     crossed = [c for c in warp.cpus if c.cross]

@@ -13,7 +13,7 @@ import pytest
 
 from harness.checks import Limits, TickGap
 from harness.guest.protocol import CpuTbStats, CpuWarp, ProtocolError, TbStats, TbWarp, Tick, parse_line
-from harness.scenarios.timebase import TimebaseObservations
+from harness.scenarios.timebase import Plan, TimebaseObservations
 from harness.tbchecks import HopTimebase, hop_checks, in_step, jump_within_bound, never_backwards
 
 FREQ = 512_000_000
@@ -152,6 +152,12 @@ class TestScenarioOrder:
         assert [r.invariant for r in results][0] == "timer ticks on schedule"
         assert (results[-1].invariant, results[-1].ok, results[-1].after) == (
             "timebase across hops 2 to 3", False, "not run")
+
+
+    @pytest.mark.parametrize(("hops", "rewind_ms"), [(0, 0), (4, 0), (3, 300)])
+    def test_a_plan_needs_a_role_for_every_qemu(self, hops: int, rewind_ms: int) -> None:
+        with pytest.raises(ValueError, match="roles for 1 to"):
+            Plan(hops, rewind_ms)
 
 
 def _line(kind: str, seq: int, payload: dict[str, object]) -> str:

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING
 from harness.checks import CheckResult, Limits, Observations, TickGap, generic_checks, ticks_on_schedule
 from harness.errors import ConfigError, GuestUnresponsive
 from harness.guest.agent import Agent
+from harness.guest.protocol import TbStats, TbWarp
 from harness.scenarios.declare import Needs, Scenario, Variant
 from harness.scenarios.steps import Before, Hop, boot, observe, tick_gaps
 from harness.stream.clock import rewind_clock
-from harness.tbchecks import HopTimebase, hop_checks
+from harness.tbchecks import NOT_MEASURED, HopTimebase, hop_checks
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext
@@ -59,6 +60,11 @@ class Plan:
     """Non-vacuity only: the last hop loads its recorded stream, virtual clock set back by this
     much, into a further QEMU (the timebase then goes back on every CPU)."""
 
+    def __post_init__(self) -> None:
+        roles = len(HOP_ROLES) - (1 if self.rewind_ms else 0)  # a rewind takes one more QEMU
+        if not 1 <= self.hops <= roles:
+            raise ValueError(f"timebase: {self.hops} hops, but roles for 1 to {roles}")
+
 
 @dataclass(frozen=True)
 class TimebaseObservations:
@@ -74,8 +80,8 @@ class TimebaseObservations:
 
     def checks(self, limits: Limits) -> list[CheckResult]:
         own = [c for hop in self.hops for c in hop_checks(hop, self.tb_freq, limits)]
-        measured = [c for c in own if c.after != "not measured"]
-        unmeasured = [c for c in own if c.after == "not measured"]  # the guest stalled: after ticks
+        measured = [c for c in own if c.after != NOT_MEASURED]
+        unmeasured = [c for c in own if c.after == NOT_MEASURED]  # the guest stalled: after ticks
         ticks = [dataclasses.replace(t, before=f"hop {hop.number}: {t.before}") for hop in self.hops
                  for t in [ticks_on_schedule(hop.gaps, hop.downtime_ms, self.tb_freq, limits)]]
         if len(self.hops) < self.planned:
@@ -121,13 +127,14 @@ def _measure(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: B
                          earlier)
         stalled = any(g.first_after is None for g in gaps)
         agent = Agent(dst.console, timeout=STALLED_ANSWER_S if stalled else 10.0)
+        warp: TbWarp | None = None
+        stats: TbStats | None = None
         try:
             warp = agent.tbwarp()
             stats = agent.tbstats()
         except GuestUnresponsive:
             if not stalled:
                 raise
-            warp, stats = None, None
     return HopTimebase(number, downtime_ms, gaps, stats, warp)
 
 
