@@ -31,6 +31,8 @@ class HopTimebase:
     """Per-CPU watchers since the reset before the hop; None when the guest did not answer."""
     warp: TbWarp | None
     """The cross-CPU samples right after the hop; None when the guest did not answer."""
+    silence: str = ""
+    """Why the guest did not answer tbwarp or tbstats (empty when it did)."""
 
 
 def never_backwards(hop: HopTimebase, tb_freq: int) -> CheckResult:
@@ -104,6 +106,16 @@ def in_step(hop: HopTimebase, tb_freq: int) -> CheckResult:
     )
 
 
+def answered(hop: HopTimebase) -> CheckResult:
+    """The guest answered the hop's measurements (a guest that cannot, with every CPU's first
+    tick on time, has stalled since: the timebase checks then have nothing to look at)."""
+    return CheckResult(f"guest answers after hop {hop.number}", not hop.silence,
+                       "tbwarp and tbstats answered", hop.silence or "answered",
+                       f"hop {hop.number}: the agent's replies on the console")
+
+
 def hop_checks(hop: HopTimebase, tb_freq: int, limits: Limits) -> list[CheckResult]:
-    """The hop's own timebase checks, in the order a reader wants them."""
-    return [never_backwards(hop, tb_freq), jump_within_bound(hop, tb_freq, limits), in_step(hop, tb_freq)]
+    """The hop's own timebase checks, in the order a reader wants them (first whether the guest
+    answered, when it did not)."""
+    own = [never_backwards(hop, tb_freq), jump_within_bound(hop, tb_freq, limits), in_step(hop, tb_freq)]
+    return [answered(hop), *own] if hop.silence else own

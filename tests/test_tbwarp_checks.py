@@ -154,6 +154,15 @@ class TestScenarioOrder:
             "timebase across hops 2 to 3", False, "not run")
 
 
+    def test_a_guest_that_stopped_answering_though_every_cpu_ticked_headlines(self) -> None:
+        silent = dataclasses.replace(_hop(), number=1, stats=None, warp=None,
+                                     silence="dst: no reply to 'tbwarp' (request 4) within 14.0s")
+        results = TimebaseObservations(FREQ, 3, (silent,), None).checks(LIMITS)
+        assert [(r.invariant, r.ok) for r in results][:3] == [
+            ("timer ticks on schedule", True), ("guest answers after hop 1", False),
+            ("timebase never goes backwards across hop 1", False)]
+        assert results[1].after == "dst: no reply to 'tbwarp' (request 4) within 14.0s"
+
     @pytest.mark.parametrize(("hops", "rewind_ms"), [(0, 0), (4, 0), (3, 300)])
     def test_a_plan_needs_a_role_for_every_qemu(self, hops: int, rewind_ms: int) -> None:
         with pytest.raises(ValueError, match="roles for 1 to"):
