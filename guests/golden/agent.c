@@ -799,9 +799,9 @@ static void publish_beat(struct cpu_slot *s, uint64_t n, uint64_t iter, uint64_t
 }
 
 /*
- * SPIN_BATCH samples.  For consecutive samples prev, cur: a backward step
- * prev - cur or a forward gap cur - prev, keeping the largest of each (and
- * where the largest gap ended).  Every busy_every iterations, a busy beat.
+ * The watcher: for consecutive samples prev, cur, a backward step prev - cur
+ * or a forward gap cur - prev, keeping the largest of each (and where the
+ * largest gap ended).
  */
 static inline void watch(struct spin *sp, uint64_t cur)
 {
@@ -817,6 +817,7 @@ static inline void watch(struct spin *sp, uint64_t cur)
 	sp->prev = cur;
 }
 
+/* SPIN_BATCH samples, each watched; every busy_every iterations, a busy beat. */
 static void spin_batch(struct cpu_slot *s, struct spin *sp)
 {
 	for (int i = 0; i < SPIN_BATCH; i++) {
