@@ -71,18 +71,18 @@ def test_every_hop_keeps_each_cpus_timebase_and_all_in_step(tmp_path: Path) -> N
 
 
 def test_cell_fails_when_the_timebase_goes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hop's stream is loaded into a fresh QEMU with the virtual clock 300 ms earlier:
+    """The hop's stream is loaded into a fresh QEMU with the virtual clock a second earlier:
     every CPU's watcher sees its timebase go back, and the cell fails on that check."""
     declared = SCENARIOS["timebase"]
     monkeypatch.setitem(SCENARIOS, "timebase", dataclasses.replace(
-        declared, variants=(Variant("", Plan(hops=1, rewind_ms=300)),)))
+        declared, variants=(Variant("", Plan(hops=1, rewind_ms=1000)),)))
 
     with pytest.raises(CheckFailed) as raised:
         run_cell(*_cell_and_record(tmp_path))
 
-    assert raised.value.invariant == "timebase never goes backwards across hop 1"
+    assert raised.value.invariant == "timebase never goes backwards across hop 1", raised.value
     back = raised.value.after
-    assert isinstance(back, str) and "largest backward step by CPU: {0: " in back and ", 1: " in back
+    assert isinstance(back, str) and "largest backward step by CPU: {0: " in back and ", 1: " in back, back
 
 
 def _cell_and_record(tmp_path: Path) -> tuple[object, Matrix, CellRecord]:
