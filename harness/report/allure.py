@@ -49,6 +49,8 @@ def label_cell(record: CellRecord, repeat: int) -> None:
                                + (f"; {variant}" if variant else ""))
     allure.dynamic.parent_suite(scenario)
     allure.dynamic.suite(cell.machine)
+    allure.dynamic.feature(cell.scenario)
+    allure.dynamic.story(cell.variant or cell.scenario)
     for name, value in (("scenario", scenario), ("machine", cell.machine), ("source", cell.src),
                         ("destination", cell.dst)):
         allure.dynamic.label(name, value)

@@ -34,7 +34,9 @@ _ROLES = {"src": "source", "dst": "destination", "back": "return destination",
 _HOPS = (("src", "dst"), ("dst", "back"))
 """The roles of each hop, in order, when no recorded stream names them."""
 _ROLE_FILES = (("argv.txt", "command line"), ("qemu.log", "QEMU output"), ("qmp.log", "QMP transcript"),
-               ("serial.log", "serial console"), ("corrupt-lines.txt", "agent lines with a bad CRC"))
+               ("serial.log", "serial console"), ("corrupt-lines.txt", "agent lines with a bad CRC"),
+               ("info-mtree.txt", "memory map (info mtree)"),
+               ("info-ramblock.txt", "RAM blocks (info ramblock)"))
 
 
 @dataclass(frozen=True)
