@@ -226,7 +226,8 @@ def _run_scenario(
                     record.checks = record.observations.checks(limits)
             except MigrationFailed:
                 if matrix.lab is None:  # the diff records reference streams on this machine
-                    diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0]},
+                    diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0],
+                                            "again": builds[1], "onward": builds[1]},
                                   setups["src"])
                 raise
             finally:

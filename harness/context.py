@@ -25,8 +25,10 @@ from harness.qemu.process import QemuProcess
 from harness.scenarios.declare import Variant
 from harness.timing import timed
 
-ROLES = ("src", "dst", "back")
-"""src runs the guest first, dst receives it, back is a return destination on src's side."""
+ROLES = ("src", "dst", "back", "again", "onward")
+"""src runs the guest first, dst receives it, back is a return destination on src's side; again
+and onward are further destinations on dst's side (dst's build and set-up), for hops in a row."""
+_DST_SIDE = ("dst", "again", "onward")
 
 
 @dataclass
@@ -34,7 +36,8 @@ class ScenarioContext:
     """The cell's builds and machine set-ups, and the means to run them.
 
     ``setups`` maps ``src`` and ``dst`` to what each side starts with (the
-    variant's changes applied); a return destination starts like ``src``.
+    variant's changes applied); a return destination starts like ``src``,
+    further ones (``again``, ``onward``) like ``dst``.
     """
 
     builds: tuple[Build, Build]
@@ -64,14 +67,14 @@ class ScenarioContext:
         return self.setups["src"]
 
     def build_of(self, role: str) -> Build:
-        return self.builds[1] if role == "dst" else self.builds[0]
+        return self.builds[1] if role in _DST_SIDE else self.builds[0]
 
     def setup_of(self, role: str) -> MachineSetup:
-        return self.setups["dst"] if role == "dst" else self.setups["src"]
+        return self.setups["dst"] if role in _DST_SIDE else self.setups["src"]
 
     def start(self, role: str, build: Build | None = None, *, setup: MachineSetup | None = None,
               incoming: bool | None = None) -> QemuProcess:
-        """Start QEMU for ``role`` (src, dst or back) and connect its QMP and console.
+        """Start QEMU for ``role`` (one of :data:`ROLES`) and connect its QMP and console.
 
         By default a role runs its side's build and set-up; the source starts
         paused (``-S``), every other role waits for an incoming migration.
