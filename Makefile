@@ -2,16 +2,17 @@
 # project's tests plus the smoke selection. Both install what they need on first use.
 
 APT_PACKAGES := qemu-system-ppc gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross \
-	debootstrap bubblewrap cpio gzip openssh-server iproute2 python3-venv
+	debootstrap bubblewrap cpio gzip openssh-server iproute2 python3-venv \
+	libvirt-daemon libvirt-daemon-driver-qemu libvirt-dev pkg-config gcc python3-dev
 TEST_APT_PACKAGES := chromium
 VENV := .venv
 BIN := $(VENV)/bin
 ALLURE_PIN := harness/report/allure3
 ALLURE_DIR := $(VENV)/allure3
 
-.PHONY: setup apt test-apt node venv allure guest run report test bench lint
+.PHONY: setup apt libvirt-user test-apt node venv allure guest run report test bench lint
 
-setup: apt venv allure guest
+setup: apt libvirt-user venv allure guest
 
 # Installs whichever of the given Debian packages are missing.
 define apt_install
@@ -27,6 +28,13 @@ endef
 
 apt:
 	$(call apt_install,$(APT_PACKAGES))
+
+# The user and group Debian's libvirt QEMU driver resolves at start (libvirt-daemon-system would
+# make them, and start a system libvirtd too; goldmig runs its own daemons instead).
+libvirt-user: apt
+	@getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+	@id libvirt-qemu >/dev/null 2>&1 || useradd --system --gid libvirt-qemu --home-dir /var/lib/libvirt \
+		--no-create-home --shell /usr/sbin/nologin libvirt-qemu
 
 test-apt:  # the browser test's headless Chromium
 	$(call apt_install,$(TEST_APT_PACKAGES))

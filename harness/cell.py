@@ -19,12 +19,16 @@ from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec
 from harness.checks import CheckResult, Limits, require_all
 from harness.context import ScenarioContext
+from harness.driver import Driver, QemuDriver
 from harness.errors import MigrationFailed
 from harness.evidence import keep_evidence
 from harness.explain import diff_last_hop, summarise_streams
 from harness.guest.image import GoldenImage, ensure_golden_image
 from harness.hosts.local import LocalHost
 from harness.hosts.ssh import SshHost
+from harness.libvirt.driver import open_libvirt
+from harness.libvirt.driver import refusal as libvirt_refusal
+from harness.libvirt.roots import libvirt_build
 from harness.matrix.model import Cell, LabHost, Matrix, ScenarioRef
 from harness.migration.run import MigrationResult
 from harness.placement import lab_target, place
@@ -108,6 +112,9 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
         if matrix.lab and needs.local_builds:
             raise CellImpossible(f"scenario {cell.scenario} records reference streams with the "
                                  "builds on this machine; lab builds live on the lab hosts")
+        if cell.driver == "libvirt" and (why := libvirt_refusal(
+                matrix, (matrix.builds[cell.src], matrix.builds[cell.dst]))):
+            raise CellImpossible(why)
         if needs.accel is not None and needs.accel != matrix.accel:
             raise CellImpossible(f"{ScenarioRef(cell.scenario, cell.variant).name} needs accel "
                                  f"{needs.accel}; this matrix runs {matrix.accel}")
@@ -118,6 +125,9 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
             dst_build = _located(matrix.builds[cell.dst], dst_lab)
             src_info, dst_info = _supports(src_build, src_lab), _supports(dst_build, dst_lab)
             image = ensure_golden_image()
+            if cell.driver == "libvirt":  # the same QEMU, in a root that has its release's libvirtd
+                src_build = libvirt_build(matrix.builds[cell.src], src_build)
+                dst_build = libvirt_build(matrix.builds[cell.dst], dst_build)
         src_machine, dst_machine = resolve_machine(cell, src_info, dst_info)
         _require(needs, cell, {cell.src: (src_info, src_machine), cell.dst: (dst_info, dst_machine)})
         base = _setup(matrix, image, src_machine, dst_machine)
@@ -133,6 +143,7 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
             "hosts": (f"lab {matrix.lab[0].address} > {matrix.lab[1].address}" if matrix.lab
                       else matrix.hosts),
             "accel": matrix.accel,
+            "driver": cell.driver,
         })
         if setups["dst"] != setups["src"]:
             record.parameters["destination machine"] = setups["dst"].machine_arg()
@@ -198,11 +209,19 @@ def _run_scenario(
     passed = False
     try:
         with ExitStack() as stack:
-            placement = place(matrix, builds, rundir, readable, recording, host, stack)
+            driver: Driver
+            if cell.driver == "libvirt":
+                with timed(record.phases, "libvirt"):
+                    placement, driver = open_libvirt(builds, rundir, readable, stack)
+                record.parameters["driver"] = "libvirt " + " > ".join(
+                    f"{driver.daemons[side].version}" for side in "ab")
+            else:
+                placement = place(matrix, builds, rundir, readable, recording, host, stack)
+                driver = QemuDriver()
             ctx = ScenarioContext(
                 builds, setups, scenario.variant(cell.variant), rundir, matrix.timeouts, limits,
                 placement, stack, readable, record_stream=recording,
-                phases=record.phases, migrations=record.migrations,
+                phases=record.phases, migrations=record.migrations, driver=driver,
             )
             try:
                 record.observations = scenario.run(ctx, ctx.variant)
@@ -210,7 +229,8 @@ def _run_scenario(
                     record.checks = record.observations.checks(limits)
             except MigrationFailed:
                 if matrix.lab is None:  # the diff records reference streams on this machine
-                    diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0]},
+                    diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0],
+                                            "again": builds[1], "onward": builds[1]},
                                   setups["src"])
                 raise
             finally:

@@ -11,7 +11,7 @@ import pytest
 
 from harness.errors import GoldmigError
 from harness.paths import REPO_ROOT, reports_root
-from harness.report.summary import read_cells_json
+from harness.report.summary import CellOutcome, read_cells_json
 
 PHASES = ("provision", "boot", "migrate", "check")
 
@@ -245,6 +245,24 @@ def _print_bench(path: Path) -> None:
         overhead = total - sum(o.phases.get(p, 0.0) for p in PHASES)
         cols = [o.phases.get(p, 0.0) for p in PHASES] + [overhead, total]
         print(f"{o.cell:{width}}  " + "  ".join(f"{c:9.2f}" for c in cols) + f"  {o.outcome}")
+    _print_driver_cost(outcomes)
+
+
+def _print_driver_cost(outcomes: list[CellOutcome]) -> None:
+    """What another driver adds to a cell: its phases minus its direct-driver twin's."""
+    direct = {o.cell: o for o in outcomes}
+    pairs = [(o, direct[name]) for o in outcomes if ":" in o.cell
+             and (name := o.cell.split(":", 1)[1]) in direct]
+    if not pairs:
+        return
+    width = max(len(o.cell) for o, _ in pairs)
+    phases = ("boot", "migrate", "check", "total")
+    print(f"\n{'added by the driver (s)':{width}}  " + "  ".join(f"{p:>9}" for p in phases))
+    for other, twin in pairs:
+        print(f"{other.cell:{width}}  " + "  ".join(
+            f"{other.phases.get(p, 0.0) - twin.phases.get(p, 0.0):+9.2f}" for p in phases))
+    added = sorted(o.phases.get("total", 0.0) - t.phases.get("total", 0.0) for o, t in pairs)
+    print(f"median added per cell: {added[len(added) // 2]:+.2f} s over {len(pairs)} cells")
 
 
 if __name__ == "__main__":

@@ -16,18 +16,20 @@ from typing import Any
 
 from harness.builds.model import Build
 from harness.checks import Limits
+from harness.driver import Driver, QemuDriver
 from harness.hosts.workspace import Workspace, workspace_for
 from harness.matrix.model import Timeouts
-from harness.migration.run import MigrationResult, migrate, stream_path, wait_destination_running
+from harness.migration.run import MigrationResult, wait_destination_running
 from harness.placement import Placement
-from harness.qemu.argv import SidePaths, qemu_argv
 from harness.qemu.machine import MachineSetup
 from harness.qemu.process import QemuProcess
 from harness.scenarios.declare import Variant
 from harness.timing import timed
 
-ROLES = ("src", "dst", "back")
-"""src runs the guest first, dst receives it, back is a return destination on src's side."""
+ROLES = ("src", "dst", "back", "again", "onward")
+"""src runs the guest first, dst receives it, back is a return destination on src's side; again
+and onward are further destinations on dst's side (dst's build and set-up), for hops in a row."""
+_DST_SIDE = ("dst", "again", "onward")
 
 
 @dataclass
@@ -35,7 +37,8 @@ class ScenarioContext:
     """The cell's builds and machine set-ups, and the means to run them.
 
     ``setups`` maps ``src`` and ``dst`` to what each side starts with (the
-    variant's changes applied); a return destination starts like ``src``.
+    variant's changes applied); a return destination starts like ``src``,
+    further ones (``again``, ``onward``) like ``dst``.
     """
 
     builds: tuple[Build, Build]
@@ -51,6 +54,8 @@ class ScenarioContext:
     phases: dict[str, float] = field(default_factory=dict)
     migrations: list[MigrationResult] = field(default_factory=list)
     started: list[QemuProcess] = field(default_factory=list)
+    driver: Driver = field(default_factory=QemuDriver)
+    """What starts and migrates the guest: QEMU command lines, or libvirt."""
     _workspaces: dict[int, Workspace] = field(default_factory=dict)
 
     def phase(self, name: str) -> AbstractContextManager[None]:
@@ -63,14 +68,14 @@ class ScenarioContext:
         return self.setups["src"]
 
     def build_of(self, role: str) -> Build:
-        return self.builds[1] if role == "dst" else self.builds[0]
+        return self.builds[1] if role in _DST_SIDE else self.builds[0]
 
     def setup_of(self, role: str) -> MachineSetup:
-        return self.setups["dst"] if role == "dst" else self.setups["src"]
+        return self.setups["dst"] if role in _DST_SIDE else self.setups["src"]
 
     def start(self, role: str, build: Build | None = None, *, setup: MachineSetup | None = None,
               incoming: bool | None = None) -> QemuProcess:
-        """Start QEMU for ``role`` (src, dst or back) and connect its QMP and console.
+        """Start QEMU for ``role`` (one of :data:`ROLES`) and connect its QMP and console.
 
         By default a role runs its side's build and set-up; the source starts
         paused (``-S``), every other role waits for an incoming migration.
@@ -85,25 +90,17 @@ class ScenarioContext:
             self._workspaces[id(on)] = self.stack.enter_context(workspace_for(on, self.rundir, self.readable))
         ws = self._workspaces[id(on)]
         staged = replace(setup, kernel=ws.stage(setup.kernel), initrd=ws.stage(setup.initrd))
-        argv = qemu_argv(build, staged, SidePaths.for_role(ws.path(self.rundir), role), incoming=incoming)
-        (self.rundir / f"{role}-argv.txt").write_text("\n".join(argv) + "\n")
-        side = self.stack.enter_context(
-            QemuProcess(role, on, build, argv, SidePaths.for_role(self.rundir, role), ws))
-        self.started.append(side)
-        with self.phase("boot"):
-            side.start()
-        return side
+        return self.driver.start(self, role, build, staged, ws, incoming)
 
     def migrate(self, src: QemuProcess, dst: QemuProcess, *, timeout: float | None = None,
                 cut_after_bytes: int | None = None,
                 while_active: Callable[[], None] | None = None) -> MigrationResult:
         """Migrate ``src`` to ``dst`` (recording the stream unless the matrix says none); see
         :func:`harness.migration.run.migrate` for ``cut_after_bytes`` and ``while_active``."""
-        record = stream_path(self.rundir, src, dst) if self.record_stream else None
         with self.phase("migrate"):
-            result = migrate(src, dst, self.placement.transport_to(src, dst),
-                             timeout=self.timeouts.migrate_s if timeout is None else timeout,
-                             record=record, cut_after_bytes=cut_after_bytes, while_active=while_active)
+            result = self.driver.migrate(
+                self, src, dst, timeout=self.timeouts.migrate_s if timeout is None else timeout,
+                cut_after_bytes=cut_after_bytes, while_active=while_active)
         self.migrations.append(result)
         return result
 

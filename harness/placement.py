@@ -2,9 +2,11 @@
 
 ``local``: every role on this machine, unix sockets in the run directory.
 ``netns``: the source (and a ping-pong's return) in namespace a, the
-destination in namespace b, reached over SSH; TCP across the veth link.
+destination (and further ones: again, onward) in namespace b, reached over
+SSH; TCP across the veth link.
 ``lab``: the source (and the return) on the lab's source host, the
-destination on its destination host, over SSH; TCP across the lab network.
+destination (and further ones) on its destination host, over SSH; TCP across
+the lab network.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from harness.matrix.model import LabHost, Matrix
 from harness.migration.transport import LabTransport, LocalTransport, NamespaceTransport, Transport
 from harness.qemu.process import QemuProcess
 
-_SIDE_OF = {"src": "a", "dst": "b", "back": "a"}
+_SIDE_OF = {"src": "a", "dst": "b", "back": "a", "again": "b", "onward": "b"}
 
 
 @dataclass(frozen=True)
 class Placement:
     hosts: dict[str, Host]
-    """Where each role (src, dst, back) runs."""
+    """Where each role (src, dst, back, again, onward) runs."""
     transport_to: Callable[[QemuProcess, QemuProcess], Transport]
     """The route from a sending QEMU to a receiving one."""
 
@@ -38,7 +40,7 @@ def place(
     matrix: Matrix, builds: tuple[Build, Build], rundir: Path, readable: list[Path], recording: bool,
     local: LocalHost, stack: ExitStack,
 ) -> Placement:
-    """Hosts for roles src, dst and back; anything made here is closed by ``stack``."""
+    """Hosts for every role (src, dst, back, again, onward); anything made here is closed by ``stack``."""
     if matrix.hosts == "local":
         return Placement({role: local for role in _SIDE_OF},
                          lambda src, dst: LocalTransport(rundir, dst.role))

@@ -21,6 +21,7 @@ import pytest
 from harness.cell import CellImpossible, CellRecord, run_cell
 from harness.errors import ConfigError, ProductFailure
 from harness.hosts.netns import sweep_stale
+from harness.libvirt.daemon import sweep_homes
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
@@ -85,7 +86,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     sweep_stale_rundirs()
     if session.config.stash[_MATRIX_KEY].hosts == "netns":
-        sweep_stale()
+        sweep_stale()  # libvirtd and its domains die with their namespaces
+        sweep_homes()  # ... and their private state goes here
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -1,5 +1,5 @@
 /*
- * goldmig guest agent: speaks PROTOCOL.md (version 3) on hvc0.
+ * goldmig guest agent: speaks PROTOCOL.md (version 4) on hvc0.
  *
  * Started by /init with stdin/stdout/stderr on /dev/hvc0.  Threads:
  *
@@ -10,7 +10,8 @@
  *              busy it samples mftb in a tight loop, publishes its statistics
  *              and busy beats lock-free and never blocks, so that the CPU
  *              never idles; otherwise it blocks on a condition variable so
- *              that the CPU can go idle;
+ *              that the CPU can go idle; on a tbwarp request it samples
+ *              mftb against the other CPUs' spinners (cross-CPU warp);
  *     report   writes the spinner's busy beats as `busy` lines: woken by the
  *              spinner (futex) at each beat, so the console never holds the
  *              spinner up;
@@ -55,7 +56,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PROTOCOL_VERSION 4
+#define PROTOCOL_VERSION 5
 #define MAX_CPUS 256            /* CPU numbers at or above this are not watched */
 #define BUSY_PER_SECOND 4       /* target busy beat rate */
 #define CALIBRATION_WINDOWS 4   /* one-off calibration: 4 windows of 1/BUSY_PER_SECOND s */
@@ -67,6 +68,9 @@
 #define IPI_ANSWER_S 1          /* an IPI round trip not back within this is lost */
 #define THREAD_STACK (128 * 1024)
 #define MAX_COMMAND 128         /* longest accepted command line */
+#define WARP_MS 200             /* tbwarp: how long the spinners sample together */
+#define WARP_MEET_S 1           /* tbwarp: how long a spinner waits for the others to join */
+#define WARP_TURN 1000          /* tbwarp: at most 1/WARP_TURN s waiting for another CPU's turn */
 
 static inline uint64_t mftb(void)
 {
@@ -558,6 +562,15 @@ struct tb_stats {
 	uint64_t samples, max_back, max_fwd, max_fwd_at, last;
 };
 
+/* One spinner's tbwarp figures (PROTOCOL.md, "Timebase across CPUs"). */
+struct warp_result {
+	uint64_t samples;   /* its locked samples */
+	uint64_t cross;     /* of those, how many followed another CPU's sample */
+	uint64_t max_warp;  /* largest step back from another CPU's sample to its own */
+	uint64_t min_gap;   /* smallest step forward from another CPU's sample (0 if no cross) */
+	uint64_t max_gap;   /* largest step forward from another CPU's sample */
+};
+
 /* What a spinner publishes under its seqlocks; it alone writes them. */
 struct stats_record {
 	atomic_uint_least64_t gen;    /* the reset generation the figures belong to */
@@ -595,6 +608,10 @@ struct __attribute__((aligned(128))) cpu_slot {
 	atomic_uint ipi_pong;         /* seq of the last pong this CPU's ipi thread received */
 	atomic_uint ipi_done;         /* seq of the last round trip measured */
 	atomic_int_least64_t ipi_ticks;   /* its result, written before ipi_done */
+
+	/* tbwarp: the spinner's result for request warp_done (written before it). */
+	struct warp_result warp;
+	atomic_uint warp_done;
 };
 
 static struct cpu_slot slots[MAX_CPUS];
@@ -780,6 +797,7 @@ struct spin {
 	uint64_t busy_every;    /* iterations per busy beat, from calibrate() */
 	uint64_t countdown;     /* iterations to the next beat */
 	uint64_t beat;          /* last busy beat number */
+	unsigned warp_gen;      /* the last tbwarp request it took part in (or saw at start) */
 };
 
 /* Publish beat n (at iteration iter, mftb tb) and wake the reporter. */
@@ -794,24 +812,30 @@ static void publish_beat(struct cpu_slot *s, uint64_t n, uint64_t iter, uint64_t
 }
 
 /*
- * SPIN_BATCH samples.  For consecutive samples prev, cur: a backward step
- * prev - cur or a forward gap cur - prev, keeping the largest of each (and
- * where the largest gap ended).  Every busy_every iterations, a busy beat.
+ * The watcher: for consecutive samples prev, cur, a backward step prev - cur
+ * or a forward gap cur - prev, keeping the largest of each (and where the
+ * largest gap ended).
  */
-static void spin_batch(struct cpu_slot *s, struct spin *sp)
+static inline void watch(struct spin *sp, uint64_t cur)
 {
 	struct tb_stats *b = &sp->batch;
+	if (cur < sp->prev) {
+		if (sp->prev - cur > b->max_back)
+			b->max_back = sp->prev - cur;
+	} else if (cur - sp->prev > b->max_fwd) {
+		b->max_fwd = cur - sp->prev;
+		b->max_fwd_at = cur;
+	}
+	b->samples++;
+	sp->prev = cur;
+}
+
+/* SPIN_BATCH samples, each watched; every busy_every iterations, a busy beat. */
+static void spin_batch(struct cpu_slot *s, struct spin *sp)
+{
 	for (int i = 0; i < SPIN_BATCH; i++) {
 		uint64_t cur = mftb();
-		if (cur < sp->prev) {
-			if (sp->prev - cur > b->max_back)
-				b->max_back = sp->prev - cur;
-		} else if (cur - sp->prev > b->max_fwd) {
-			b->max_fwd = cur - sp->prev;
-			b->max_fwd_at = cur;
-		}
-		b->samples++;
-		sp->prev = cur;
+		watch(sp, cur);
 		sp->iter++;
 		if (--sp->countdown == 0) {
 			sp->countdown = sp->busy_every;
@@ -820,7 +844,7 @@ static void spin_batch(struct cpu_slot *s, struct spin *sp)
 			sched_yield();
 		}
 	}
-	b->last = sp->prev;
+	sp->batch.last = sp->prev;
 }
 
 /*
@@ -905,11 +929,101 @@ static void calibrate(struct cpu_slot *s, struct spin *sp)
 	sp->batch = (struct tb_stats){0};
 }
 
+/* ---- tbwarp: the timebase across CPUs ---- */
+
+/*
+ * As Linux's check_tsc_warp: every spinner repeatedly takes a spin lock,
+ * reads the last mftb any CPU published under it, reads its own and
+ * publishes that.  With the reads ordered by the lock, a CPU whose own
+ * sample is below the previous one another CPU took is behind it: a warp.
+ * The lock only spins (a spinner never sleeps), and the requests reach the
+ * spinners through a generation they poll between batches, so CPUs that
+ * take no interrupts (a finding after some migrations) take part too.
+ */
+static atomic_uint warp_gen;       /* main bumps it per request */
+static atomic_uint warp_expected;  /* spinners asked to take part */
+static atomic_uint warp_arrived;   /* spinners at the rendezvous */
+static atomic_uint warp_finished;  /* spinners done; main waits on it (futex) */
+static atomic_bool warp_lock;
+static uint64_t warp_last;         /* under warp_lock: the last sample, taken by warp_last_cpu */
+static atomic_int warp_last_cpu = -1; /* written under warp_lock; -1: none yet */
+
+static void warp_acquire(void)
+{
+	while (atomic_exchange_explicit(&warp_lock, true, memory_order_acquire))
+		;
+	__asm__ volatile("isync" ::: "memory"); /* no mftb before the lock is ours */
+}
+
+static bool warp_current(unsigned gen)
+{
+	return atomic_load_explicit(&warp_gen, memory_order_acquire) == gen;
+}
+
+/*
+ * Request gen: meet the other spinners (up to WARP_MEET_S), then sample for
+ * WARP_MS of this CPU's timebase.  Every mftb read also feeds the CPU's own
+ * watcher, so the request leaves no gap in tbstats.
+ */
+static void warp_sample(struct cpu_slot *s, struct spin *sp, unsigned gen)
+{
+	struct warp_result r = {.min_gap = UINT64_MAX};
+	uint64_t now = mftb(), start = now;
+
+	watch(sp, now);
+	atomic_fetch_add_explicit(&warp_arrived, 1, memory_order_acq_rel);
+	while (atomic_load_explicit(&warp_arrived, memory_order_acquire) <
+		       atomic_load_explicit(&warp_expected, memory_order_relaxed) &&
+	       now - start < tb_freq * WARP_MEET_S && warp_current(gen)) {
+		now = mftb();
+		watch(sp, now);
+	}
+	for (start = now; now - start < tb_freq * WARP_MS / 1000 && warp_current(gen);) {
+		/* Take turns, so that most samples follow another CPU's: a spin
+		 * lock is not fair, and under TCG one vCPU can win it for
+		 * milliseconds.  A CPU that stopped taking part costs WARP_TURN. */
+		for (uint64_t t = now; atomic_load_explicit(&warp_last_cpu, memory_order_relaxed) == s->cpu &&
+				       now - t < tb_freq / WARP_TURN;) {
+			now = mftb();
+			watch(sp, now);
+		}
+		warp_acquire();
+		now = mftb();
+		uint64_t prev = warp_last;
+		int by = atomic_load_explicit(&warp_last_cpu, memory_order_relaxed);
+		warp_last = now;
+		atomic_store_explicit(&warp_last_cpu, s->cpu, memory_order_relaxed);
+		atomic_store_explicit(&warp_lock, false, memory_order_release);
+		watch(sp, now);
+		r.samples++;
+		if (by < 0 || by == s->cpu)
+			continue;
+		r.cross++;
+		if (prev > now) {
+			if (prev - now > r.max_warp)
+				r.max_warp = prev - now;
+		} else {
+			if (now - prev < r.min_gap)
+				r.min_gap = now - prev;
+			if (now - prev > r.max_gap)
+				r.max_gap = now - prev;
+		}
+	}
+	if (r.min_gap == UINT64_MAX)
+		r.min_gap = 0;
+	sp->batch.last = sp->prev;
+	s->warp = r;
+	atomic_store_explicit(&s->warp_done, gen, memory_order_release);
+	atomic_fetch_add_explicit(&warp_finished, 1, memory_order_release);
+	futex_wake(&warp_finished);
+}
+
 static void *spinner(void *arg)
 {
 	struct cpu_slot *s = arg;
 	struct spin sp = {0};
 	thread_begin(s, ROLE_BUSY);
+	sp.warp_gen = atomic_load_explicit(&warp_gen, memory_order_acquire);
 	calibrate(s, &sp);
 	for (;;) {
 		wait_for_load(s, ROLE_BUSY, LOAD_BUSY);
@@ -918,6 +1032,11 @@ static void *spinner(void *arg)
 		sp.prev = mftb();
 		do {
 			spin_batch(s, &sp);
+			unsigned gen = atomic_load_explicit(&warp_gen, memory_order_acquire);
+			if (gen != sp.warp_gen) {
+				sp.warp_gen = gen;
+				warp_sample(s, &sp, gen);
+			}
 			spin_flush(s, &sp);
 		} while (load_is(LOAD_BUSY));
 		note_cpu(s, ROLE_BUSY);
@@ -1162,6 +1281,61 @@ static void do_tbstats(long long req)
 	buf_free(&b);
 }
 
+/*
+ * Ask every spinner for a warp measurement and wait (in a futex, so this CPU
+ * can still run the others' threads) until all are done or the request has
+ * had twice its time; a CPU that did not take part reports no samples.
+ */
+static void do_tbwarp(long long req)
+{
+	if (!load_is(LOAD_BUSY)) {
+		reply_error(req, "tbwarp needs load mode busy (the spinners sample)");
+		return;
+	}
+	unsigned expected = 0;
+	for (int c = 0; c < MAX_CPUS; c++)
+		expected += atomic_load_explicit(&slots[c].started, memory_order_acquire);
+	warp_acquire();
+	atomic_store_explicit(&warp_last_cpu, -1, memory_order_relaxed);
+	atomic_store_explicit(&warp_lock, false, memory_order_release);
+	atomic_store_explicit(&warp_expected, expected, memory_order_relaxed);
+	atomic_store_explicit(&warp_arrived, 0, memory_order_relaxed);
+	atomic_store_explicit(&warp_finished, 0, memory_order_relaxed);
+	unsigned gen = atomic_fetch_add_explicit(&warp_gen, 1, memory_order_release) + 1;
+
+	uint64_t start = mftb(), limit = tb_freq * 2 * (WARP_MEET_S + WARP_MS / 1000 + 1);
+	for (;;) {
+		unsigned done = atomic_load_explicit(&warp_finished, memory_order_acquire);
+		uint64_t spent = mftb() - start;
+		if (done >= expected || spent >= limit)
+			break;
+		uint64_t left_ns = (limit - spent) * 1000000000ULL / tb_freq + 1;
+		struct timespec rel = {(time_t)(left_ns / 1000000000ULL), (long)(left_ns % 1000000000ULL)};
+		futex_wait(&warp_finished, done, &rel);
+	}
+
+	struct buf b = {0};
+	bool first = true;
+	buf_printf(&b, "{\"req\":%lld,\"window\":%" PRIu64 ",\"cpus\":[", req,
+		   tb_freq * WARP_MS / 1000);
+	for (int c = 0; c < MAX_CPUS; c++) {
+		struct cpu_slot *s = &slots[c];
+		if (!atomic_load_explicit(&s->started, memory_order_acquire))
+			continue;
+		struct warp_result r = {0};
+		if (atomic_load_explicit(&s->warp_done, memory_order_acquire) == gen)
+			r = s->warp;
+		buf_printf(&b,
+			   "%s{\"cpu\":%d,\"samples\":%" PRIu64 ",\"cross\":%" PRIu64
+			   ",\"max_warp\":%" PRIu64 ",\"min_gap\":%" PRIu64 ",\"max_gap\":%" PRIu64 "}",
+			   first ? "" : ",", c, r.samples, r.cross, r.max_warp, r.min_gap, r.max_gap);
+		first = false;
+	}
+	buf_printf(&b, "]}");
+	emit("tbwarp", b.data);
+	buf_free(&b);
+}
+
 static void do_tbreset(long long req)
 {
 	for (int c = 0; c < MAX_CPUS; c++) {
@@ -1300,6 +1474,8 @@ static void handle_command(char *line)
 		do_probe(req);
 	} else if (strcmp(line, "tbstats") == 0) {
 		do_tbstats(req);
+	} else if (strcmp(line, "tbwarp") == 0) {
+		do_tbwarp(req);
 	} else if (strcmp(line, "tbreset") == 0) {
 		do_tbreset(req);
 	} else if (strcmp(line, "ipi") == 0) {

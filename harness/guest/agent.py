@@ -17,15 +17,18 @@ from harness.guest.protocol import (
     Ok,
     Probe,
     TbStats,
+    TbWarp,
     Tick,
     encode_command,
 )
 from harness.qemu.console import Console
 
 _request_ids = itertools.count(1)
-R = TypeVar("R", Probe, TbStats, IpiReport, Ok)
+R = TypeVar("R", Probe, TbStats, TbWarp, IpiReport, Ok)
 Beat = TypeVar("Beat", Busy, Tick)
 
+TBWARP_S = 4.0
+"""The longest a ``tbwarp`` may take in the agent: twice its rendezvous and sampling time."""
 IPI_ANSWER_S = 1.0
 """How long the agent waits for one IPI round trip before reporting it lost (PROTOCOL.md)."""
 
@@ -56,6 +59,11 @@ class Agent:
 
     def tbstats(self) -> TbStats:
         return self._request("tbstats", TbStats)
+
+    def tbwarp(self) -> TbWarp:
+        """Every CPU's timebase against the others' (PROTOCOL.md, "Timebase across CPUs"); the
+        agent answers within :data:`TBWARP_S` even when a CPU does not take part."""
+        return self._request("tbwarp", TbWarp, self.timeout + TBWARP_S)
 
     def tbreset(self) -> None:
         self._request("tbreset", Ok)

@@ -1,4 +1,4 @@
-"""The harness side of the guest agent's console protocol (guests/golden/PROTOCOL.md, v4).
+"""The harness side of the guest agent's console protocol (guests/golden/PROTOCOL.md, v5).
 
 Each agent line is ``##GM <type> <seq> <crc> <payload>`` anywhere in a console
 line (kernel text may precede the marker).  :func:`parse_line` turns one
@@ -20,7 +20,7 @@ from typing import Any, Final, Literal, TypeVar, get_args
 
 from harness.errors import HarnessError
 
-PROTOCOL_VERSION: Final = 4
+PROTOCOL_VERSION: Final = 5
 MARKER: Final = "##GM "
 
 LoadMode = Literal["idle", "busy", "timer"]
@@ -177,6 +177,35 @@ class TbStats:
 
 
 @dataclass(frozen=True)
+class CpuWarp:
+    """One CPU's part in a ``tbwarp`` measurement, in timebase ticks (PROTOCOL.md, "Timebase
+    across CPUs").
+
+    ``cross`` of its ``samples`` followed another CPU's sample under the lock;
+    ``max_warp`` is the largest step back from that sample to its own (the CPU
+    was behind), ``min_gap`` and ``max_gap`` the smallest and largest step
+    forward (the sampling interval between two CPUs; 0 without cross samples).
+    """
+
+    cpu: int
+    samples: int
+    cross: int
+    max_warp: int
+    min_gap: int
+    max_gap: int
+
+
+@dataclass(frozen=True)
+class TbWarp:
+    """``tbwarp``: every CPU's spinner sampled mftb against the others' for ``window`` ticks."""
+
+    seq: int
+    req: int
+    window: int
+    cpus: tuple[CpuWarp, ...]
+
+
+@dataclass(frozen=True)
 class IpiPair:
     """One IPI round trip: ``from_cpu`` woke ``to_cpu`` and back.
 
@@ -214,7 +243,7 @@ class AgentError:
     error: str
 
 
-AgentMessage = Hello | CpuOnline | Busy | Tick | Probe | TbStats | IpiReport | Ok | AgentError
+AgentMessage = Hello | CpuOnline | Busy | Tick | Probe | TbStats | TbWarp | IpiReport | Ok | AgentError
 
 
 def parse_cpu_list(text: str) -> tuple[int, ...]:
@@ -447,6 +476,31 @@ def _tbstats(p: _Payload, seq: int) -> TbStats:
     return msg
 
 
+def _cpu_warp(p: _Payload) -> CpuWarp:
+    warp = CpuWarp(
+        cpu=p.integer("cpu"),
+        samples=p.integer("samples"),
+        cross=p.integer("cross"),
+        max_warp=p.integer("max_warp"),
+        min_gap=p.integer("min_gap"),
+        max_gap=p.integer("max_gap"),
+    )
+    p.done()
+    if warp.cross > warp.samples:
+        raise _Invalid(f"tbwarp cpu {warp.cpu}: {warp.cross} cross samples of {warp.samples}")
+    return warp
+
+
+def _tbwarp(p: _Payload, seq: int) -> TbWarp:
+    msg = TbWarp(seq, req=p.integer("req"), window=p.integer("window", 1),
+                 cpus=tuple(_cpu_warp(c) for c in p.objs("cpus")))
+    p.done()
+    cpus = [c.cpu for c in msg.cpus]
+    if cpus != sorted(set(cpus)):
+        raise _Invalid(f"tbwarp cpus must be distinct and ascending, got {cpus}")
+    return msg
+
+
 def _ipi_pair(p: _Payload) -> IpiPair:
     pair = IpiPair(from_cpu=p.integer("from"), to_cpu=p.integer("to"), ticks=p.integer("ticks", -1))
     p.done()
@@ -480,6 +534,7 @@ _BUILDERS: Final[Mapping[str, Callable[[_Payload, int], AgentMessage]]] = {
     "tick": _tick,
     "probe": _probe,
     "tbstats": _tbstats,
+    "tbwarp": _tbwarp,
     "ipi": _ipi,
     "ok": _ok,
     "error": _error,

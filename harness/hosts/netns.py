@@ -144,6 +144,8 @@ class NamespacePair:
     the same paths (the cell's run directory, the guest image), and
     ``side_readable`` ones read-only on side a and side b only (the directories
     a path build needs, :attr:`~harness.builds.model.Build.own_dirs`);
+    ``side_mounts`` are ``(host dir, path)`` pairs bound writable at that path on side a
+    and side b only (a libvirt daemon's private state);
     everything else is the build root, read-only.
     """
 
@@ -155,6 +157,7 @@ class NamespacePair:
         writable: Sequence[Path] = (),
         readable: Sequence[Path] = (),
         side_readable: tuple[Sequence[Path], Sequence[Path]] = ((), ()),
+        side_mounts: tuple[Sequence[tuple[Path, Path]], Sequence[tuple[Path, Path]]] = ((), ()),
         port: int = 22,
         evidence: Path | None = None,
         ready_timeout: float = 10.0,
@@ -163,6 +166,7 @@ class NamespacePair:
         self.writable = tuple(Path(p) for p in writable)
         self.readable = tuple(Path(p) for p in readable)
         self.side_readable = tuple(tuple(Path(p) for p in paths) for paths in side_readable)
+        self.side_mounts = side_mounts
         self.port = port
         self.evidence = evidence
         self.ready_timeout = ready_timeout
@@ -282,7 +286,8 @@ class NamespacePair:
         return "\n".join(lines) + "\n"
 
     def _start_sshd(self, side: NamespaceSide) -> None:
-        view = root_view(side.root, self.writable, [*self.readable, *side.own, side.dir])
+        view = root_view(side.root, self.writable, [*self.readable, *side.own, side.dir],
+                         self.side_mounts["ab".index(side.label)])
         cmd = netns_command(side.netns, [
             "bwrap", *view, "--perms", "0755", "--dir", "/run/sshd",
             "--unshare-pid", "--unshare-uts", "--hostname", side.netns, "--die-with-parent",

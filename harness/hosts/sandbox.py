@@ -24,25 +24,33 @@ FRESH = {"dev": ["--dev", "/dev"], "proc": ["--proc", "/proc"],
 HIDDEN = {"sys"}
 
 
-def root_view(root: Path, writable: Sequence[Path], readable: Sequence[Path]) -> list[str]:
-    """bwrap arguments: ``root`` read-only as ``/``, ``writable``/``readable`` at their paths."""
-    shared = [(Path(p), "--bind") for p in writable] + [(Path(p), "--ro-bind") for p in readable]
+def root_view(root: Path, writable: Sequence[Path], readable: Sequence[Path],
+              mounts: Sequence[tuple[Path, Path]] = ()) -> list[str]:
+    """bwrap arguments: ``root`` read-only as ``/``, ``writable``/``readable`` at their paths,
+    and each ``(host dir, path)`` of ``mounts`` writable at that path (a daemon's private state
+    where its root expects it, e.g. ``/var/lib/libvirt``). A view with mounts also gets the
+    host's ``/sys`` read-only: libvirtd reads the host's CPUs there to start QEMU."""
+    shared = [(Path(p), "--bind", Path(p)) for p in writable]
+    shared += [(Path(p), "--ro-bind", Path(p)) for p in readable]
+    shared += [(Path(src), "--bind", Path(dest)) for src, dest in mounts]
     holes = []
-    for path, _ in shared:
-        if not path.is_absolute() or not path.is_dir():
+    for path, _, dest in shared:
+        if not path.is_absolute() or not path.is_dir() or not dest.is_absolute():
             raise HostError(f"shared directory {path} must be an existing absolute directory")
-        rel = PurePosixPath(path).relative_to("/")
+        rel = PurePosixPath(dest).relative_to("/")
         top = rel.parts[0] if rel.parts else ""
         if top in ("", "dev", "proc", *HIDDEN):
-            raise HostError(f"cannot share {path} with a sandbox: /{top} is the sandbox's own")
+            raise HostError(f"cannot share {dest} with a sandbox: /{top} is the sandbox's own")
         if rel.parts[0] not in FRESH:
             holes.append(rel)
     args: list[str] = []
     _mirror(root, PurePosixPath(), holes, args)
     for fresh in FRESH.values():
         args += fresh
-    for path, how in sorted(shared, key=lambda item: len(item[0].parts)):
-        args += [how, str(path), str(path)]
+    if mounts:
+        args += ["--ro-bind", "/sys", "/sys"]
+    for path, how, dest in sorted(shared, key=lambda item: len(item[2].parts)):
+        args += [how, str(path), str(dest)]
     return args
 
 

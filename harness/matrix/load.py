@@ -13,6 +13,7 @@ import yaml
 from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild, PathBuild
 from harness.errors import ConfigError
 from harness.matrix.model import (
+    DRIVERS,
     Group,
     GuestSettings,
     KnownFailure,
@@ -189,7 +190,7 @@ def _groups(top: _Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
     groups = []
     for i, item in enumerate(raw):
         g = _Reader(top.source, item, f"groups[{i}]")
-        g.only("name", "builds", "machines", "scenarios")
+        g.only("name", "builds", "machines", "scenarios", "drivers")
         machines = g.names("machines")
         for j, machine in enumerate(machines):
             if not _MACHINE.match(machine) and machine != "latest-common":
@@ -197,8 +198,9 @@ def _groups(top: _Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
                               "(pseries-X.Y, pseries, or latest-common)")
         refs = tuple(ref for j, name in enumerate(g.names("scenarios"))
                      for ref in _scenario_refs(g, f"scenarios[{j}]", name))
+        drivers = g.names("drivers", DRIVERS) if "drivers" in item else ("qemu",)
         groups.append(Group(g.get("name", str, required=True), g.names("builds", builds), machines,
-                            tuple(dict.fromkeys(refs))))
+                            tuple(dict.fromkeys(refs)), tuple(dict.fromkeys(drivers))))
     if not groups:
         raise top.error("groups", "must list at least one group")
     return tuple(groups)

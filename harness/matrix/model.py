@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from harness.builds.spec import BuildSpec
 
+DRIVERS = ("qemu", "libvirt")
+"""What can run a cell's guest: QEMU command lines and QMP, or libvirt (libvirt-python)."""
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -41,12 +44,14 @@ class ScenarioRef:
 
 @dataclass(frozen=True)
 class Group:
-    """Every ordered pair of ``builds`` (same-build pairs too) x machines x scenario variants."""
+    """Every ordered pair of ``builds`` (same-build pairs too) x machines x scenario variants
+    x drivers."""
 
     name: str
     builds: tuple[str, ...]
     machines: tuple[str, ...]
     scenarios: tuple[ScenarioRef, ...]
+    drivers: tuple[str, ...] = ("qemu",)
 
 
 @dataclass(frozen=True)
@@ -89,11 +94,15 @@ class Cell:
     machine: str
     scenario: str
     variant: str = ""
+    driver: str = "qemu"
+    """What runs the guest: ``qemu`` (command lines and QMP) or ``libvirt``."""
 
     @property
     def id(self) -> str:
-        """``source>destination/machine/scenario[-variant]``: short and stable."""
-        return f"{self.src}>{self.dst}/{self.machine}/{ScenarioRef(self.scenario, self.variant).name}"
+        """``source>destination/machine/scenario[-variant]``: short and stable; a cell of another
+        driver than the direct one starts with ``<driver>:``."""
+        cell = f"{self.src}>{self.dst}/{self.machine}/{ScenarioRef(self.scenario, self.variant).name}"
+        return cell if self.driver == "qemu" else f"{self.driver}:{cell}"
 
 
 @dataclass(frozen=True)
@@ -121,12 +130,13 @@ class Matrix:
         """All cells, in matrix order, without duplicates."""
         seen: dict[str, Cell] = {}
         for group in self.groups:
-            for src in group.builds:
-                for dst in group.builds:
-                    for machine in group.machines:
-                        for ref in group.scenarios:
-                            cell = Cell(src, dst, machine, ref.scenario, ref.variant)
-                            seen.setdefault(cell.id, cell)
+            for driver in group.drivers:
+                for src in group.builds:
+                    for dst in group.builds:
+                        for machine in group.machines:
+                            for ref in group.scenarios:
+                                cell = Cell(src, dst, machine, ref.scenario, ref.variant, driver)
+                                seen.setdefault(cell.id, cell)
         return list(seen.values())
 
     def select(self, selection: str) -> list[Cell]:

@@ -41,7 +41,7 @@ def label_cell(record: CellRecord, repeat: int) -> None:
     excluded), so Allure shows them as retries of one test.
     """
     cell = record.cell
-    scenario = cell.id.split("/", 2)[-1]
+    scenario = cell.id.split("/", 2)[-1] + (f" ({cell.driver})" if cell.driver != "qemu" else "")
     allure.dynamic.title(cell.id)
     declared = SCENARIOS[cell.scenario]
     variant = declared.variant(cell.variant).description if cell.variant else ""
@@ -49,10 +49,10 @@ def label_cell(record: CellRecord, repeat: int) -> None:
                                + (f"; {variant}" if variant else ""))
     allure.dynamic.parent_suite(scenario)
     allure.dynamic.suite(cell.machine)
-    allure.dynamic.feature(cell.scenario)  # Behaviors view: scenario > variant, every scenario
+    allure.dynamic.feature(cell.scenario)
     allure.dynamic.story(cell.variant or cell.scenario)
     for name, value in (("scenario", scenario), ("machine", cell.machine), ("source", cell.src),
-                        ("destination", cell.dst)):
+                        ("destination", cell.dst), ("driver", cell.driver)):
         allure.dynamic.label(name, value)
     test = current_test()
     if test is None:

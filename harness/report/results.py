@@ -43,7 +43,9 @@ class ReportError(HarnessError):
 
 @dataclass(frozen=True)
 class CellId:
-    """The parts of a cell id, ``source>destination/machine/scenario[-variant]``."""
+    """The parts of a cell id, ``[driver:]source>destination/machine/scenario[-variant]``; a
+    cell of another driver than the direct one has its own scenario, ``scenario (driver)``,
+    so the matrix view grids each driver apart."""
 
     src: str
     dst: str
@@ -53,8 +55,9 @@ class CellId:
     @classmethod
     def parse(cls, cell: str) -> CellId:
         pair, machine, scenario = (cell.split("/", 2) + ["", ""])[:3]
+        driver, _, pair = pair.rpartition(":")
         src, _, dst = pair.partition(">")
-        return cls(src, dst, machine, scenario)
+        return cls(src, dst, machine, f"{scenario} ({driver})" if driver else scenario)
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,17 @@ from harness.errors import CheckFailed, MigrationFailed, MigrationTimeout
 from harness.migration.run import STREAM_PREFIX, MigrationResult
 
 PARAMETER_CHARS = 300
-_ROLES = {"src": "source", "dst": "destination", "back": "return destination"}
+HOP_OVERHEAD_S = 0.1
+"""Migrate-phase time a completed migration spends outside QEMU's own timing (QMP set-up, the
+relay; 10 to 50 ms measured), so that three hops do not read as a fourth that did not complete."""
+_ROLES = {"src": "source", "dst": "destination", "back": "return destination",
+          "again": "second destination", "onward": "third destination"}
 _HOPS = (("src", "dst"), ("dst", "back"))
 """The roles of each hop, in order, when no recorded stream names them."""
 _ROLE_FILES = (("argv.txt", "command line"), ("qemu.log", "QEMU output"), ("qmp.log", "QMP transcript"),
-               ("serial.log", "serial console"), ("corrupt-lines.txt", "agent lines with a bad CRC"))
+               ("serial.log", "serial console"), ("corrupt-lines.txt", "agent lines with a bad CRC"),
+               ("info-mtree.txt", "memory map (info mtree)"),
+               ("info-ramblock.txt", "RAM blocks (info ramblock)"))
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,7 @@ def _hops(record: CellRecord, ended: _Ended) -> list[Step]:
         steps.append(Step(f"migration {number}: {_ROLES.get(src, src)} to {_ROLES.get(dst, dst)}",
                           *ended.at("migration"), seconds=spent,
                           attachments=_stream_files(record, (src, dst))))
-    elif spent > 0.05:
+    elif spent > 0.05 + HOP_OVERHEAD_S * len(record.migrations):
         steps.append(Step(f"migration {number}: did not complete (QEMU's figures not recorded; the "
                           "checks say what the scenario expected)", "passed", seconds=spent))
     return steps

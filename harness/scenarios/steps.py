@@ -84,14 +84,18 @@ def hop(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before
 
 
 def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: Limits,
-              downtime_ms: int) -> tuple[TickGap, ...]:
+              downtime_ms: int, earlier: tuple[TickGap, ...] = ()) -> tuple[TickGap, ...]:
     """Each CPU's last tick on the source and first on the destination, waiting at most the
-    gap bound plus :data:`LATE_MARGIN_S` from now (the destination has just resumed)."""
+    gap bound plus :data:`LATE_MARGIN_S` from now (the destination has just resumed).
+
+    ``earlier`` is the previous hop's gaps, when the source was that hop's destination: a CPU
+    that never ticked there keeps its last tick from before that hop."""
     resumed = time.monotonic()
     deadline = resumed + limits.gap_bound_ms(downtime_ms) / 1000 + LATE_MARGIN_S
+    before = {g.cpu: g.last_before for g in earlier}
     gaps = []
     for cpu in cpus:
-        last = source.latest(Tick, cpu=cpu)
+        last = source.latest(Tick, cpu=cpu) or before.get(cpu)
         if last is None:
             raise AssertionError(f"CPU {cpu} never ticked on the source")  # boot() waited for it
         first = destination.console.wait_for(

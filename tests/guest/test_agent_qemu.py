@@ -1,4 +1,4 @@
-"""The golden guest's agent under the host's QEMU (TCG) with two vCPUs: protocol v3 end to end.
+"""The golden guest's agent under the host's QEMU (TCG) with two vCPUs: protocol v4 end to end.
 
 One guest boots for most of the module; each test sets the load mode it
 needs.  CPU hotplug boots a guest of its own.
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.builds.model import Build
+from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.image import ensure_golden_image
 from harness.guest.protocol import THREAD_ROLES, Busy, CpuOnline, LoadMode, Tick, parse_cpu_list
@@ -122,6 +123,19 @@ def test_ipi_round_trips_between_both_cpus(agent: Agent, mode: LoadMode) -> None
         agent.set_load("idle")
     assert [(p.from_cpu, p.to_cpu) for p in report.pairs] == [(0, 1), (1, 0)]
     assert all(p.ticks > 0 for p in report.pairs), report
+
+
+def test_tbwarp_compares_every_cpu_with_the_others_only_while_busy(agent: Agent) -> None:
+    with pytest.raises(GuestUnresponsive, match="tbwarp needs load mode busy"):
+        agent.tbwarp()
+    agent.set_load("busy")
+    try:
+        warp = agent.tbwarp()
+    finally:
+        agent.set_load("idle")
+    assert [c.cpu for c in warp.cpus] == list(CPUS)
+    assert warp.window * 5 == agent.hello(timeout=0).tb_freq  # 200 ms
+    assert all(c.cross > 0 and c.max_warp == 0 and c.min_gap <= c.max_gap for c in warp.cpus), warp
 
 
 def test_threads_ran_on_their_cpus(agent: Agent) -> None:

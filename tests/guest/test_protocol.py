@@ -85,16 +85,16 @@ IPI = {
 
 class TestParseValid:
     def test_hello(self) -> None:
-        line = agent_line("hello", 1, {"agent": 4, "tb_freq": 512000000, "cpus": "0-1"})
-        assert parse_line(line) == Hello(seq=1, agent=4, tb_freq=512000000, cpus="0-1")
+        line = agent_line("hello", 1, {"agent": 5, "tb_freq": 512000000, "cpus": "0-1"})
+        assert parse_line(line) == Hello(seq=1, agent=5, tb_freq=512000000, cpus="0-1")
 
     @pytest.mark.parametrize(
         ("line", "message"),
         [
             # Verbatim from a boot of the golden image under QEMU 7.2 with -smp 2.
             (
-                '##GM hello 1 8eec92c3 {"agent":4,"tb_freq":512000000,"cpus":"0-1"}\r',
-                Hello(seq=1, agent=4, tb_freq=512000000, cpus="0-1"),
+                '##GM hello 1 4172850b {"agent":5,"tb_freq":512000000,"cpus":"0-1"}\r',
+                Hello(seq=1, agent=5, tb_freq=512000000, cpus="0-1"),
             ),
             ('##GM cpu 3 ad05a47f {"cpu":1}\r', CpuOnline(seq=3, cpu=1)),
             (
@@ -273,10 +273,11 @@ class TestBadPayload:
             ("hello", {"agent": 1, "tb_freq": 512000000}, "protocol 1"),
             ("hello", {"agent": 2, "tb_freq": 1, "cpus": "0"}, "protocol 2"),
             ("hello", {"agent": 3, "tb_freq": 1, "cpus": "0"}, "protocol 3"),
-            ("hello", {"agent": 4, "tb_freq": 512000000}, "lacks 'cpus'"),
-            ("hello", {"agent": 4, "tb_freq": 1, "cpus": ""}, "'cpus' must be a CPU list"),
-            ("hello", {"agent": 4, "tb_freq": 1, "cpus": "1-0"}, "'cpus' must be a CPU list"),
-            ("hello", {"agent": 4, "tb_freq": 1, "cpus": [0, 1]}, "'cpus' must be a string"),
+            ("hello", {"agent": 4, "tb_freq": 1, "cpus": "0"}, "protocol 4"),
+            ("hello", {"agent": 5, "tb_freq": 512000000}, "lacks 'cpus'"),
+            ("hello", {"agent": 5, "tb_freq": 1, "cpus": ""}, "'cpus' must be a CPU list"),
+            ("hello", {"agent": 5, "tb_freq": 1, "cpus": "1-0"}, "'cpus' must be a CPU list"),
+            ("hello", {"agent": 5, "tb_freq": 1, "cpus": [0, 1]}, "'cpus' must be a string"),
             ("probe", {**PROBE, "pci": [{"addr": "x"}]}, "lacks 'vendor'"),
             ("probe", {**PROBE, "phb_ranges": {"pci@1": 5}}, "must be a string"),
             ("probe", {**PROBE, "intc_names": "XICS"}, "list of strings"),

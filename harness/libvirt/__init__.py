@@ -1,0 +1,1 @@
+"""The libvirt driver: each namespace host's own libvirtd runs and migrates the golden guest."""

@@ -1,0 +1,166 @@
+"""timebase: every CPU's timebase across several migrations in a row, per CPU and across CPUs.
+
+Guards against a destination that restores the timebase differently on each
+vCPU, or a little further off with every hop: KVM's ``timebase_load``
+(hw/ppc/ppc.c) sets every vCPU's ``tb_offset`` from the first CPU's, and a
+vCPU left out (or set from a stale value on a later hop) runs ahead of or
+behind the others; Linux then sees ``mftb`` differ between CPUs (its
+clocksource assumes one timebase), so time goes backwards for a task that
+moves CPU and the scheduler's and timers' arithmetic breaks. The same
+offset applied twice, or a downtime counted on one hop only, shows as a
+backward step or a jump beyond QEMU's own downtime on the second or third
+hop, never on the first.
+
+The guest spins on every CPU (load mode busy) and migrates source to
+destination, then onward twice to fresh QEMUs of the destination's build
+(the way back to an older build is refused for every Debian pair, so a
+round trip would stop there). After each hop, measured whatever the ticks
+do: each CPU's own ``mftb`` never went back and jumped no further than the
+hop's downtime plus the slack (``tbstats``), and the CPUs are in step with
+each other (``tbwarp``: no CPU behind the one sampled just before it under a
+lock, so none is off by more than the reported sampling interval). Then
+the ticks on schedule after every hop, and after the last the generic
+checks. Under TCG no per-CPU offset can be forced (see ``tbchecks`` and the
+project test), so the non-vacuity test winds the machine's clock back in
+the stream (variant data ``rewind_ms``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.checks import CheckResult, Limits, Observations, TickGap, generic_checks, ticks_on_schedule
+from harness.errors import ConfigError, GuestUnresponsive
+from harness.guest.agent import Agent
+from harness.guest.protocol import TbStats, TbWarp
+from harness.scenarios.declare import Needs, Scenario, Variant
+from harness.scenarios.steps import Before, Hop, boot, observe, tick_gaps
+from harness.stream.clock import rewind_clock
+from harness.tbchecks import NOT_MEASURED, HopTimebase, hop_checks
+
+if TYPE_CHECKING:
+    from harness.context import ScenarioContext
+    from harness.qemu.process import QemuProcess
+
+HOP_ROLES = ("dst", "again", "onward")
+"""The destination of each hop in turn: the first crosses builds, the others stay on dst's."""
+STALLED_ANSWER_S = 3.0
+"""How long a guest with a stalled CPU gets to answer tbstats and tbwarp."""
+OWN = ("timebase never goes backwards", "timebase forward jump within bound", "timer ticks on schedule")
+"""Generic checks this scenario makes per hop instead."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    hops: int
+    rewind_ms: int = 0
+    """Non-vacuity only: the last hop loads its recorded stream, virtual clock set back by this
+    much, into a further QEMU (the timebase then goes back on every CPU)."""
+
+    def __post_init__(self) -> None:
+        roles = len(HOP_ROLES) - (1 if self.rewind_ms else 0)  # a rewind takes one more QEMU
+        if not 1 <= self.hops <= roles:
+            raise ValueError(f"timebase: {self.hops} hops, but roles for 1 to {roles}")
+
+
+@dataclass(frozen=True)
+class TimebaseObservations:
+    tb_freq: int
+    planned: int
+    """How many hops the variant asked for."""
+    hops: tuple[HopTimebase, ...]
+    """The hops made: fewer than planned when the guest stopped answering (nothing more to
+    measure; a CPU had stalled, so the tick check says why)."""
+    seen: Observations | None
+    """The generic observations after the last hop; None when a CPU's tick did not come on
+    schedule after some hop (the cell ends at the tick check, every hop's own checks made)."""
+
+    def checks(self, limits: Limits) -> list[CheckResult]:
+        own = [c for hop in self.hops for c in hop_checks(hop, self.tb_freq, limits)]
+        silent = {f"guest answers after hop {hop.number}" for hop in self.hops if hop.silence}
+        # what the guest could not answer comes after the ticks (a stalled CPU says why)
+        unmeasured = [c for c in own if c.after == NOT_MEASURED or c.invariant in silent]
+        measured = [c for c in own if c not in unmeasured]
+        ticks = [dataclasses.replace(t, before=f"hop {hop.number}: {t.before}") for hop in self.hops
+                 for t in [ticks_on_schedule(hop.gaps, hop.downtime_ms, self.tb_freq, limits)]]
+        if len(self.hops) < self.planned:
+            unmeasured.append(CheckResult(
+                f"timebase across hops {len(self.hops) + 1} to {self.planned}", False,
+                f"{self.planned} hops", "not run",
+                f"the guest did not answer after hop {len(self.hops)}: no later hop could be measured"))
+        generic = [] if self.seen is None else generic_checks(self.seen, limits, without=OWN)
+        return [*measured, *ticks, *unmeasured, *generic]
+
+
+def run(ctx: ScenarioContext, variant: Variant[Plan]) -> TimebaseObservations:
+    plan = variant.data
+    sides = [ctx.start("src")]
+    before = boot(ctx, sides[0], load="busy")
+    hops: list[HopTimebase] = []
+    figures: list[Hop] = []
+    for number, role in enumerate(HOP_ROLES[:plan.hops], 1):
+        if hops and hops[-1].stats is None:
+            break  # the guest no longer answers: a further hop would measure nothing
+        src, dst = sides[-1], ctx.start(role)
+        if number > 1:
+            Agent(src.console).tbreset()
+        result = ctx.migrate(src, dst)
+        if plan.rewind_ms and number == plan.hops:
+            dst = _load_rewound(ctx, result.stream, HOP_ROLES[number], plan.rewind_ms)
+        measured = _measure(ctx, src, dst, before, number, result.figures.downtime_ms,
+                            hops[-1].gaps if hops else ())
+        hops.append(measured)
+        figures.append(Hop(result.figures, measured.gaps))
+        sides.append(dst)
+    stalled = any(g.first_after is None for hop in hops for g in hop.gaps)
+    seen = None if stalled else observe(ctx, sides[-2], sides[-1], before, figures)
+    return TimebaseObservations(before.probe.tb_freq, plan.hops, tuple(hops), seen)
+
+
+def _measure(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before, number: int,
+             downtime_ms: int, earlier: tuple[TickGap, ...]) -> HopTimebase:
+    """Right after a hop: every CPU's next tick (waiting at most past the bound), then the
+    watchers and the cross-CPU samples, whether or not every CPU ticked. A guest that does not
+    answer is recorded as such (a CPU that ticked once and then stalled takes the console's
+    input with it: seen on QEMU 10.0 destinations, whose CPU 1 takes no interrupts)."""
+    with ctx.phase("check"):
+        gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus, ctx.limits, downtime_ms,
+                         earlier)
+        stalled = any(g.first_after is None for g in gaps)
+        agent = Agent(dst.console, timeout=STALLED_ANSWER_S if stalled else 10.0)
+        warp: TbWarp | None = None
+        stats: TbStats | None = None
+        silence = ""
+        try:
+            warp = agent.tbwarp()
+            stats = agent.tbstats()
+        except GuestUnresponsive as exc:  # a CPU stalled, maybe since its first tick: listed
+            silence = str(exc)
+    return HopTimebase(number, downtime_ms, gaps, stats, warp, silence)
+
+
+def _load_rewound(ctx: ScenarioContext, stream: Path | None, role: str, rewind_ms: int) -> QemuProcess:
+    """A fresh QEMU of the hop's build resumed from the hop's recorded stream with the virtual
+    clock ``rewind_ms`` earlier (the hop's own destination runs on, unobserved)."""
+    if stream is None:
+        raise ConfigError("matrix.yaml", "reports.keep_streams",
+                          "the timebase rewind needs the recorded stream; 'none' records none")
+    rewound = stream.with_name(f"{stream.stem}-rewound{stream.suffix}")
+    rewind_clock(stream, rewound, rewind_ms * 1_000_000)
+    side = ctx.start(role)
+    with ctx.phase("migrate"):
+        ctx.load_stream(side, rewound)
+    return side
+
+
+SCENARIO = Scenario(
+    name="timebase",
+    description="three hops in a row: every CPU's timebase never back, within QEMU's downtime, in step",
+    run=run,
+    variants=(Variant("", Plan(hops=3), description="source to destination, then onward twice on the "
+                      "destination's build, the guest spinning on every CPU"),),
+    needs=Needs(),
+)

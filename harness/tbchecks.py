@@ -1,0 +1,121 @@
+"""Timebase checks of one migration hop: per CPU and across CPUs, pure functions of what was seen.
+
+No QEMU here. After a hop the guest's spinners (load mode busy) have watched
+their own ``mftb`` since the reset before the hop (``tbstats``) and then
+sampled it against each other under one lock (``tbwarp``). A check that has
+nothing to look at (no answer, a CPU without samples, one CPU only) fails
+and says so: it never passes vacuously.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.checks import CheckResult, Limits, TickGap
+from harness.guest.protocol import TbStats, TbWarp
+
+NOT_MEASURED = "not measured"
+"""A check's ``after`` when the guest did not answer (a stalled CPU; the tick check says why)."""
+
+
+@dataclass(frozen=True)
+class HopTimebase:
+    """The timebase as the guest saw it across one hop, read on the hop's destination."""
+
+    number: int
+    """1 for the first hop."""
+    downtime_ms: int
+    """QEMU's reported downtime of this hop."""
+    gaps: tuple[TickGap, ...]
+    stats: TbStats | None
+    """Per-CPU watchers since the reset before the hop; None when the guest did not answer."""
+    warp: TbWarp | None
+    """The cross-CPU samples right after the hop; None when the guest did not answer."""
+    silence: str = ""
+    """Why the guest did not answer tbwarp or tbstats (empty when it did)."""
+
+
+def never_backwards(hop: HopTimebase, tb_freq: int) -> CheckResult:
+    """No CPU's own mftb went back across the hop (watcher), nor its tick's timebase."""
+    name = f"timebase never goes backwards across hop {hop.number}"
+    if hop.stats is None:
+        return CheckResult(name, False, 0, NOT_MEASURED, "the guest did not answer tbstats")
+    idle = [c.cpu for c in hop.stats.cpus if c.samples == 0]
+    back = {c.cpu: f"{c.max_back} ticks ({c.max_back * 1000 / tb_freq:.1f} ms)"
+            for c in hop.stats.cpus if c.max_back}
+    tick_back = {g.cpu: g.gap for g in hop.gaps if g.gap is not None and g.gap < 0}
+    return CheckResult(
+        name, bool(hop.stats.cpus) and not idle and not back and not tick_back, 0,
+        f"largest backward step by CPU: {back or 'none'}; tick timebase backwards: {tick_back or 'none'}",
+        f"hop {hop.number}: per-CPU mftb watcher since the reset before the hop "
+        f"({', '.join(f'CPU {c.cpu} {c.samples} samples' for c in hop.stats.cpus)}"
+        f"{'; no samples on CPUs ' + str(idle) if idle else ''}), and each CPU's ticks across it",
+    )
+
+
+def jump_within_bound(hop: HopTimebase, tb_freq: int, limits: Limits) -> CheckResult:
+    """No CPU's mftb jumped forward by more than the hop's downtime plus the slack."""
+    name = f"timebase forward jump within bound across hop {hop.number}"
+    bound_ms = hop.downtime_ms + limits.tb_slack_ms
+    bound = bound_ms * tb_freq // 1000
+    expected = f"<= {bound} ticks ({hop.downtime_ms} ms downtime + {limits.tb_slack_ms} ms slack)"
+    if hop.stats is None:
+        return CheckResult(name, False, expected, NOT_MEASURED, "the guest did not answer tbstats")
+    sampled = [c for c in hop.stats.cpus if c.samples > 0]
+    over = [c.cpu for c in sampled if c.max_fwd > bound]
+    return CheckResult(
+        name, bool(sampled) and len(sampled) == len(hop.stats.cpus) and not over, expected,
+        {c.cpu: f"{c.max_fwd} ticks ({c.max_fwd * 1000 / tb_freq:.1f} ms)" for c in hop.stats.cpus},
+        f"hop {hop.number}: largest forward mftb step between consecutive samples per CPU "
+        f"(QEMU's downtime from query-migrate); over the bound: {over or 'none'}",
+    )
+
+
+def in_step(hop: HopTimebase, tb_freq: int) -> CheckResult:
+    """Every CPU's timebase in step with the others': no CPU's sample below the one another CPU
+    took just before it under the lock, so no CPU behind another by more than the sampling
+    interval (the smallest step between two CPUs' consecutive samples, reported)."""
+    name = f"timebase in step across CPUs after hop {hop.number}"
+    expected = "no CPU behind another (cross-CPU backward step 0 ticks)"
+    warp = hop.warp
+    if warp is None:
+        return CheckResult(name, False, expected, NOT_MEASURED, "the guest did not answer tbwarp")
+    unpaired = [c.cpu for c in warp.cpus if c.cross == 0]
+    behind = {c.cpu: c.max_warp for c in warp.cpus if c.max_warp}
+    crossed = [c for c in warp.cpus if c.cross]
+    interval = min((c.min_gap for c in crossed), default=None)
+    resolution = ("no two CPUs compared" if interval is None else
+                  f"sampling interval (smallest step between two CPUs' samples) {interval} ticks "
+                  f"= {interval * 1e6 / tb_freq:.2f} us, largest "
+                  f"{max(c.max_gap for c in crossed) * 1e6 / tb_freq:.0f} us")
+    why = []
+    if len(warp.cpus) < 2:
+        why.append(f"{len(warp.cpus)} CPU: nothing to compare (needs 2 or more)")
+    if unpaired:
+        why.append(f"CPUs {unpaired} never sampled after another CPU")
+    if behind:
+        why.append(", ".join(f"CPU {cpu} behind by {ticks} ticks ({ticks * 1e6 / tb_freq:.1f} us)"
+                             for cpu, ticks in behind.items()))
+    return CheckResult(
+        name, not why, expected,
+        {c.cpu: f"behind by {c.max_warp} ticks; {c.cross} of {c.samples} samples after another CPU's"
+         for c in warp.cpus},
+        f"hop {hop.number}: tbwarp, every CPU's spinner sampling mftb under one lock for "
+        f"{warp.window} ticks ({warp.window * 1000 / tb_freq:.0f} ms); {resolution}"
+        + (f"; {'; '.join(why)}" if why else ""),
+    )
+
+
+def answered(hop: HopTimebase) -> CheckResult:
+    """The guest answered the hop's measurements (a guest that cannot, with every CPU's first
+    tick on time, has stalled since: the timebase checks then have nothing to look at)."""
+    return CheckResult(f"guest answers after hop {hop.number}", not hop.silence,
+                       "tbwarp and tbstats answered", hop.silence or "answered",
+                       f"hop {hop.number}: the agent's replies on the console")
+
+
+def hop_checks(hop: HopTimebase, tb_freq: int, limits: Limits) -> list[CheckResult]:
+    """The hop's own timebase checks, in the order a reader wants them (first whether the guest
+    answered, when it did not)."""
+    own = [never_backwards(hop, tb_freq), jump_within_bound(hop, tb_freq, limits), in_step(hop, tb_freq)]
+    return [answered(hop), *own] if hop.silence else own

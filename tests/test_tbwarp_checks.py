@@ -1,0 +1,202 @@
+"""The timebase scenario's per-hop checks on hand-built observations: each passes on a healthy
+hop and fails, naming the CPU, when its invariant is broken or when it has nothing to look at.
+The cross-CPU bound cannot be broken in real QEMU under TCG (tests/scenarios/test_timebase.py
+says why), so this is where it is shown to fail. Also the agent's tbwarp line. No QEMU here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+
+import pytest
+
+from harness.checks import Limits, TickGap
+from harness.guest.protocol import CpuTbStats, CpuWarp, ProtocolError, TbStats, TbWarp, Tick, parse_line
+from harness.scenarios.timebase import Plan, TimebaseObservations
+from harness.tbchecks import HopTimebase, hop_checks, in_step, jump_within_bound, never_backwards
+
+FREQ = 512_000_000
+MS = FREQ // 1000
+LIMITS = Limits(tb_slack_ms=500)
+
+
+def _stats(*cpus: CpuTbStats) -> TbStats:
+    return TbStats(seq=9, req=3, cpus=cpus)
+
+
+def _cpu(cpu: int, **changes: int) -> CpuTbStats:
+    stats = CpuTbStats(cpu=cpu, samples=5000, max_back=0, max_fwd=20 * MS, max_fwd_at=3_000 * MS,
+                       last=3_100 * MS, timer_wakeups=0)
+    return dataclasses.replace(stats, **changes)
+
+
+def _warp(*cpus: CpuWarp) -> TbWarp:
+    return TbWarp(seq=10, req=4, window=200 * MS, cpus=cpus)
+
+
+def _side(cpu: int, **changes: int) -> CpuWarp:
+    return dataclasses.replace(CpuWarp(cpu=cpu, samples=90_000, cross=80_000, max_warp=0, min_gap=64,
+                                       max_gap=2 * MS), **changes)
+
+
+def _tick(cpu: int, n: int, ms: int) -> Tick:
+    return Tick(seq=n, cpu=cpu, n=n, tb=ms * MS)
+
+
+def _hop(**changes: object) -> HopTimebase:
+    hop = HopTimebase(
+        number=2, downtime_ms=30,
+        gaps=(TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
+              TickGap(1, _tick(1, 7, 1_760), _tick(1, 8, 2_012), 250)),
+        stats=_stats(_cpu(0), _cpu(1)),
+        warp=_warp(_side(0), _side(1)),
+    )
+    return dataclasses.replace(hop, **changes)
+
+
+class TestHealthyHop:
+    def test_every_check_passes_in_order(self) -> None:
+        results = hop_checks(_hop(), FREQ, LIMITS)
+        assert [r.invariant for r in results] == [
+            "timebase never goes backwards across hop 2",
+            "timebase forward jump within bound across hop 2",
+            "timebase in step across CPUs after hop 2",
+        ]
+        assert all(r.ok for r in results), results
+
+    def test_in_step_reports_the_sampling_interval(self) -> None:
+        result = in_step(_hop(), FREQ)
+        interval = "sampling interval (smallest step between two CPUs' samples) 64 ticks = 0.12 us"
+        assert interval in result.evidence
+        assert "200 ms" in result.evidence
+
+
+class TestInStep:
+    def test_a_cpu_behind_another_fails_naming_it(self) -> None:
+        result = in_step(_hop(warp=_warp(_side(0), _side(1, max_warp=5 * MS))), FREQ)
+        assert not result.ok
+        assert "CPU 1 behind by 2560000 ticks (5000.0 us)" in result.evidence
+        assert result.after == {0: "behind by 0 ticks; 80000 of 90000 samples after another CPU's",
+                                1: "behind by 2560000 ticks; 80000 of 90000 samples after another CPU's"}
+
+    def test_one_tick_behind_is_already_a_failure(self) -> None:
+        assert not in_step(_hop(warp=_warp(_side(0, max_warp=1), _side(1))), FREQ).ok
+
+    def test_a_cpu_never_compared_fails(self) -> None:
+        result = in_step(_hop(warp=_warp(_side(0), _side(1, cross=0, min_gap=0, max_gap=0))), FREQ)
+        assert not result.ok and "CPUs [1] never sampled after another CPU" in result.evidence
+
+    def test_a_cpu_that_took_no_part_fails(self) -> None:
+        silent = _side(1, samples=0, cross=0, min_gap=0, max_gap=0)
+        assert not in_step(_hop(warp=_warp(_side(0, cross=0), silent)), FREQ).ok
+
+    def test_one_cpu_has_nothing_to_compare(self) -> None:
+        result = in_step(_hop(warp=_warp(_side(0, cross=0, min_gap=0, max_gap=0))), FREQ)
+        assert not result.ok and "nothing to compare" in result.evidence
+
+    def test_no_answer_is_not_measured(self) -> None:
+        result = in_step(_hop(warp=None), FREQ)
+        assert not result.ok and result.after == "not measured"
+
+
+class TestNeverBackwards:
+    def test_a_backward_step_fails_naming_the_cpu(self) -> None:
+        result = never_backwards(_hop(stats=_stats(_cpu(0), _cpu(1, max_back=150 * MS))), FREQ)
+        assert not result.ok and "{1: '76800000 ticks (150.0 ms)'}" in str(result.after)
+
+    def test_a_tick_whose_timebase_went_back_fails(self) -> None:
+        gaps = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 1_700), 240),)
+        result = never_backwards(_hop(gaps=gaps), FREQ)
+        assert not result.ok and "tick timebase backwards: {0: " in str(result.after)
+
+    def test_a_cpu_without_samples_fails(self) -> None:
+        result = never_backwards(_hop(stats=_stats(_cpu(0), _cpu(1, samples=0))), FREQ)
+        assert not result.ok and "no samples on CPUs [1]" in result.evidence
+
+    def test_no_answer_is_not_measured(self) -> None:
+        assert never_backwards(_hop(stats=None), FREQ).after == "not measured"
+
+
+class TestJumpWithinBound:
+    def test_the_bound_is_the_hops_downtime_plus_slack(self) -> None:
+        at_bound = _hop(stats=_stats(_cpu(0, max_fwd=530 * MS), _cpu(1)))
+        assert jump_within_bound(at_bound, FREQ, LIMITS).ok
+        over = _hop(stats=_stats(_cpu(0), _cpu(1, max_fwd=530 * MS + 1)))
+        result = jump_within_bound(over, FREQ, LIMITS)
+        assert not result.ok and "over the bound: [1]" in result.evidence
+        assert result.before == "<= 271360000 ticks (30 ms downtime + 500 ms slack)"
+
+    def test_a_cpu_without_samples_fails(self) -> None:
+        assert not jump_within_bound(_hop(stats=_stats(_cpu(0), _cpu(1, samples=0))), FREQ, LIMITS).ok
+
+
+class TestScenarioOrder:
+    def test_own_checks_of_every_hop_come_before_the_ticks(self) -> None:
+        stalled = (TickGap(0, _tick(0, 7, 1_750), None, 1_780), TickGap(1, _tick(1, 7, 1_760), None, 1_780))
+        hops = (dataclasses.replace(_hop(), number=1, gaps=stalled), _hop(),
+                dataclasses.replace(_hop(), number=3, stats=None, warp=None))
+        names = [(r.invariant, r.ok) for r in TimebaseObservations(FREQ, 3, hops, None).checks(LIMITS)]
+        assert names[:6] == [(f"timebase {what} hop {n}", True) for n in (1, 2)
+                             for what in ("never goes backwards across", "forward jump within bound across",
+                                          "in step across CPUs after")]
+        assert names[6] == ("timer ticks on schedule", False)  # hop 1's: the headline
+        assert [n for n, _ in names[7:9]] == ["timer ticks on schedule"] * 2
+        assert [ok for _, ok in names[9:]] == [False] * 3  # hop 3 unmeasured, after the ticks
+
+    def test_hops_not_run_after_the_guest_stopped_answering_are_listed_last(self) -> None:
+        stalled = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
+                   TickGap(1, _tick(1, 7, 1_760), None, 1_780))
+        hops = (dataclasses.replace(_hop(), number=1, gaps=stalled, stats=None, warp=None),)
+        results = TimebaseObservations(FREQ, 3, hops, None).checks(LIMITS)
+        assert [r.invariant for r in results][0] == "timer ticks on schedule"
+        assert (results[-1].invariant, results[-1].ok, results[-1].after) == (
+            "timebase across hops 2 to 3", False, "not run")
+
+
+    def test_a_guest_that_stopped_answering_though_every_cpu_ticked_headlines(self) -> None:
+        silent = dataclasses.replace(_hop(), number=1, stats=None, warp=None,
+                                     silence="dst: no reply to 'tbwarp' (request 4) within 14.0s")
+        results = TimebaseObservations(FREQ, 3, (silent,), None).checks(LIMITS)
+        assert [(r.invariant, r.ok) for r in results][:3] == [
+            ("timer ticks on schedule", True), ("guest answers after hop 1", False),
+            ("timebase never goes backwards across hop 1", False)]
+        assert results[1].after == "dst: no reply to 'tbwarp' (request 4) within 14.0s"
+
+    @pytest.mark.parametrize(("hops", "rewind_ms"), [(0, 0), (4, 0), (3, 300)])
+    def test_a_plan_needs_a_role_for_every_qemu(self, hops: int, rewind_ms: int) -> None:
+        with pytest.raises(ValueError, match="roles for 1 to"):
+            Plan(hops, rewind_ms)
+
+
+def _line(kind: str, seq: int, payload: dict[str, object]) -> str:
+    body = json.dumps(payload, separators=(",", ":"))
+    return f"##GM {kind} {seq} {zlib.crc32(f'{kind} {seq} {body}'.encode()):08x} {body}"
+
+
+class TestTbWarpLine:
+    def test_a_line_captured_from_the_real_agent(self) -> None:
+        # Verbatim, 7.2>7.2 hop 1 with -smp 2 on a loaded host (2 TCG vCPUs on 2 busy cores).
+        line = ('##GM tbwarp 31 8160a643 {"req":4,"window":102400000,"cpus":[{"cpu":0,"samples":105,'
+                '"cross":28,"max_warp":0,"min_gap":18604,"max_gap":2337594},{"cpu":1,"samples":105,'
+                '"cross":27,"max_warp":0,"min_gap":20982,"max_gap":550342}]}\r')
+        assert parse_line(line) == TbWarp(31, 4, 102400000, (CpuWarp(0, 105, 28, 0, 18604, 2337594),
+                                                            CpuWarp(1, 105, 27, 0, 20982, 550342)))
+
+    def test_parses(self) -> None:
+        line = _line("tbwarp", 12, {"req": 5, "window": 102400000, "cpus": [
+            {"cpu": 0, "samples": 9, "cross": 4, "max_warp": 0, "min_gap": 61, "max_gap": 900},
+            {"cpu": 1, "samples": 8, "cross": 4, "max_warp": 3, "min_gap": 70, "max_gap": 800}]})
+        assert parse_line(line) == TbWarp(12, 5, 102400000, (CpuWarp(0, 9, 4, 0, 61, 900),
+                                                            CpuWarp(1, 8, 4, 3, 70, 800)))
+
+    @pytest.mark.parametrize(("cpus", "message"), [
+        ([{"cpu": 0, "samples": 1, "cross": 2, "max_warp": 0, "min_gap": 0, "max_gap": 0}],
+         "2 cross samples of 1"),
+        ([{"cpu": 0, "samples": 1, "cross": 0, "max_warp": 0, "min_gap": 0}], "lacks 'max_gap'"),
+        ([{"cpu": 1, "samples": 1, "cross": 0, "max_warp": 0, "min_gap": 0, "max_gap": 0},
+          {"cpu": 0, "samples": 1, "cross": 0, "max_warp": 0, "min_gap": 0, "max_gap": 0}], "ascending"),
+    ])
+    def test_refuses_what_the_protocol_does_not_allow(self, cpus: list[object], message: str) -> None:
+        with pytest.raises(ProtocolError, match=message):
+            parse_line(_line("tbwarp", 3, {"req": 1, "window": 5, "cpus": cpus}))
