@@ -7,9 +7,13 @@ libvirt does not model (``x-vof``) goes through ``<qemu:commandline>``
 as ``-machine key=value``, which QEMU merges into the machine's options. The
 console is a unix-socket serial on the spapr VIO bus (hvc0), so the agent
 protocol is the direct driver's. Room for memory hotplug is ``<maxMemory
-slots=..>``; on ppc64 neither libvirt 9.0 nor 11.3 asks for a NUMA cell with
-it (qemuDomainDefValidateMemoryHotplug exempts ARCH_IS_PPC64), so the guest
-has none, as under the direct driver.
+slots=..>`` with one NUMA cell, and a DIMM names that cell: on ppc64 libvirt
+9.0 asks for neither (qemuDomainDefValidateMemoryHotplug exempts
+ARCH_IS_PPC64), but 11.3 (since 9.6) adds a NUMA node itself when a domain
+with ``<maxMemory>`` is defined (qemu_postparse.c qemuDomainDefNumaAutoAdd)
+and then refuses a hotplugged DIMM without ``<node>`` ("target NUMA node
+needs to be specified for memory device"). Said explicitly, both releases
+run the same topology (one node, as the direct driver's guest has).
 
 A migration's destination is defined by the source's live definition
 (:func:`for_destination`), as libvirt itself sends it when not given one,
@@ -29,6 +33,8 @@ from harness.qemu.machine import Dimm, MachineSetup
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 ElementTree.register_namespace("qemu", QEMU_NS)
+NODE = 0
+"""The guest's one NUMA node, given when memory can be plugged (see the module's docstring)."""
 
 _FEATURES = {"cap-htm": "htm", "cap-ccf-assist": "ccf-assist",
              "cap-cfpc": "cfpc", "cap-sbbc": "sbbc", "cap-ibs": "ibs"}
@@ -88,7 +94,9 @@ def domain_xml(name: str, uuid: str, setup: MachineSetup, files: DomainFiles) ->
     <cmdline>{setup.append}</cmdline>
   </os>
   <features>{''.join(features)}</features>
-  <cpu mode='custom' match='exact' check='none'><model fallback='forbid'>{setup.cpu}</model></cpu>
+  <cpu mode='custom' match='exact' check='none'>
+    <model fallback='forbid'>{setup.cpu}</model>{_numa(setup)}
+  </cpu>
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
   <devices>
@@ -113,10 +121,19 @@ def _max_memory(setup: MachineSetup) -> str:
     return f"<maxMemory slots='{setup.memory_slots}' unit='MiB'>{setup.maxmem_mb}</maxMemory>"
 
 
+def _numa(setup: MachineSetup) -> str:
+    """One cell (:data:`NODE`) with every vCPU and the boot memory, where memory can be plugged."""
+    if setup.maxmem_mb is None:
+        return ""
+    return (f"<numa><cell id='{NODE}' cpus='0-{setup.maxcpus - 1}' memory='{setup.memory_mb}' "
+            f"unit='MiB'/></numa>")
+
+
 def dimm_xml(dimm: Dimm, alias: str) -> str:
-    """The ``<memory model='dimm'>`` device libvirt plugs, named by the user alias ``alias``;
-    libvirt chooses its backend, slot and base."""
-    return (f"<memory model='dimm'><target><size unit='MiB'>{dimm.size_mb}</size></target>"
+    """The ``<memory model='dimm'>`` device libvirt plugs into :data:`NODE`, named by the user
+    alias ``alias``; libvirt chooses its backend, slot and base."""
+    return (f"<memory model='dimm'><target><size unit='MiB'>{dimm.size_mb}</size>"
+            f"<node>{NODE}</node></target>"
             f"<alias name={quoteattr(alias)}/></memory>")
 
 

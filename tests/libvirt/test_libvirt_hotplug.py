@@ -62,13 +62,18 @@ def test_a_live_definition_without_the_source_s_console_is_a_harness_error() -> 
 def test_a_dimm_is_said_in_libvirt_s_words_by_its_user_alias() -> None:
     mem = ElementTree.fromstring(dimm_xml(Dimm("d", "m", 256), "ua-d"))
     assert mem.get("model") == "dimm" and mem.find("target/size").text == "256"  # type: ignore[union-attr]
+    assert mem.find("target/node").text == "0"  # type: ignore[union-attr]
     assert dimm_aliases(LIVE) == {"ua-hotplug-dimm"}
 
 
-def test_room_for_memory_hotplug_is_max_memory_and_no_numa_cell() -> None:
+def test_room_for_memory_hotplug_is_max_memory_and_one_numa_cell() -> None:
     dom = ElementTree.fromstring(domain_xml("gm-x", "5e5e5e5e-0000-4000-8000-000000000001", SETUP, SRC))
     assert dom.find("maxMemory").get("slots") == "1" and dom.find("maxMemory").text == "1024"  # type: ignore[union-attr]
-    assert dom.find("cpu/numa") is None
+    cells = dom.findall("cpu/numa/cell")
+    assert [(c.get("id"), c.get("cpus"), c.get("memory")) for c in cells] == [("0", "0-1", "512")]
+    no_room = domain_xml("gm-x", "5e5e5e5e-0000-4000-8000-000000000001",
+                         dataclasses.replace(SETUP, maxmem_mb=None, memory_slots=0), SRC)
+    assert ElementTree.fromstring(no_room).find("cpu/numa") is None
     with pytest.raises(UnsupportedSetup, match="starts no domain with a DIMM"):
         domain_xml("gm-x", "5e5e5e5e-0000-4000-8000-000000000001",
                    dataclasses.replace(SETUP, dimms=(DIMM,)), SRC)
