@@ -124,15 +124,18 @@ class LibvirtDriver:
         if record is not None:
             params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = "127.0.0.1"
         started = time.monotonic()
+        logged = {daemon.label: len(daemon.log()) for daemon in (src.daemon, dst.daemon)}
         with self._relay(label, record) as relay:
             error = self._run(src, dst, params, timeout)
             sent = relay.forwarded if relay else 0
             relay_error = relay.error if relay else None
         if error is not None:  # the SSH route was proven when the daemons started
             note = f"\nrelay: {relay_error}" if relay_error else ""
+            said = "; ".join(f"libvirtd {d.label} logged: {errors}" for d in (src.daemon, dst.daemon)
+                             if (errors := _errors_since(d, logged[d.label])))
             raise MigrationFailed(exit_report(
                 f"libvirt: migration {src.role} to {dst.role} failed: {libvirt_words(error)}{note}; "
-                f"destination QEMU said", dst.output())) from error
+                f"{said + '; ' if said else ''}destination QEMU said", dst.output())) from error
         dst.arrived()
         status = dst.monitor.cmd("query-status")["status"]
         if status != "running":
@@ -203,6 +206,16 @@ class LibvirtDriver:
         with Relay(server, lambda: self.pair.run_in(label, connect), f"{label} 127.0.0.1:{PORT}",
                    record) as relay:
             yield relay
+
+
+def _errors_since(daemon: LibvirtDaemon, offset: int) -> str:
+    """The errors ``daemon`` logged past ``offset``: the API's error can be only the aftermath (a
+    peer-to-peer migration that libvirt 9.0 refuses in its Begin phase reaches the caller as
+    "End of file while reading data"). virCPUCheckFeature's is left out: libvirt logs it on every
+    ppc64 migration ("cannot check guest CPU feature for ppc64 architecture")."""
+    lines = [line.split(" : ", 2)[-1] for line in daemon.log()[offset:].splitlines()
+             if ": error : " in line and "virCPUCheckFeature" not in line]
+    return " | ".join(lines[-3:])
 
 
 def _as_migrated(setup: MachineSetup) -> MachineSetup:
