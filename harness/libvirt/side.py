@@ -181,6 +181,10 @@ class LibvirtSide(QemuProcess):
         self.arriving = False
 
     def require_domain(self) -> libvirt.virDomain:
+        if self.domain is None and self.arriving:
+            raise HarnessError(f"{self.role}: no domain until the migration defines it from the "
+                               "source's definition; under the libvirt driver a destination gets "
+                               "nothing of its own before (e.g. a CPU core: not written yet)")
         if self.domain is None:
             raise HarnessError(f"{self.role}: no domain yet (state {self.state.value})")
         return self.domain
