@@ -194,7 +194,7 @@ def _apply(setup: MachineSetup, change: MachineChange, machine: MachineInfo, bui
                    smp=smp, maxcpus=max(change.maxcpus or setup.maxcpus, smp),
                    maxmem_mb=change.maxmem_mb or setup.maxmem_mb,
                    memory_slots=change.memory_slots or setup.memory_slots,
-                   objects=setup.objects + change.objects)
+                   dimms=setup.dimms + change.dimms)
 
 
 def _run_scenario(

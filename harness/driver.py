@@ -3,7 +3,10 @@
 A scenario's ``ctx.start`` and ``ctx.migrate`` go through the cell's driver.
 :class:`QemuDriver` is the direct driver (QEMU argv, QMP, the transports of
 :mod:`harness.migration.transport`); the libvirt driver is
-:class:`harness.libvirt.driver.LibvirtDriver`.
+:class:`harness.libvirt.driver.LibvirtDriver`. What a scenario does to a running guest's
+machine it asks of the side (e.g. :meth:`harness.qemu.process.QemuProcess.plug_dimm`): the
+direct driver's side does it over QMP, the libvirt driver's
+(:class:`harness.libvirt.side.LibvirtSide`) through libvirt's API.
 """
 
 from __future__ import annotations

@@ -8,13 +8,17 @@ peer-to-peer: ``migrateToURI3`` on a, whose daemon reaches b's over
 between the harness's two connections. Recording gives libvirt the
 migration URI ``tcp://<dst address>:4444`` (the relay in the destination's
 namespace) and has the destination's QEMU listen on that namespace's
-loopback, where the relay hands the stream on. QEMU's figures are libvirt's
-completed job statistics (``virDomainGetJobStats``).
+loopback, where the relay hands the stream on. The destination is defined by
+the source's live definition with its own per-host paths (``--xml`` made from
+``virsh dumpxml --migratable``), so a device plugged on the source arrives with
+the guest and libvirt starts the destination's QEMU with it. QEMU's figures
+are libvirt's completed job statistics (``virDomainGetJobStats``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import socket
 import threading
@@ -34,7 +38,7 @@ from harness.hosts.netns import NamespacePair
 from harness.hosts.ssh import SshHost
 from harness.hosts.workspace import Workspace
 from harness.libvirt.daemon import LibvirtDaemon
-from harness.libvirt.domain_xml import DomainFiles, domain_xml
+from harness.libvirt.domain_xml import DomainFiles, UnsupportedSetup, domain_xml, for_destination
 from harness.libvirt.errors import libvirt_words
 from harness.libvirt.side import LibvirtSide
 from harness.matrix.model import Matrix
@@ -83,8 +87,13 @@ class LibvirtDriver:
     def start(self, ctx: ScenarioContext, role: str, build: Build, setup: MachineSetup,
               ws: Workspace, incoming: bool) -> QemuProcess:
         paths = SidePaths.for_role(ctx.rundir, role)
-        xml = domain_xml(self.name, self.uuid, setup, DomainFiles(paths.console, paths.serial_log))
-        (ctx.rundir / f"{role}-domain.xml").write_text(xml)
+        xml = ""  # an incoming domain is defined by the source's, when it migrates
+        if not incoming:
+            xml = domain_xml(self.name, self.uuid, setup, DomainFiles(paths.console, paths.serial_log))
+            (ctx.rundir / f"{role}-domain.xml").write_text(xml)
+        elif _as_migrated(setup) != _as_migrated(ctx.setup_of("src")):
+            raise UnsupportedSetup(f"{role} is set up unlike the source, which the libvirt driver "
+                                   "cannot say: libvirt defines a destination by the source's definition")
         daemon = self.daemons[_SIDE_OF[role]]
         side = LibvirtSide(role, ctx.placement.hosts[role], build, paths, ws, daemon, self.name, xml)
         ctx.stack.enter_context(side)
@@ -107,20 +116,26 @@ class LibvirtDriver:
             raise HarnessError("an action during the migration is not written for the libvirt driver")
         record = stream_path(ctx.rundir, src, dst) if ctx.record_stream else None
         label = _SIDE_OF[dst.role]
+        src.migrated_xml = src.require_domain().XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        dst.xml = for_destination(src.migrated_xml, _files(src), _files(dst), dst.traced)
+        (ctx.rundir / f"{dst.role}-domain.xml").write_text(dst.xml)
         params = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{dst.daemon.address}:{PORT}",
                   libvirt.VIR_MIGRATE_PARAM_DEST_XML: dst.xml}
         if record is not None:
             params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = "127.0.0.1"
         started = time.monotonic()
+        logged = {daemon.label: len(daemon.log()) for daemon in (src.daemon, dst.daemon)}
         with self._relay(label, record) as relay:
             error = self._run(src, dst, params, timeout)
             sent = relay.forwarded if relay else 0
             relay_error = relay.error if relay else None
         if error is not None:  # the SSH route was proven when the daemons started
             note = f"\nrelay: {relay_error}" if relay_error else ""
+            said = "; ".join(f"libvirtd {d.label} logged: {errors}" for d in (src.daemon, dst.daemon)
+                             if (errors := _errors_since(d, logged[d.label])))
             raise MigrationFailed(exit_report(
                 f"libvirt: migration {src.role} to {dst.role} failed: {libvirt_words(error)}{note}; "
-                f"destination QEMU said", dst.output())) from error
+                f"{said + '; ' if said else ''}destination QEMU said", dst.output())) from error
         dst.arrived()
         status = dst.monitor.cmd("query-status")["status"]
         if status != "running":
@@ -191,6 +206,26 @@ class LibvirtDriver:
         with Relay(server, lambda: self.pair.run_in(label, connect), f"{label} 127.0.0.1:{PORT}",
                    record) as relay:
             yield relay
+
+
+def _errors_since(daemon: LibvirtDaemon, offset: int) -> str:
+    """The errors ``daemon`` logged past ``offset``: the API's error can be only the aftermath (a
+    peer-to-peer migration that libvirt 9.0 refuses in its Begin phase reaches the caller as
+    "End of file while reading data"). virCPUCheckFeature's is left out: libvirt logs it on every
+    ppc64 migration ("cannot check guest CPU feature for ppc64 architecture")."""
+    lines = [line.split(" : ", 2)[-1] for line in daemon.log()[offset:].splitlines()
+             if ": error : " in line and "virCPUCheckFeature" not in line]
+    return " | ".join(lines[-3:])
+
+
+def _as_migrated(setup: MachineSetup) -> MachineSetup:
+    """What of a set-up the source's definition carries to its destination: everything but
+    the staged files' paths and the DIMMs (plugged on the source, they come along)."""
+    return dataclasses.replace(setup, kernel=Path(), initrd=Path(), dimms=())
+
+
+def _files(side: LibvirtSide) -> DomainFiles:
+    return DomainFiles(side.paths.console, side.paths.serial_log)
 
 
 def _figures(dst: LibvirtSide, src: LibvirtSide) -> MigrationFigures:

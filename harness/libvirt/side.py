@@ -2,12 +2,16 @@
 
 Scenarios and steps talk to a side's console (the same unix socket as under
 the direct driver) and ask its monitor to ``cont`` and ``query-status``.
-Here ``cont`` is ``virDomainResume`` and ``query-status`` is libvirt's own
+Here ``cont`` is ``virDomainResume``, a downtime limit
+``virDomainMigrateSetMaxDowntime``, and ``query-status`` is libvirt's own
 state of the domain, named as QEMU would (:data:`STATUS`): after a completed
 outgoing migration libvirt has stopped the source's QEMU, so "postmigrate"
-is read as libvirt's "shut off, migrated". Any other QMP command goes to
-QEMU through ``libvirt_qemu.qemuMonitorCommand``. QMP events are libvirt's,
-not ours, under this driver.
+is read as libvirt's "shut off, migrated". A DIMM is plugged with
+``virDomainAttachDeviceFlags`` (:meth:`LibvirtSide.plug_dimm`); QMP that
+would change devices behind libvirt's back (:data:`LIBVIRTS_OWN`) is
+refused. Any other QMP command goes to QEMU through
+``libvirt_qemu.qemuMonitorCommand``. QMP events are libvirt's, not ours,
+under this driver.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from harness.errors import HarnessError, QemuCrashed, QemuStartError, QmpCommand
 from harness.hosts.base import Host
 from harness.hosts.workspace import Workspace
 from harness.libvirt.daemon import LibvirtDaemon
+from harness.libvirt.domain_xml import dimm_aliases, dimm_xml
 from harness.libvirt.errors import libvirt_words
 from harness.qemu.argv import SidePaths
+from harness.qemu.machine import Dimm
 from harness.qemu.monitor import Monitor
 from harness.qemu.output import exit_report
 from harness.qemu.process import QemuProcess, State
@@ -46,6 +52,13 @@ STATUS: dict[tuple[int, int | None], str] = {
 """(libvirt state, reason or None for any other) -> the QEMU run state it stands for."""
 _STATE_NAMES = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
                 libvirt.VIR_DOMAIN_SHUTOFF: "shut off", libvirt.VIR_DOMAIN_CRASHED: "crashed"}
+
+
+LIBVIRTS_OWN = frozenset({"device_add", "device_del", "object-add", "object-del"})
+"""QMP that changes a domain's devices: libvirt's to do (it keeps the live definition that a
+migration carries), so the driver never sends it behind libvirt's back."""
+USER_ALIAS = "ua-"
+"""libvirt's prefix for a device id the user chose: QEMU's id of a DIMM plugged through libvirt."""
 
 
 def qemu_status(state: int, reason: int) -> str:
@@ -68,30 +81,42 @@ class DomainMonitor(Monitor):
         return self._side.domain is not None
 
     def cmd(self, command: str, timeout: float = 30.0, **args: Any) -> Any:
+        if command in LIBVIRTS_OWN:
+            raise HarnessError(f"{self.name}: {command} over QMP would change the domain behind "
+                               "libvirt's back; the libvirt driver plugs through libvirt's API")
+        if command == "cont":
+            return self.call("resume", {}, lambda dom: dom.resume() or {})
+        if command == "query-status":
+            return self.call("state", {}, _status)
+        if command == "migrate-set-parameters" and set(args) == {"downtime-limit"}:
+            ms = args["downtime-limit"]
+            return self.call("migrateSetMaxDowntime", {"downtime": ms},
+                             lambda dom: dom.migrateSetMaxDowntime(ms, 0) or {})
+        return self.call(f"qemuMonitorCommand {command}", args,
+                         lambda dom: self._raw(dom, command, args))
+
+    def call(self, name: str, args: dict[str, Any], api: Callable[[libvirt.virDomain], Any]) -> Any:
+        """``api`` on the side's domain, written to the transcript; libvirt's refusal is a
+        QmpCommandError in its words (a product failure), a domain gone is the side's crash."""
         dom = self._side.require_domain()
-        self._log("->", {"execute": command, "arguments": args})
+        self._log("->", {"libvirt": name, "arguments": args})
         try:
-            if command == "cont":
-                dom.resume()
-                result: Any = {}
-            elif command == "query-status":
-                state, reason = dom.state()
-                result = {"status": qemu_status(state, reason),
-                          "libvirt": f"{_STATE_NAMES.get(state, state)} (reason {reason})"}
-            else:
-                reply = json.loads(libvirt_qemu.qemuMonitorCommand(
-                    dom, json.dumps({"execute": command, "arguments": args}), 0))
-                if "error" in reply:
-                    self._log("<-", reply)
-                    raise QmpCommandError(self.name, command, args, reply["error"].get("class", ""),
-                                          reply["error"].get("desc", ""))
-                result = reply.get("return")
+            result = api(dom)
         except libvirt.libvirtError as exc:
             self._log("<-", {"libvirt-error": libvirt_words(exc)})
             raise (self._side.lost() or QmpCommandError(
-                self.name, command, args, "libvirt", libvirt_words(exc))) from exc
+                self.name, name, args, "libvirt", libvirt_words(exc))) from exc
         self._log("<-", {"return": result})
         return result
+
+    def _raw(self, dom: libvirt.virDomain, command: str, args: dict[str, Any]) -> Any:
+        reply = json.loads(libvirt_qemu.qemuMonitorCommand(
+            dom, json.dumps({"execute": command, "arguments": args}), 0))
+        if "error" in reply:
+            self._log("<-", reply)
+            raise QmpCommandError(self.name, command, args, reply["error"].get("class", ""),
+                                  reply["error"].get("desc", ""))
+        return reply.get("return")
 
     def events(self) -> list[dict[str, Any]]:
         raise HarnessError(f"{self.name}: QMP events belong to libvirt under the libvirt driver")
@@ -102,6 +127,12 @@ class DomainMonitor(Monitor):
 
     def close(self) -> None:
         """Nothing of ours to close: the connection is the daemon's."""
+
+
+def _status(dom: libvirt.virDomain) -> dict[str, str]:
+    state, reason = dom.state()
+    return {"status": qemu_status(state, reason),
+            "libvirt": f"{_STATE_NAMES.get(state, state)} (reason {reason})"}
 
 
 class LibvirtSide(QemuProcess):
@@ -116,7 +147,12 @@ class LibvirtSide(QemuProcess):
         self.xml = xml
         self.domain: libvirt.virDomain | None = None
         self.arriving = False
-        self.monitor = DomainMonitor(self)
+        self.traced: tuple[str, ...] = ()
+        """Trace events for a domain still to arrive: the driver puts them on its command line."""
+        self.migrated_xml: str | None = None
+        """The live definition this side's domain last migrated with (libvirt ends its QEMU)."""
+        self.domain_monitor = DomainMonitor(self)
+        self.monitor = self.domain_monitor
 
     def start(self, timeout: float = 30.0) -> None:
         """Define the domain and start it paused, then connect the console."""
@@ -145,6 +181,10 @@ class LibvirtSide(QemuProcess):
         self.arriving = False
 
     def require_domain(self) -> libvirt.virDomain:
+        if self.domain is None and self.arriving:
+            raise HarnessError(f"{self.role}: no domain until the migration defines it from the "
+                               "source's definition; under the libvirt driver a destination gets "
+                               "nothing of its own before (e.g. a CPU core: not written yet)")
         if self.domain is None:
             raise HarnessError(f"{self.role}: no domain yet (state {self.state.value})")
         return self.domain
@@ -195,6 +235,31 @@ class LibvirtSide(QemuProcess):
 
     def send_signal(self, signum: int) -> None:
         raise HarnessError("fault injection by signal is not written for the libvirt driver")
+
+    def trace(self, patterns: tuple[str, ...]) -> None:
+        """On a running domain's QEMU through its monitor; a destination still to arrive gets them
+        on its command line, in the definition it is migrated with."""
+        if self.domain is None:
+            self.traced = patterns
+        else:
+            super().trace(patterns)
+
+    def plug_dimm(self, dimm: Dimm) -> None:
+        """``virDomainAttachDeviceFlags``, live, as libvirt users plug memory: libvirt makes the
+        backend and the pc-dimm, and keeps the DIMM (slot and base) in the live definition."""
+        xml = dimm_xml(dimm, self.dimm_id(dimm))
+        self.domain_monitor.call("attachDeviceFlags", {"xml": xml, "flags": "VIR_DOMAIN_AFFECT_LIVE"},
+                          lambda dom: dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE) or {})
+
+    def dimm_id(self, dimm: Dimm) -> str:
+        return USER_ALIAS + dimm.id
+
+    def has_dimm(self, dimm: Dimm) -> bool:
+        """QEMU's view while the domain runs; for a source libvirt ended after the migration,
+        whether the definition it migrated with had the DIMM."""
+        if self.alive():
+            return super().has_dimm(dimm)
+        return self.migrated_xml is not None and self.dimm_id(dimm) in dimm_aliases(self.migrated_xml)
 
     def output(self) -> str:
         return self.daemon.qemu_log(self.name)

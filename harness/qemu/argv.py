@@ -51,9 +51,9 @@ def qemu_argv(build: Build, setup: MachineSetup, paths: SidePaths, *, incoming: 
         f"socket,id=console0,path={paths.console},server=on,wait=off,logfile={paths.serial_log}",
         "-serial", "chardev:console0",
     ]
-    for obj in setup.objects:
-        argv += ["-object", obj]
     for device in setup.devices:
         argv += ["-device", device]
+    for dimm in setup.dimms:
+        argv += ["-object", dimm.object_arg(), "-device", dimm.device_arg()]
     argv += ["-incoming", "defer"] if incoming else ["-S"]
     return argv

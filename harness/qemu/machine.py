@@ -24,6 +24,22 @@ TCG_CAP_SETTINGS: tuple[tuple[str, str], ...] = (
 
 
 @dataclass(frozen=True)
+class Dimm:
+    """A pc-dimm on its RAM backend: the same device whether QMP, a command line or libvirt
+    plugs it (libvirt names it by the user alias ``ua-<id>``)."""
+
+    id: str
+    memdev: str
+    size_mb: int
+
+    def object_arg(self) -> str:
+        return f"memory-backend-ram,id={self.memdev},size={self.size_mb}M"
+
+    def device_arg(self) -> str:
+        return f"pc-dimm,id={self.id},memdev={self.memdev}"
+
+
+@dataclass(frozen=True)
 class MachineSetup:
     """Everything that must be identical on source and destination."""
 
@@ -42,8 +58,8 @@ class MachineSetup:
     maxmem_mb: int | None = None
     """With ``memory_slots``: room for memory hotplug (``-m size,slots=N,maxmem=M``)."""
     memory_slots: int = 0
-    objects: tuple[str, ...] = ()
-    """``-object`` arguments (e.g. the backend of a DIMM given with ``devices``)."""
+    dimms: tuple[Dimm, ...] = ()
+    """DIMMs present from the start (a destination given the DIMM its source was plugged)."""
 
     def memory_arg(self) -> str:
         if self.maxmem_mb is None:

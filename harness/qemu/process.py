@@ -6,6 +6,7 @@ import enum
 import signal as signal_module
 import subprocess
 from types import TracebackType
+from typing import Any
 
 from harness.builds.model import Build
 from harness.errors import HarnessError, QemuCrashed, QemuStartError, QemuUnresponsive
@@ -13,6 +14,7 @@ from harness.hosts.base import Host, Process
 from harness.hosts.workspace import Workspace
 from harness.qemu.argv import SidePaths
 from harness.qemu.console import Console
+from harness.qemu.machine import Dimm
 from harness.qemu.monitor import Monitor
 from harness.qemu.output import exit_report, start_failure
 
@@ -106,6 +108,27 @@ class QemuProcess:
             return QemuUnresponsive(f"{self.role} QEMU ({self.build.name}) hangs: the guest was "
                                     f"silent and {exc}")
         return None
+
+    def trace(self, patterns: tuple[str, ...]) -> None:
+        """Turn on QEMU trace events (into its output, kept as evidence)."""
+        for name in patterns:
+            self.monitor.cmd("trace-event-set-state", name=name, enable=True)
+
+    def plug_dimm(self, dimm: Dimm) -> None:
+        """Hotplug ``dimm`` over QMP as libvirt would: its memory backend, then the pc-dimm on it."""
+        backend: dict[str, Any] = {"qom-type": "memory-backend-ram", "id": dimm.memdev,
+                                   "size": dimm.size_mb << 20}
+        self.monitor.cmd("object-add", **backend)
+        self.monitor.cmd("device_add", driver="pc-dimm", id=dimm.id, memdev=dimm.memdev)
+
+    def has_dimm(self, dimm: Dimm) -> bool:
+        """QEMU lists ``dimm`` among its memory devices (query-memory-devices)."""
+        return any(d.get("data", {}).get("id") == self.dimm_id(dimm)
+                   for d in self.monitor.cmd("query-memory-devices"))
+
+    def dimm_id(self, dimm: Dimm) -> str:
+        """QEMU's id of ``dimm`` on this side."""
+        return dimm.id
 
     def send_signal(self, signum: int) -> None:
         """Signal QEMU's process group (fault injection)."""

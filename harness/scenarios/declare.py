@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from harness.checks import CheckResult, Limits
+from harness.qemu.machine import Dimm
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext
@@ -45,8 +46,8 @@ class MachineChange:
     maxmem_mb: int | None = None
     memory_slots: int = 0
     """Memory hotplug room: DIMM slots up to ``maxmem_mb`` (both or neither)."""
-    objects: tuple[str, ...] = ()
-    """Extra ``-object`` arguments (a DIMM's memory backend)."""
+    dimms: tuple[Dimm, ...] = ()
+    """DIMMs on that side from the start (a destination given its source's plugged DIMM)."""
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,13 @@ migration must be refused, the migration complete, the guest unchanged).
 The guest starts with one CPU (maxcpus 2): two always lose a timer on these
 builds (known failures), which would hide the plugged CPU's outcome.
 
-The destination gets the device as libvirt gives it: a DIMM on its command
-line; a core by ``device_add`` after it started with ``-incoming defer`` and
-before the stream comes (libvirt's qemuProcessSetupHotpluggableVcpus), as
+The source is plugged the way its driver plugs (QMP ``object-add`` and
+``device_add``, or libvirt's ``virDomainAttachDeviceFlags``, see
+:meth:`harness.qemu.process.QemuProcess.plug_dimm`). The destination gets
+the device as libvirt gives it: a DIMM on its command line (under the
+libvirt driver, libvirt puts it there from the definition it migrates); a
+core by ``device_add`` after it started with ``-incoming defer`` and before
+the stream comes (libvirt's qemuProcessSetupHotpluggableVcpus), as
 only the destination knows its core type (QEMU 10.0's POWER9 core is
 power9_v2.2, 7.2's power9_v2.0); QEMU treats it as cold-plugged
 (``spapr_drc_hotplugged`` is false while INMIGRATE). Which phase a cell
@@ -46,6 +50,7 @@ from harness.checks import CheckResult, Limits, Observations, TickGap, generic_c
 from harness.errors import GuestUnresponsive, QmpCommandError
 from harness.guest.agent import Agent
 from harness.guest.protocol import CpuOnline, Probe, Tick, parse_cpu_list
+from harness.qemu.machine import Dimm
 from harness.scenarios.declare import MachineChange, Scenario, Variant
 from harness.scenarios.steps import Before, Hop, boot, observe, tick_gaps
 from harness.stream.drc import DRC_STATES, Drc, drcs_in
@@ -56,7 +61,8 @@ if TYPE_CHECKING:
 
 CORE_ID = "hotplug-core"
 """The QOM id of the plugged core, on both sides."""
-DIMM_ID, DIMM_MEM, DIMM_MB = "hotplug-dimm", "hotplug-mem", 256
+DIMM_MB = 256
+DIMM = Dimm("hotplug-dimm", "hotplug-mem", DIMM_MB)
 """The plugged DIMM (one 256 MiB LMB) and its memory backend, on both sides."""
 MAXMEM_MB = 1024
 """The guest's RAM plus room for the DIMM (spapr wants maxmem a multiple of the 256 MiB LMB)."""
@@ -196,7 +202,8 @@ class HotplugObservations:
         return [
             CheckResult("plugged DIMM present on both sides", self.core_src and self.core_dst,
                         "source and destination", _sides(self.core_src, self.core_dst),
-                        "query-memory-devices after the migration"),
+                        "query-memory-devices after the migration (libvirt: a source it ended is "
+                        "read in the definition it migrated)"),
             CheckResult("plugged memory online in the guest", grown == DIMM_MB * 1024,
                         f"MemTotal + {DIMM_MB * 1024} kB", "no answer to the probe" if grown is None
                         else f"MemTotal + {grown} kB ({before} to {self.mem_after_kb} kB)",
@@ -243,8 +250,8 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
     plan = variant.data
     src = ctx.start("src")
     dst = ctx.start("dst")
-    for side in (src, dst):
-        _trace_drc(side)
+    for side in (src, dst):  # which side the guest's set-indicator and configure-connector reached
+        side.trace(TRACED)
     before = boot(ctx, src)
     source = Agent(src.console)
     slot = _free_core(src)
@@ -265,7 +272,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         if plan.action == "plug":
             _plug(src, slot)
         elif plan.action == "memory":
-            _plug_dimm(src)
+            src.plug_dimm(DIMM)  # each driver its own way: QMP, or libvirt's attachDeviceFlags
         else:
             src.monitor.cmd("device_del", id=CORE_ID)
         done = time.monotonic()
@@ -299,10 +306,10 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
             elif new_cpu is not None:
                 new_ticked = destination.console.wait_for(
                     Tick, lambda t: t.cpu == new_cpu, max(0.0, deadline - time.monotonic())) is not None
-        deleted = _deleted(src, "source") + (_wait_deleted(dst) if plan.action == "unplug" else ())
+        deleted = (_deleted(src, "source") + _wait_deleted(dst)) if plan.action == "unplug" else ()
         mem_after = None
         if plan.action == "memory":
-            core_src, core_dst = _has_dimm(src), _has_dimm(dst)
+            core_src, core_dst = src.has_dimm(DIMM), dst.has_dimm(DIMM)
             grown = _memory_grown(destination, before, 0.0 if stalled else ONLINE_S)
             mem_after = grown.mem_total_kb if grown else None
         else:
@@ -322,13 +329,6 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         refusal[0] if refusal else None, migrate_after, drcs, probe_after, _kernel_said(dst),
         tuple(sorted({*source.online_cpus(), *destination.online_cpus()})), gaps,
         result.figures.downtime_ms, seen)
-
-
-def _trace_drc(side: QemuProcess) -> None:
-    """QEMU's DRC trace events into its output (kept as evidence): which side the guest's
-    set-indicator and configure-connector calls reached."""
-    for name in TRACED:
-        side.monitor.cmd("trace-event-set-state", name=name, enable=True)
 
 
 def _free_core(side: QemuProcess) -> dict[str, Any]:
@@ -356,17 +356,6 @@ def _try_plug(side: QemuProcess, slot: dict[str, Any]) -> str:
     except QmpCommandError as exc:
         return f"{exc.error_class}: {exc.desc}"
     return "accepted"
-
-
-def _plug_dimm(side: QemuProcess) -> None:
-    """A DIMM as libvirt hotplugs one: its memory backend, then the pc-dimm on it."""
-    backend: dict[str, Any] = {"qom-type": "memory-backend-ram", "id": DIMM_MEM, "size": DIMM_MB << 20}
-    side.monitor.cmd("object-add", **backend)
-    side.monitor.cmd("device_add", driver="pc-dimm", id=DIMM_ID, memdev=DIMM_MEM)
-
-
-def _has_dimm(side: QemuProcess) -> bool:
-    return any(d.get("data", {}).get("id") == DIMM_ID for d in side.monitor.cmd("query-memory-devices"))
 
 
 def _memory_grown(agent: Agent, before: Before, timeout: float) -> Probe | None:
@@ -445,12 +434,11 @@ def _variant(name: str, plan: Plan, description: str) -> Variant[Plan]:
 
 
 def _memory(name: str, delay_ms: int | None, description: str) -> Variant[Plan]:
-    """The source has room for one DIMM; the destination starts with it on its command line."""
+    """The source has room for one DIMM; the destination starts with it (on its command line, or
+    in the definition libvirt migrates)."""
     room = MachineChange(smp=1, maxcpus=2, maxmem_mb=MAXMEM_MB, memory_slots=1)
     return Variant(name, Plan("memory", delay_ms), source=room, description=description,
-                   destination=dataclasses.replace(
-                       room, objects=(f"memory-backend-ram,id={DIMM_MEM},size={DIMM_MB}M",),
-                       devices=(f"pc-dimm,id={DIMM_ID},memdev={DIMM_MEM}",)))
+                   destination=dataclasses.replace(room, dimms=(DIMM,)))
 
 
 SCENARIO = Scenario(
