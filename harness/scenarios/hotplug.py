@@ -13,7 +13,7 @@ configure-connector loop or an unplug that never finishes.
 Variants: ``cpu-0ms``, ``cpu-50ms``, ``cpu-300ms`` (live migration that
 long after ``device_add`` returned; the downtime-limit is raised so that QEMU
 stops the source at its first convergence check), ``cpu-stopped-0ms`` and
-``cpu-stopped-20ms`` (the source stopped that long after ``device_add`` and
+``cpu-stopped-2ms``, ``cpu-stopped-20ms`` (the source stopped that long after ``device_add`` and
 migrated paused, then resumed on the destination: the stop lands within
 milliseconds of the plug), ``cpu-settled`` (once the new CPU ticks),
 ``cpu-unplug-0ms`` (``device_del`` of a settled core, then migrate),
@@ -453,6 +453,9 @@ SCENARIO = Scenario(
         _variant("cpu-settled", Plan("plug", None), "migrate once the plugged CPU ticks"),
         _variant("cpu-stopped-0ms", Plan("plug", 0, stopped=True),
                  "stop the source as soon as device_add returns, migrate it paused, resume there"),
+        _variant("cpu-stopped-2ms", Plan("plug", 2, stopped=True),
+                 "stop the source 2 ms after device_add (about 3 ms after: mostly inside the guest's "
+                 "configure-connector walk), migrate it paused, resume there"),
         _variant("cpu-stopped-20ms", Plan("plug", 20, stopped=True),
                  "stop the source 20 ms after device_add, migrate it paused, resume there"),
         _variant("cpu-unplug-0ms", Plan("unplug", 0), "device_del of a settled core, migrate at once"),
