@@ -35,11 +35,12 @@ class TestShippedMatrix:
         # ... + intc (3 ic-modes on 3 machine types) + caps (7 capabilities)
         # + phb (2.7 split on two builds, latest-common windows) + xiveblocks (2 variants) + timebase
         # + libvirt (7.2 and 10.0 both ways: baseline-idle, pingpong)
-        # + hotplug (10 variants 10.0>10.0, 3 on the 8 other pairs of the three builds)
+        # + hotplug (11 variants 10.0>10.0, 3 on the 8 other pairs of the three builds,
+        #   cpu-stopped-2ms on the 3 other pairs of 7.2 and 10.0)
         # + libvirt hotplug (memory-0ms, 7.2 and 10.0 both ways)
         assert len(ids) == (3 * 3 * 4 + 3 * 3 * 2 + 3 * 3 + 2 * 2 + 2 * 2 + 3 * 3 + 3 * 3 * 3 * 3
                             + 3 * 3 * 7 + 2 * 2 + 3 * 3 + 3 * 3 * 2 + 3 * 3 + 2 * 2 * 2
-                            + 10 + 8 * 3 + 2 * 2) == len(set(ids))
+                            + 11 + 8 * 3 + 3 + 2 * 2) == len(set(ids))
         assert {
             "qemu-7.2>qemu-7.2/pseries-7.2/baseline-idle",
             "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle",
