@@ -14,6 +14,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,10 +81,36 @@ class LocalHost:
             raise HostError(f"host {self.name}: {' '.join(cmd)}: {exc}") from exc
 
     def kill(self, process: Process) -> None:
+        """SIGKILL the process's whole group and return once every member has exited (a rooted
+        build's QEMU is bwrap's child: it is still tearing down its guest RAM when bwrap is
+        reaped)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        deadline = time.monotonic() + KILL_WAIT_S
+        while (left := _group_members(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if left:
+            raise HostError(f"host {self.name}: pids {left} of process group {process.pid} still "
+                            f"alive {KILL_WAIT_S:.0f} s after SIGKILL")
 
     def signal(self, process: Process, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signum)
+
+
+KILL_WAIT_S = 10.0
+"""How long a killed process group may take to exit (a QEMU unmapping its guest RAM)."""
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that have not exited (zombies excluded)."""
+    members = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(pid))
+    return members

@@ -22,7 +22,7 @@ import pytest
 from harness.cell import CellRecord, run_cell
 from harness.errors import CheckFailed
 from harness.matrix.load import load_matrix
-from harness.matrix.model import Matrix
+from harness.matrix.model import GuestSettings, Matrix
 from harness.paths import REPO_ROOT
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import Variant
@@ -33,6 +33,13 @@ pytestmark = pytest.mark.slow
 CELL = "qemu-7.2>qemu-7.2/latest-common/timebase"
 """Every hop's own checks are measured even though this pair loses the decrementer (a known
 failure: the cell then fails at "timer ticks on schedule", after them)."""
+ATTEMPTS = 3
+"""Runs of CELL until the guest answered after every hop: with the decrementer lost, a CPU 0
+whose spinner holds it without a timer sometimes never lets the agent's command loop run (CI,
+2026-11-29: CPU 0 silent on the third QEMU), and the hop's checks are then not measured."""
+REWIND_CELL = "qemu-10.0>qemu-10.0/latest-common/timebase"
+"""One CPU on QEMU 10.0, which keeps its timer across a migration: the rewound clock is the only
+thing wrong there."""
 OWN = ("timebase never goes backwards", "timebase forward jump within bound", "timebase in step")
 
 
@@ -43,12 +50,19 @@ def _matrix() -> Matrix:
 def _run(tmp_path: Path) -> CellRecord:
     matrix = _matrix()
     cell = next(c for c in matrix.cells() if c.id == CELL)
-    record = CellRecord(cell, tmp_path / "evidence")
-    try:
-        run_cell(cell, matrix, record)
-    except CheckFailed as failed:  # the known timer failure, after the scenario's own checks
-        assert failed.invariant == "timer ticks on schedule", failed
-    return record
+    silent = []
+    for attempt in range(ATTEMPTS):
+        record = CellRecord(cell, tmp_path / f"evidence-{attempt}")
+        try:
+            run_cell(cell, matrix, record)
+        except CheckFailed as failed:  # the known timer failure, after the scenario's own checks
+            assert failed.invariant == "timer ticks on schedule", failed
+        obs = record.observations
+        assert isinstance(obs, TimebaseObservations)
+        if len(obs.hops) == 3 and not any(h.silence for h in obs.hops):
+            return record
+        silent.append([h.silence for h in obs.hops])
+    raise AssertionError(f"{CELL}: the guest did not answer after every hop in {ATTEMPTS} runs: {silent}")
 
 
 def _own(record: CellRecord) -> list[str]:
@@ -71,21 +85,17 @@ def test_every_hop_keeps_each_cpus_timebase_and_all_in_step(tmp_path: Path) -> N
 
 
 def test_cell_fails_when_the_timebase_goes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hop's stream is loaded into a fresh QEMU with the virtual clock a second earlier:
-    every CPU's watcher sees its timebase go back, and the cell fails on that check."""
+    """The hop's stream is loaded into a fresh QEMU with the virtual clock a second earlier: the
+    CPU's watcher sees its timebase go back, and the cell fails on that check."""
     declared = SCENARIOS["timebase"]
     monkeypatch.setitem(SCENARIOS, "timebase", dataclasses.replace(
         declared, variants=(Variant("", Plan(hops=1, rewind_ms=1000)),)))
+    matrix = dataclasses.replace(_matrix(), guest=GuestSettings(smp=1, maxcpus=1))
+    cell = next(c for c in matrix.cells() if c.id == REWIND_CELL)
 
     with pytest.raises(CheckFailed) as raised:
-        run_cell(*_cell_and_record(tmp_path))
+        run_cell(cell, matrix, CellRecord(cell, tmp_path / "evidence"))
 
     assert raised.value.invariant == "timebase never goes backwards across hop 1", raised.value
     back = raised.value.after
-    assert isinstance(back, str) and "largest backward step by CPU: {0: " in back and ", 1: " in back, back
-
-
-def _cell_and_record(tmp_path: Path) -> tuple[object, Matrix, CellRecord]:
-    matrix = _matrix()
-    cell = next(c for c in matrix.cells() if c.id == CELL)
-    return cell, matrix, CellRecord(cell, tmp_path / "evidence")
+    assert isinstance(back, str) and "largest backward step by CPU: {0: " in back, back
