@@ -11,7 +11,13 @@ Attach a meter to a running QEMU once, open a window before what a check times, 
 
 Attaching asks QEMU for its vCPU threads (QMP ``query-cpus-fast``, ``thread-id``) and finds them
 where QEMU runs (see :func:`reader_for`); windows only read the kernel's counters, no QMP, so
-opening and closing one costs well under a millisecond on this machine.
+opening and closing one costs well under a millisecond on this machine (measured: 0.6-0.9 ms
+for both ends, local and namespace hosts; about 60 ms over SSH on a loaded machine).
+
+When a wait counts: the kernel adds a thread's wait to its figures when the wait ends, as the
+thread gets a CPU. A window closed just after the vCPU did what was timed (a tick or a beat
+arrived: the vCPU ran to make it) holds every wait before it; a wait still going on when the
+window closes (a CPU that never ticks) is not in it, and judge() excuses nothing there anyway.
 """
 
 from __future__ import annotations
