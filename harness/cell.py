@@ -17,10 +17,10 @@ from harness.builds.lab import on_lab_host
 from harness.builds.model import Build, BuildInfo, MachineInfo
 from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec
-from harness.checks import CheckResult, Limits, require_all
+from harness.checks import CheckResult, Limits
 from harness.context import ScenarioContext
 from harness.driver import Driver, QemuDriver
-from harness.errors import MigrationFailed
+from harness.errors import ChecksFailed, HostOverloaded, MigrationFailed, ProductFailure
 from harness.evidence import keep_evidence
 from harness.explain import diff_last_hop, summarise_streams
 from harness.guest.image import GoldenImage, ensure_golden_image
@@ -37,6 +37,7 @@ from harness.rundir import make_rundir
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Needs, ScenarioResult
 from harness.timing import timed
+from harness.verdict import CellVerdict, completed, failure_checks, judge
 
 
 class CellImpossible(Exception):
@@ -56,6 +57,8 @@ class CellRecord:
     observations: ScenarioResult | None = None
     migrations: list[MigrationResult] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
+    verdict: CellVerdict | None = None
+    """The checks judged against the known failures (None: the cell never got to its checks)."""
     not_kept: list[str] = field(default_factory=list)
     """Evidence that could not be kept (a full reports filesystem), one note per file."""
 
@@ -226,7 +229,7 @@ def _run_scenario(
             try:
                 record.observations = scenario.run(ctx, ctx.variant)
                 with timed(record.phases, "check"):
-                    record.checks = record.observations.checks(limits)
+                    record.checks = [*record.observations.checks(limits), *completed(record.migrations)]
             except MigrationFailed:
                 if matrix.lab is None:  # the diff records reference streams on this machine
                     diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0],
@@ -239,8 +242,17 @@ def _run_scenario(
                     if side.console.corrupt_lines:
                         (rundir / f"{side.role}-corrupt-lines.txt").write_text(
                             "\n".join(side.console.corrupt_lines) + "\n")
-        require_all(record.checks)
+        record.verdict = judge(record.checks, matrix.known_failures_for(cell.id))
+        if record.verdict.outcome == "broken":
+            raise HostOverloaded(record.verdict.reason)
+        if any(c.counts_against for c in record.checks):
+            raise ChecksFailed(record.checks)
         passed = True
+    except ProductFailure as exc:
+        if not isinstance(exc, ChecksFailed):  # the scenario ended early: what it did not measure
+            record.checks = [*record.checks, *failure_checks(exc)]
+            record.verdict = judge(record.checks, matrix.known_failures_for(cell.id))
+        raise
     finally:
         record.not_kept = keep_evidence(rundir, record.evidence,
                                         keep_stream=keeps_stream(matrix.keep_streams, passed))

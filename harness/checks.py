@@ -8,10 +8,12 @@ look at every CPU and name the ones that broke.
 
 from __future__ import annotations
 
+import enum
+import re
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from harness.errors import CheckFailed, ConfigError
+from harness.errors import ConfigError
 from harness.guest.protocol import CpuTbStats, IpiReport, Probe, TbStats, Tick, parse_cpu_list
 
 TICK_PERIOD_MS = 250
@@ -30,13 +32,75 @@ class Limits:
         return self.tick_period_ms + downtime_ms + self.tb_slack_ms
 
 
+class Verdict(enum.Enum):
+    """A check's verdict. Only PASSED is a pass: a check that measured nothing is NOT_MEASURED
+    (it should have, and could not: the guest was silent, QEMU died, the host starved it) or
+    NOT_APPLICABLE (there is nothing to measure in this cell, e.g. IPIs with one CPU)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_MEASURED = "not measured"
+    NOT_APPLICABLE = "not applicable"
+
+
+HOST_OVERLOADED = "host-overloaded"
+"""The ``cause`` of a check not measured because the host did not give the guest a CPU."""
+
+
+def check_id(name: str) -> str:
+    """A check's id, as known_failures entries name it: its name in lower case, dashes between
+    words (``timer ticks on schedule`` -> ``timer-ticks-on-schedule``)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 @dataclass(frozen=True)
 class CheckResult:
+    """One check's result: its name, verdict, bound (``before``), what it measured (``after``)
+    and the evidence it was measured from.
+
+    ``ok`` gives PASSED or FAILED; :func:`not_measured` and :func:`not_applicable` make the
+    other two, with the reason as the evidence.
+    """
+
     invariant: str
     ok: bool
     before: object
     after: object
     evidence: str
+    verdict: Verdict = field(default=Verdict.PASSED)
+    cause: str | None = None
+    """For NOT_MEASURED: the id of the check whose failure kept this one from being measured
+    (explained with it), or :data:`HOST_OVERLOADED`; None when nothing in the cell explains it."""
+
+    def __post_init__(self) -> None:
+        if self.verdict in (Verdict.PASSED, Verdict.FAILED):
+            object.__setattr__(self, "verdict", Verdict.PASSED if self.ok else Verdict.FAILED)
+        elif self.ok:
+            raise ValueError(f"check {self.invariant!r}: ok with verdict {self.verdict.value}")
+
+    @property
+    def id(self) -> str:
+        return check_id(self.invariant)
+
+    @property
+    def message(self) -> str:
+        """What a known_failures entry's ``match`` is searched in."""
+        return f"{self.invariant}: before={self.before!r} after={self.after!r}\nevidence: {self.evidence}"
+
+    @property
+    def counts_against(self) -> bool:
+        """Failed or not measured: the cell cannot pass unless something explains it."""
+        return self.verdict in (Verdict.FAILED, Verdict.NOT_MEASURED)
+
+
+def not_measured(name: str, why: str, *, bound: object = "", cause: str | None = None) -> CheckResult:
+    """A check that should have measured and could not, saying why."""
+    return CheckResult(name, False, bound, "not measured", why, Verdict.NOT_MEASURED, cause)
+
+
+def not_applicable(name: str, why: str, *, bound: object = "") -> CheckResult:
+    """A check with nothing to measure in this cell, saying why."""
+    return CheckResult(name, False, bound, "not applicable", why, Verdict.NOT_APPLICABLE)
 
 
 @dataclass(frozen=True)
@@ -64,23 +128,51 @@ class Progress:
     after: int | None
 
 
+STALL = "timer-ticks-on-schedule"
+"""The check whose failure (a CPU with no tick) explains what a silent guest left unmeasured."""
+
+
 @dataclass(frozen=True)
 class Observations:
-    """What a migrating scenario saw: both sides' status, probes, and every CPU's heartbeats."""
+    """What a migrating scenario saw: both sides' status, probes, and every CPU's heartbeats.
+
+    A field is None when the guest did not answer for it (``silence`` says why); the checks on
+    it are then not measured, with the stall (a CPU that missed its tick) as their cause when
+    there was one.
+    """
 
     load: str
     """The guest's load mode while it migrated: idle, busy or timer."""
     probe_before: Probe
-    probe_after: Probe
-    timebase: TbStats
+    probe_after: Probe | None
+    timebase: TbStats | None
     """Per-CPU watcher statistics on the destination since the reset before the migration."""
     downtime_ms: int
     """QEMU's reported downtime (the largest, over several hops)."""
     source_status: str
     destination_status: str
-    tick_gaps: tuple[TickGap, ...]
+    hop_gaps: tuple[tuple[TickGap, ...], ...]
+    """Every CPU's tick gap, per hop."""
     progress: tuple[Progress, ...]
-    ipi: IpiReport
+    ipi: IpiReport | None
+    silence: str = ""
+    """Why the guest left fields unanswered (empty: it answered everything)."""
+    woken: str = ""
+    """How the harness woke a guest whose CPUs missed their ticks, to measure the rest."""
+
+    @property
+    def tick_gaps(self) -> tuple[TickGap, ...]:
+        return tuple(g for hop in self.hop_gaps for g in hop)
+
+    @property
+    def stalled(self) -> bool:
+        return any(g.first_after is None for g in self.tick_gaps)
+
+    def unanswered(self, name: str, what: str, bound: object = "") -> CheckResult:
+        """``name`` not measured: the guest did not answer ``what`` (because a CPU missed its tick,
+        or else because the guest stopped answering)."""
+        return not_measured(name, f"the guest did not answer {what}: {self.silence or 'no reply'}",
+                            bound=bound, cause=STALL if self.stalled else check_id(ANSWERS))
 
     def checks(self, limits: Limits) -> list[CheckResult]:
         return generic_checks(self, limits)
@@ -103,6 +195,10 @@ def ticks_on_schedule(gaps: tuple[TickGap, ...], downtime_ms: int, tb_freq: int,
     """Every CPU ticked again across the migration within the tick period plus QEMU's downtime
     plus the slack (in guest timebase), or names the CPUs that did not."""
     bound_ms = limits.gap_bound_ms(downtime_ms)
+    bound = (f"every CPU's tick gap <= {bound_ms} ms ({limits.tick_period_ms} ms period + "
+             f"{downtime_ms} ms downtime + {limits.tb_slack_ms} ms slack)")
+    if not gaps:
+        return not_measured("timer ticks on schedule", "no CPU ticked on the source", bound=bound)
     late = []
     for gap in gaps:
         if gap.first_after is None:
@@ -114,48 +210,90 @@ def ticks_on_schedule(gaps: tuple[TickGap, ...], downtime_ms: int, tb_freq: int,
     shown = ", ".join(f"CPU {g.cpu} " + ("none" if g.gap is None else f"{g.gap * 1000 / tb_freq:.0f} ms")
                       for g in gaps)
     return CheckResult(
-        "timer ticks on schedule", bool(gaps) and not late,
-        f"every CPU's tick gap <= {bound_ms} ms ({limits.tick_period_ms} ms period + "
-        f"{downtime_ms} ms downtime + {limits.tb_slack_ms} ms slack)",
-        f"gaps: {shown}",
+        "timer ticks on schedule", not late, bound, f"gaps: {shown}",
         "; ".join(late) or "each CPU's last tick on the source and first on the destination (timebase)",
     )
 
 
 def _ticks(obs: Observations, limits: Limits) -> CheckResult:
-    return ticks_on_schedule(obs.tick_gaps, obs.downtime_ms, obs.probe_before.tb_freq, limits)
+    results = [ticks_on_schedule(gaps, obs.downtime_ms, obs.probe_before.tb_freq, limits)
+               for gaps in obs.hop_gaps]
+    if len(results) == 1:
+        return results[0]
+    failed = [(n, r) for n, r in enumerate(results, 1) if not r.ok]
+    return CheckResult(
+        "timer ticks on schedule", not failed, results[0].before,
+        "; ".join(f"hop {n}: {r.after}" for n, r in enumerate(results, 1)),
+        "; ".join(f"hop {n}: {r.evidence}" for n, r in (failed or list(enumerate(results, 1)))),
+    )
+
+
+ANSWERS = "guest answers after the migration"
+
+
+def _answers(obs: Observations, limits: Limits) -> CheckResult:
+    """The agent answered every request after the migration. A guest silent after a CPU missed
+    its tick is that stall's consequence (not measured, caused by it); silent otherwise, it is a
+    finding of its own."""
+    if obs.silence and obs.stalled:
+        return not_measured(ANSWERS, f"after the stall: {obs.silence}", cause=STALL)
+    return CheckResult(ANSWERS, not obs.silence, "every request answered", obs.silence or "answered",
+                       "the agent's replies on the destination's console")
 
 
 def _progress(obs: Observations, limits: Limits) -> CheckResult:
+    name = "CPU progress on every CPU"
+    if not obs.progress:
+        return obs.unanswered(name, "the switch to load mode busy")
     stalled = [p.cpu for p in obs.progress if p.after is None or p.after <= p.before]
     return CheckResult(
-        "CPU progress on every CPU", bool(obs.progress) and not stalled,
+        name, not stalled,
         {p.cpu: p.before for p in obs.progress}, {p.cpu: p.after for p in obs.progress},
-        f"busy heartbeat numbers by CPU before and after; stalled: {stalled or 'none'}",
+        f"busy heartbeat numbers by CPU before and after; stalled: {stalled or 'none'}"
+        + (f"; {obs.woken}" if obs.woken else ""),
+    )
+
+
+def ipis_delivered(ipi: IpiReport | None, cpus: int, obs: Observations) -> CheckResult:
+    """Every ordered pair of ``cpus`` CPUs answered a cross-CPU wake-up (not applicable with
+    one CPU: there is no pair)."""
+    name = "IPIs delivered between every pair of CPUs"
+    expected = cpus * (cpus - 1)
+    if cpus < 2:
+        return not_applicable(name, f"{cpus} CPU online: no pair of CPUs to send IPIs between")
+    if ipi is None:
+        return obs.unanswered(name, "ipi", f"{expected} pairs answered")
+    pairs = ipi.pairs
+    lost = [f"{p.from_cpu}->{p.to_cpu}" for p in pairs if p.ticks < 0]
+    return CheckResult(
+        name, len(pairs) == expected and not lost, f"{expected} pairs answered",
+        {f"{p.from_cpu}->{p.to_cpu}": p.ticks for p in pairs},
+        f"cross-CPU futex wake-up round trips in timebase ticks; lost: {lost or 'none'}"
+        + (f"; {obs.woken}" if obs.woken else ""),
     )
 
 
 def _ipis(obs: Observations, limits: Limits) -> CheckResult:
-    pairs = obs.ipi.pairs
-    lost = [f"{p.from_cpu}->{p.to_cpu}" for p in pairs if p.ticks < 0]
-    expected = len(parse_cpu_list(obs.probe_before.cpus_online))
-    complete = len(pairs) == expected * (expected - 1)
-    return CheckResult(
-        "IPIs delivered between every pair of CPUs", complete and not lost,
-        f"{expected * (expected - 1)} pairs answered",
-        {f"{p.from_cpu}->{p.to_cpu}": p.ticks for p in pairs},
-        f"cross-CPU futex wake-up round trips in timebase ticks; lost: {lost or 'none'}",
-    )
+    return ipis_delivered(obs.ipi, len(parse_cpu_list(obs.probe_before.cpus_online)), obs)
 
 
 def _tb_backwards(obs: Observations, limits: Limits) -> CheckResult:
-    worst = {c.cpu: c.max_back for c in obs.timebase.cpus if c.max_back}
-    tick_back = [g.cpu for g in obs.tick_gaps if g.gap is not None and g.gap < 0]
+    """No CPU's mftb went back: its watcher (busy mode: every sample) and its ticks' own timebase
+    stamps across each hop (every mode)."""
+    name = "timebase never goes backwards"
+    crossed = [g for g in obs.tick_gaps if g.gap is not None]
+    watched = [c for c in obs.timebase.cpus if c.samples] if obs.timebase else []
+    if not crossed and not watched:
+        return not_measured(name, "no CPU ticked across the migration and no watcher sampled",
+                            bound=0, cause=STALL if obs.stalled else None)
+    worst = {c.cpu: c.max_back for c in watched if c.max_back}
+    tick_back = [g.cpu for g in crossed if g.gap is not None and g.gap < 0]
     return CheckResult(
-        "timebase never goes backwards", not worst and not tick_back, 0,
+        name, not worst and not tick_back, 0,
         f"watcher max backward step by CPU: {worst or 'none'}; tick timebase backwards on CPUs: "
         f"{tick_back or 'none'}",
-        "per-CPU mftb watcher since tbreset, and each CPU's ticks across the migration",
+        f"per-CPU mftb watcher since tbreset ({len(watched)} CPUs sampled); the timebase stamps of "
+        f"each CPU's ticks across each hop ({len(crossed)} crossings)",
     )
 
 
@@ -180,38 +318,74 @@ def jump_evidence(cpus: Sequence[CpuTbStats], freq: int) -> dict[int, str]:
             for c in cpus if c.samples > 0}
 
 
+def tick_jump(gaps: Sequence[TickGap], period_ticks: int) -> int | None:
+    """The timebase's jump across one hop from the ticks' own stamps: the smallest, over the
+    CPUs that ticked across it, of the gap less one tick period (a tick sleeps one period, so
+    the rest of its gap is the jump plus its wake-up latency: an upper bound of the jump)."""
+    over = [g.gap - period_ticks for g in gaps if g.gap is not None]
+    return max(0, min(over)) if over else None
+
+
 def _tb_jump(obs: Observations, limits: Limits) -> CheckResult:
+    """Busy guests: the watchers' jump (every sample); other modes: each hop's ticks' stamps."""
+    name = "timebase forward jump within bound"
     bound_ms = obs.downtime_ms + limits.tb_slack_ms
     freq = obs.probe_before.tb_freq
     bound_ticks = bound_ms * freq // 1000
-    jump = timebase_jump(obs.timebase.cpus)
-    idle = [c.cpu for c in obs.timebase.cpus if c.samples == 0]
+    bound = f"<= {bound_ticks} ticks ({obs.downtime_ms} ms downtime + {limits.tb_slack_ms} ms slack)"
+    sampled = obs.timebase is not None and any(c.samples for c in obs.timebase.cpus)
+    if obs.load == "busy" and obs.timebase is not None and sampled:
+        jump = timebase_jump(obs.timebase.cpus)
+        idle = [c.cpu for c in obs.timebase.cpus if c.samples == 0]
+        return CheckResult(
+            name, jump is not None and not idle and jump <= bound_ticks, bound,
+            f"{jump} ticks ({(jump or 0) * 1000 / freq:.1f} ms)",
+            "the timebase's jump: the smallest of the CPUs' largest forward mftb steps between "
+            f"consecutive watcher samples (a larger one is that CPU not sampling); per CPU: "
+            f"{jump_evidence(obs.timebase.cpus, freq)}" + (f"; no samples on CPUs {idle}" if idle else ""),
+        )
+    period = limits.tick_period_ms * freq // 1000
+    jumps = [tick_jump(gaps, period) for gaps in obs.hop_gaps]
+    if any(j is None for j in jumps):
+        unseen = [n for n, j in enumerate(jumps, 1) if j is None]
+        return not_measured(name, f"no CPU ticked across hop(s) {unseen}", bound=bound,
+                            cause=STALL if obs.stalled else None)
+    measured = [j for j in jumps if j is not None]
+    worst = max(measured)
     return CheckResult(
-        "timebase forward jump within bound", jump is not None and not idle and jump <= bound_ticks,
-        f"<= {bound_ticks} ticks ({obs.downtime_ms} ms downtime + {limits.tb_slack_ms} ms slack)",
-        "not measured" if jump is None else f"{jump} ticks ({jump * 1000 / freq:.1f} ms)",
-        "the timebase's jump: the smallest of the CPUs' largest forward mftb steps between "
-        f"consecutive watcher samples (a larger one is that CPU not sampling); per CPU: "
-        f"{jump_evidence(obs.timebase.cpus, freq)}" + (f"; no samples on CPUs {idle}" if idle else ""),
+        name, worst <= bound_ticks, bound,
+        ", ".join(f"hop {n}: {j} ticks ({j * 1000 / freq:.1f} ms)" for n, j in enumerate(measured, 1)),
+        f"each hop's jump from the ticks' timebase stamps: the smallest over the CPUs that ticked "
+        f"across it of the gap less the {limits.tick_period_ms} ms tick period (an upper bound: it "
+        f"includes the tick's wake-up latency); load mode {obs.load}",
     )
 
 
 def _tb_advanced(obs: Observations, limits: Limits) -> CheckResult:
+    name = "timebase advanced across migration"
+    if obs.probe_after is None:
+        return obs.unanswered(name, "probe")
     before, after = obs.probe_before.tb, obs.probe_after.tb
-    return CheckResult("timebase advanced across migration", after > before, before, after,
+    return CheckResult(name, after > before, before, after,
                        "mftb in the probe before (source) and after (destination)")
 
 
 def _threads_on_cpus(obs: Observations, limits: Limits) -> CheckResult:
+    name = "agent threads run on their CPUs"
+    if obs.probe_after is None:
+        return obs.unanswered(name, "probe")
     astray = [f"{t.role}{t.cpu} ran on {t.ran_on}" for t in obs.probe_after.threads
               if t.ran_on != t.cpu]
-    return CheckResult("agent threads run on their CPUs", bool(obs.probe_after.threads) and not astray,
-                       "each per-CPU thread on its pinned CPU", astray or "all",
+    if not obs.probe_after.threads:
+        return not_measured(name, "the probe listed no agent threads")
+    return CheckResult(name, not astray, "each per-CPU thread on its pinned CPU", astray or "all",
                        "probe after migration: pinned CPU vs sched_getcpu() of each thread")
 
 
 def _same(name: str, field: str, evidence: str) -> Check:
     def check(obs: Observations, limits: Limits) -> CheckResult:
+        if obs.probe_after is None:
+            return obs.unanswered(name, "probe", getattr(obs.probe_before, field))
         return _equal(name, getattr(obs.probe_before, field), getattr(obs.probe_after, field), evidence)
     return check
 
@@ -220,19 +394,21 @@ GENERIC: dict[str, Check] = {
     "source is postmigrate": _status,
     "destination is running": _running,
     "timer ticks on schedule": _ticks,
+    ANSWERS: _answers,
     "CPU progress on every CPU": _progress,
     "IPIs delivered between every pair of CPUs": _ipis,
     "timebase never goes backwards": _tb_backwards,
     "timebase forward jump within bound": _tb_jump,
     "timebase advanced across migration": _tb_advanced,
     "timebase frequency": _same("timebase frequency", "tb_freq", "/proc/cpuinfo timebase"),
-    "interrupt controller": _same("interrupt controller", "intc", "/proc/interrupts"),
     "online CPUs": _same("online CPUs", "cpus_online", "/sys/devices/system/cpu/online"),
     "agent threads run on their CPUs": _threads_on_cpus,
     "PCI devices and BARs": _same("PCI devices and BARs", "pci", "/sys/bus/pci/devices/*/resource"),
     "PHB ranges": _same("PHB ranges", "phb_ranges", "/proc/device-tree/pci@*/ranges"),
 }
-"""Every generic check by name, in the order a reader wants them."""
+"""Every generic check by name, in the order a reader wants them. (The guest's interrupt
+controller is not among them: the chip names in /proc/interrupts never change after boot, so
+comparing them measured nothing; the controller's state is compared in the machine state.)"""
 
 
 def generic_checks(obs: Observations, limits: Limits, without: Collection[str] = ()) -> list[CheckResult]:
@@ -243,17 +419,6 @@ def generic_checks(obs: Observations, limits: Limits, without: Collection[str] =
         raise ConfigError("checks", ", ".join(sorted(unknown)), f"no such generic check; known: "
                           f"{', '.join(GENERIC)}")
     return [check(obs, limits) for name, check in GENERIC.items() if name not in without]
-
-
-def require_all(results: list[CheckResult]) -> None:
-    """Raise :class:`CheckFailed` for the first failed invariant, naming all that failed."""
-    failed = [r for r in results if not r.ok]
-    if not failed:
-        return
-    first = failed[0]
-    others = "; ".join(r.invariant for r in failed[1:])
-    evidence = first.evidence + (f" (also failed: {others})" if others else "")
-    raise CheckFailed(first.invariant, first.before, first.after, evidence)
 
 
 def _equal(invariant: str, before: object, after: object, evidence: str) -> CheckResult:

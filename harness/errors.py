@@ -9,6 +9,7 @@
      |    +-- CacheError         a cached artifact is damaged and cannot be remade here
      |    +-- HostError          a host cannot run what we asked
      |    +-- QemuStartError     QEMU exited or refused to start (argv, caps, machine)
+     |    +-- HostOverloaded     a check could not be judged: the host starved the guest
      +-- ProductFailure          QEMU or the guest misbehaved: Allure "failed"
           +-- QemuCrashed        a QEMU process died during the cell
           +-- QemuUnresponsive   a live QEMU stopped answering QMP
@@ -17,6 +18,7 @@
           +-- MigrationTimeout   the migration did not finish in time
           +-- GuestUnresponsive  the guest agent did not answer or beat in time
           +-- CheckFailed        a guest-visible invariant does not hold
+          +-- ChecksFailed       a cell's checks, some failed or not measured (judged per check)
 
 ProductFailure derives from AssertionError so that pytest and Allure report it
 as a test failure, while every other error is reported as broken.
@@ -76,6 +78,11 @@ class QemuStartError(HarnessError):
         super().__init__(f"{message}\ncommand: {shlex.join(argv)}\nQEMU said:\n{tail}")
 
 
+class HostOverloaded(HarnessError):
+    """A bound was exceeded by no more than the host kept the guest's vCPUs from running: the
+    check is not measured, and the cell is broken (the environment), never failed."""
+
+
 class ProductFailure(GoldmigError, AssertionError):
     """QEMU or the guest did something wrong: the cell fails (not broken)."""
 
@@ -128,3 +135,15 @@ class CheckFailed(ProductFailure):
         super().__init__(
             f"{invariant}: before={before!r} after={after!r}\nevidence: {evidence}"
         )
+
+
+class ChecksFailed(ProductFailure):
+    """Some of a cell's checks failed or could not be measured; carries every check result, so
+    the verdict is judged check by check (:mod:`harness.verdict`), never on this message."""
+
+    def __init__(self, results: list[Any]) -> None:
+        self.results = results
+        bad = [r for r in results if r.counts_against]
+        lines = [f"{r.invariant} {r.verdict.value}: {r.after!r}; {r.evidence}" for r in bad]
+        super().__init__(f"{len(bad)} of {len(results)} checks did not pass: "
+                         f"{', '.join(r.id for r in bad)}\n" + "\n".join(lines))

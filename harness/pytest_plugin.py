@@ -29,6 +29,7 @@ from harness.report.history import Changes, RunEntry, now_iso, record_run
 from harness.report.safe_logger import SpaceSafeFileLogger, install_safe_logger
 from harness.report.summary import CellOutcome, by_cell, flaky_cells, summary_lines, write_cells_json
 from harness.rundir import sweep_stale_rundirs
+from harness.verdict import CellVerdict, checks_json, failure_checks, judge
 
 _MATRIX_KEY = pytest.StashKey[Matrix]()
 _SAFE_LOGGER_KEY = pytest.StashKey[SpaceSafeFileLogger | None]()
@@ -165,40 +166,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "setup" and report.passed:
         return
     matrix = item.config.stash[_MATRIX_KEY]
-    outcome, reason, known = _classify(report, call, matrix.known_failures_for(cell.id))
-    if outcome == "known" and known is not None:
+    record = getattr(item, "funcargs", {}).get("cell_record")
+    outcome, reason, verdict = _classify(report, call, matrix.known_failures_for(cell.id),
+                                         record if isinstance(record, CellRecord) else None)
+    if outcome == "known":
         report.outcome = "skipped"
-        report.wasxfail = f"known failure: {known.reason}"
-    elif outcome == "fixed" and known is not None:
+        report.wasxfail = f"known failure: {reason}"
+    elif outcome == "fixed" and verdict is not None:
         report.outcome = "failed"
-        report.longrepr = (f"known failure now passes: {cell.id} matched known_failures entry "
-                           f"{', '.join(known.cells)} ({known.reason}); remove or narrow the entry")
+        report.longrepr = (f"known failure now passes: {cell.id}: "
+                           + "; ".join(f"known_failures entry {', '.join(k.cells)} "
+                                       f"(checks {', '.join(k.checks)}): {k.reason}" for k in verdict.fixed)
+                           + "; remove or narrow the entry")
     report.user_properties.append(("goldmig.cell", cell.id))
     report.user_properties.append(("goldmig.outcome", outcome))
     report.user_properties.append(("goldmig.reason", reason))
+    if verdict is not None:
+        report.user_properties.append(("goldmig.checks", json.dumps(checks_json(verdict))))
 
 
 def _classify(
-    report: pytest.TestReport, call: pytest.CallInfo[None], known: list[KnownFailure]
-) -> tuple[str, str, KnownFailure | None]:
-    """Outcome, reason, and the known_failures entry that decided it (if any)."""
+    report: pytest.TestReport, call: pytest.CallInfo[None], known: list[KnownFailure],
+    record: CellRecord | None,
+) -> tuple[str, str, CellVerdict | None]:
+    """Outcome, reason, and the cell's verdict check by check (None: skipped or broken before
+    any check)."""
     if report.skipped:
         return "skipped", str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else "", None
     exc = call.excinfo.value if call.excinfo else None
-    if exc is None:
-        steady = [k for k in known if not k.intermittent]
-        if steady:
-            return "fixed", f"known failure now passes: {steady[0].reason}", steady[0]
-        if known:
-            return "passed", f"intermittent known failure did not reproduce: {known[0].reason}", None
-        return "passed", "", None
-    message = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, ProductFailure):
-        explained = next((k for k in known if k.explains(message)), None)
-        if explained is not None:
-            return "known", explained.reason, explained
-        return "failed", message, None
-    return "broken", message, None
+    if exc is not None and not isinstance(exc, ProductFailure):
+        return "broken", f"{type(exc).__name__}: {exc}", record.verdict if record else None
+    verdict = record.verdict if record is not None else None
+    if verdict is None:  # failed before the cell's runner could judge it (e.g. introspection)
+        verdict = judge(failure_checks(exc) if isinstance(exc, ProductFailure) else [], known)
+    if verdict.outcome == "passed" and any(k.intermittent for k in known):
+        first = next(k for k in known if k.intermittent)
+        return "passed", f"intermittent known failure did not reproduce: {first.reason}", verdict
+    return verdict.outcome, verdict.reason, verdict
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -206,7 +210,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if "goldmig.outcome" not in props:
         return
     phases = json.loads(props.get("goldmig.phases", "{}"))
-    outcome = CellOutcome(props["goldmig.cell"], props["goldmig.outcome"], props["goldmig.reason"], phases)
+    outcome = CellOutcome(props["goldmig.cell"], props["goldmig.outcome"], props["goldmig.reason"], phases,
+                          json.loads(props.get("goldmig.checks", "[]")))
     _outcomes.append(outcome)
     params = json.loads(props.get("goldmig.parameters", "{}"))
     for key in ("source build", "destination build"):

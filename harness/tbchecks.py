@@ -2,20 +2,27 @@
 
 No QEMU here. After a hop the guest's spinners (load mode busy) have watched
 their own ``mftb`` since the reset before the hop (``tbstats``) and then
-sampled it against each other under one lock (``tbwarp``). A check that has
-nothing to look at (no answer, a CPU without samples, one CPU only) fails
-and says so: it never passes vacuously.
+sampled it against each other under one lock (``tbwarp``). A check the guest
+did not answer for is not measured (caused by the stall when a CPU missed its
+tick), one with nothing to compare (one CPU) not applicable, and a CPU
+without samples fails it: none passes vacuously.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.checks import CheckResult, Limits, TickGap, jump_evidence, timebase_jump
+from harness.checks import (
+    STALL,
+    CheckResult,
+    Limits,
+    TickGap,
+    jump_evidence,
+    not_applicable,
+    not_measured,
+    timebase_jump,
+)
 from harness.guest.protocol import TbStats, TbWarp
-
-NOT_MEASURED = "not measured"
-"""A check's ``after`` when the guest did not answer (a stalled CPU; the tick check says why)."""
 
 
 @dataclass(frozen=True)
@@ -34,12 +41,22 @@ class HopTimebase:
     silence: str = ""
     """Why the guest did not answer tbwarp or tbstats (empty when it did)."""
 
+    @property
+    def stalled(self) -> bool:
+        return any(g.first_after is None for g in self.gaps)
+
+    def unanswered(self, name: str, what: str, bound: object = "") -> CheckResult:
+        return not_measured(name, f"hop {self.number}: the guest did not answer {what}: "
+                            f"{self.silence or 'no reply'}", bound=bound,
+                            cause=f"{STALL}-after-hop-{self.number}" if self.stalled
+                            else f"guest-answers-after-hop-{self.number}")
+
 
 def never_backwards(hop: HopTimebase, tb_freq: int) -> CheckResult:
     """No CPU's own mftb went back across the hop (watcher), nor its tick's timebase."""
     name = f"timebase never goes backwards across hop {hop.number}"
     if hop.stats is None:
-        return CheckResult(name, False, 0, NOT_MEASURED, "the guest did not answer tbstats")
+        return hop.unanswered(name, "tbstats", 0)
     idle = [c.cpu for c in hop.stats.cpus if c.samples == 0]
     back = {c.cpu: f"{c.max_back} ticks ({c.max_back * 1000 / tb_freq:.1f} ms)"
             for c in hop.stats.cpus if c.max_back}
@@ -61,13 +78,13 @@ def jump_within_bound(hop: HopTimebase, tb_freq: int, limits: Limits) -> CheckRe
     bound = bound_ms * tb_freq // 1000
     expected = f"<= {bound} ticks ({hop.downtime_ms} ms downtime + {limits.tb_slack_ms} ms slack)"
     if hop.stats is None:
-        return CheckResult(name, False, expected, NOT_MEASURED, "the guest did not answer tbstats")
+        return hop.unanswered(name, "tbstats", expected)
     jump = timebase_jump(hop.stats.cpus)
     idle = [c.cpu for c in hop.stats.cpus if c.samples == 0]
     stalled = [c.cpu for c in hop.stats.cpus if c.samples > 0 and c.max_fwd > bound]
     return CheckResult(
         name, jump is not None and not idle and jump <= bound, expected,
-        NOT_MEASURED if jump is None else f"{jump} ticks ({jump * 1000 / tb_freq:.1f} ms)",
+        "no CPU sampled" if jump is None else f"{jump} ticks ({jump * 1000 / tb_freq:.1f} ms)",
         f"hop {hop.number}: the timebase's jump is the smallest of the CPUs' largest forward mftb "
         f"steps between consecutive samples (QEMU's downtime from query-migrate); per CPU: "
         f"{jump_evidence(hop.stats.cpus, tb_freq)}"
@@ -85,7 +102,10 @@ def in_step(hop: HopTimebase, tb_freq: int) -> CheckResult:
     expected = "no CPU behind another (cross-CPU backward step 0 ticks)"
     warp = hop.warp
     if warp is None:
-        return CheckResult(name, False, expected, NOT_MEASURED, "the guest did not answer tbwarp")
+        return hop.unanswered(name, "tbwarp", expected)
+    if len(warp.cpus) < 2:
+        return not_applicable(name, f"{len(warp.cpus)} CPU: no other CPU to be in step with",
+                              bound=expected)
     unpaired = [c.cpu for c in warp.cpus if c.cross == 0]
     behind = {c.cpu: c.max_warp for c in warp.cpus if c.max_warp}
     crossed = [c for c in warp.cpus if c.cross]
@@ -95,8 +115,6 @@ def in_step(hop: HopTimebase, tb_freq: int) -> CheckResult:
                   f"= {interval * 1e6 / tb_freq:.2f} us, largest "
                   f"{max(c.max_gap for c in crossed) * 1e6 / tb_freq:.0f} us")
     why = []
-    if len(warp.cpus) < 2:
-        why.append(f"{len(warp.cpus)} CPU: nothing to compare (needs 2 or more)")
     if unpaired:
         why.append(f"CPUs {unpaired} never sampled after another CPU")
     if behind:
@@ -124,4 +142,5 @@ def hop_checks(hop: HopTimebase, tb_freq: int, limits: Limits) -> list[CheckResu
     """The hop's own timebase checks, in the order a reader wants them (first whether the guest
     answered, when it did not)."""
     own = [never_backwards(hop, tb_freq), jump_within_bound(hop, tb_freq, limits), in_step(hop, tb_freq)]
-    return [answered(hop), *own] if hop.silence else own
+    # a guest silent after a CPU missed its tick: the stall is the finding, the rest not measured
+    return [answered(hop), *own] if hop.silence and not hop.stalled else own

@@ -271,11 +271,30 @@ def _timeouts(r: _Reader) -> Timeouts:
                     float(r.get("beat_s", int, d.beat_s)))
 
 
+_CHECK_ID = re.compile(r"^[a-z0-9*?][a-z0-9*?-]*$")
+
+
+def _check_ids(k: _Reader) -> tuple[str, ...]:
+    """``check``: one check id or a list of them (globs allowed), as the report names checks."""
+    if "check" not in k.data:
+        raise k.error("check", "missing: name the check(s) this entry explains, e.g. "
+                      "check: timer-ticks-on-schedule (a check's name in lower case, dashes "
+                      "between words; the report lists each cell's checks by id)")
+    ids = k.names("check") if isinstance(k.data["check"], list) else (k.get("check", str),)
+    for i, item in enumerate(ids):
+        if not _CHECK_ID.match(item):
+            where = f"check[{i}]" if isinstance(k.data["check"], list) else "check"
+            raise k.error(where, f"{item!r} is not a check id: a check's name in lower case with "
+                          "dashes between words (globs * and ? allowed), e.g. timer-ticks-on-schedule")
+    return ids
+
+
 def _known(top: _Reader, source: str) -> tuple[KnownFailure, ...]:
     known = []
     for i, item in enumerate(top.get("known_failures", list, [])):
         k = _Reader(source, item, f"known_failures[{i}]")
-        k.only("cells", "match", "reason", "evidence", "intermittent")
+        k.only("cells", "check", "match", "reason", "evidence", "intermittent")
+        checks = _check_ids(k)
         match = k.get("match", str, required=True)
         try:
             re.compile(match)
@@ -283,7 +302,7 @@ def _known(top: _Reader, source: str) -> tuple[KnownFailure, ...]:
             raise k.error("match", f"is not a valid regular expression: {exc}") from None
         cells = k.data.get("cells")
         patterns = k.names("cells") if isinstance(cells, list) else (k.get("cells", str, required=True),)
-        known.append(KnownFailure(patterns, match,
+        known.append(KnownFailure(patterns, checks, match,
                                   k.get("reason", str, required=True),
                                   k.get("evidence", str, required=True),
                                   k.get("intermittent", bool, False)))

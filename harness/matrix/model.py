@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -59,7 +60,10 @@ class KnownFailure:
     """A declared expected failure: cells it covers, the failure it expects, why, and proof."""
 
     cells: tuple[str, ...]
+    checks: tuple[str, ...]
+    """Ids (globs) of the checks it explains, e.g. ``timer-ticks-on-schedule``."""
     match: str
+    """Searched in each named check's message (name, bound, what was measured, evidence)."""
     reason: str
     evidence: str
     intermittent: bool = False
@@ -67,8 +71,17 @@ class KnownFailure:
     def covers(self, cell_id: str) -> bool:
         return any(fnmatch.fnmatchcase(cell_id, pattern) for pattern in self.cells)
 
-    def explains(self, message: str) -> bool:
-        return re.search(self.match, message) is not None
+    def names(self, check_id: str) -> bool:
+        return any(fnmatch.fnmatchcase(check_id, pattern) for pattern in self.checks)
+
+    def explains(self, check_id: str, message: str) -> bool:
+        return self.names(check_id) and re.search(self.match, message) is not None
+
+    @property
+    def key(self) -> str:
+        """Identifies the entry across runs (what it covers and explains; not its prose)."""
+        text = "\0".join((*self.cells, "|", *self.checks, "|", self.match))
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)

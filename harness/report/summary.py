@@ -26,6 +26,9 @@ class CellOutcome:
     outcome: str
     reason: str = ""
     phases: dict[str, float] = field(default_factory=dict)
+    checks: list[dict[str, str]] = field(default_factory=list)
+    """Each check's id, verdict, what it measured and the known_failures entry that explained it
+    (:func:`harness.verdict.checks_json`)."""
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ class PhbObservations:
     sends_legacy: bool
     """The machine type is older than pseries-2.8 (its PHBs send the pre-2.8 fields)."""
     landed: Landed
-    seen: Observations | None
+    seen: Observations
 
     def checks(self, limits: Limits) -> list[CheckResult]:
         guest = guest_windows(self.before)
@@ -149,7 +149,7 @@ class PhbObservations:
                 f"{len(bars)} assigned memory BARs inside a memory window of their PHB",
                 outside or "all", "/sys/bus/pci/devices/*/resource on the source (domain N is PHB "
                 "index N) vs the destination's info mtree PHB aliases"))
-        return own_first(own, self.seen, self.landed, self.before.tb_freq, limits)
+        return own_first(own, self.seen, limits)
 
     def _two_phbs(self) -> CheckResult:
         domains = sorted({d.addr.split(":")[0] for d in self.before.pci})

@@ -1,7 +1,8 @@
 """pingpong: migrate source to destination and back to a fresh QEMU of the source's build.
 
 The way back is where a build that can send what it cannot load (or load what
-it cannot send) shows; every CPU's ticks are checked on schedule after each hop.
+it cannot send) shows; every CPU's ticks are checked on schedule after each hop,
+and the way back is taken whatever the guest did after the first.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def run(ctx: ScenarioContext, variant: Variant[None]) -> Observations:
     before = boot(ctx, src)
     there = hop(ctx, src, dst, before)
     back = ctx.start("back")
-    home = hop(ctx, dst, back, before)
+    home = hop(ctx, dst, back, before, there)
     return observe(ctx, dst, back, before, [there, home])
 
 

@@ -57,7 +57,7 @@ class XiveBlocksObservations:
     source_regions: dict[str, str]
     destination_regions: dict[str, str]
     landed: Landed
-    seen: Observations | None
+    seen: Observations
 
     def checks(self, limits: Limits) -> list[CheckResult]:
         device = {name for name, kind in self.destination_regions.items() if kind in DEVICE_TYPES}
@@ -84,8 +84,7 @@ class XiveBlocksObservations:
         if self.after is not None:
             own.append(CheckResult("guest keeps XIVE", self.after.intc == "XIVE", "XIVE", self.after.intc,
                                    "/proc/interrupts on the destination"))
-        return own_first(own, self.seen, self.landed, self.before.tb_freq, limits,
-                         without={"interrupt controller"})
+        return own_first(own, self.seen, limits)
 
     def _remapped(self) -> CheckResult:
         def pages(regions: dict[str, str]) -> dict[str, str]:
