@@ -1,5 +1,6 @@
-"""The generic checks on hand-built observations: each passes on a healthy migration and
-fails, naming the CPU, when its invariant is broken. No QEMU here."""
+"""The generic checks on hand-built observations: each passes on a healthy migration, fails,
+naming the CPU, when its invariant is broken, and is not measured or not applicable (never
+passed) when it has nothing to look at. No QEMU here."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import pytest
 
 from harness.checks import (
     GENERIC,
+    STALL,
+    CheckResult,
     Limits,
     Observations,
     Progress,
     TickGap,
+    Verdict,
     generic_checks,
-    require_all,
 )
-from harness.errors import CheckFailed, ConfigError
+from harness.errors import ConfigError
 from harness.guest.protocol import CpuTbStats, IpiPair, IpiReport, Probe, TbStats, ThreadPlacement, Tick
 
 FREQ = 512_000_000
@@ -52,8 +55,8 @@ def _healthy(**changes: object) -> Observations:
         downtime_ms=80,
         source_status="postmigrate",
         destination_status="running",
-        tick_gaps=(TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
-                   TickGap(1, _tick(1, 7, 1_760), _tick(1, 8, 2_012), 250)),
+        hop_gaps=((TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
+                   TickGap(1, _tick(1, 7, 1_760), _tick(1, 8, 2_012), 250)),),
         progress=(Progress(0, 4, 6), Progress(1, 4, 7)),
         ipi=IpiReport(seq=10, req=4, pairs=(IpiPair(0, 1, 40_000), IpiPair(1, 0, 41_000))),
     )
@@ -62,6 +65,10 @@ def _healthy(**changes: object) -> Observations:
 
 def _failed(obs: Observations) -> dict[str, str]:
     return {r.invariant: str(r.after) + " | " + r.evidence for r in obs.checks(LIMITS) if not r.ok}
+
+
+def _verdicts(obs: Observations) -> dict[str, CheckResult]:
+    return {r.invariant: r for r in obs.checks(LIMITS)}
 
 
 class TestHealthyMigration:
@@ -76,22 +83,20 @@ class TestTicksOnSchedule:
     def test_a_cpu_without_a_tick_after_resume_fails_naming_it(self) -> None:
         gaps = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
                 TickGap(1, _tick(1, 7, 1_760), None, 1_830))
-        failed = _failed(_healthy(tick_gaps=gaps))
+        failed = _failed(_healthy(hop_gaps=(gaps,)))
         assert set(failed) == {"timer ticks on schedule"}
         assert "CPU 1: no tick after #7 within 1830 ms" in failed["timer ticks on schedule"]
 
     def test_a_late_tick_fails_even_though_it_came(self) -> None:
         # 830 ms allowed (250 period + 80 downtime + 500 slack); this one took 900 ms.
         gaps = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_650), 900),)
-        failed = _failed(_healthy(tick_gaps=gaps))
+        failed = _failed(_healthy(hop_gaps=(gaps,)))
         assert "CPU 0: tick #7 to #8 took 900 ms" in failed["timer ticks on schedule"]
 
     def test_a_gap_just_within_the_bound_passes(self) -> None:
         gaps = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_580), 800),)
-        assert "timer ticks on schedule" not in _failed(_healthy(tick_gaps=gaps))
+        assert "timer ticks on schedule" not in _failed(_healthy(hop_gaps=(gaps,)))
 
-    def test_no_gaps_at_all_is_not_a_pass(self) -> None:
-        assert "timer ticks on schedule" in _failed(_healthy(tick_gaps=()))
 
 
 class TestPerCpu:
@@ -116,7 +121,7 @@ class TestPerCpu:
     def test_a_forward_jump_past_the_bound_fails(self) -> None:
         stats = _healthy().timebase
         cpus = tuple(dataclasses.replace(c, max_fwd=700 * MS) for c in stats.cpus)
-        failed = _failed(_healthy(timebase=dataclasses.replace(stats, cpus=cpus)))
+        failed = _failed(_healthy(load="busy", timebase=dataclasses.replace(stats, cpus=cpus)))
         assert set(failed) == {"timebase forward jump within bound"}
 
     def test_one_cpu_not_sampling_past_the_bound_is_not_a_jump(self) -> None:
@@ -125,7 +130,7 @@ class TestPerCpu:
         stats = _healthy().timebase
         cpus = (dataclasses.replace(stats.cpus[0], max_fwd=700 * MS), stats.cpus[1])
         assert "timebase forward jump within bound" not in _failed(
-            _healthy(timebase=dataclasses.replace(stats, cpus=cpus)))
+            _healthy(load="busy", timebase=dataclasses.replace(stats, cpus=cpus)))
 
     def test_a_thread_off_its_cpu_fails(self) -> None:
         probe = _probe(3_000 * MS, threads=(ThreadPlacement("tick", 0, 0), ThreadPlacement("tick", 1, 0)))
@@ -145,8 +150,74 @@ class TestComposition:
         with pytest.raises(ConfigError, match="no such generic check"):
             generic_checks(_healthy(), LIMITS, without={"source is post-migrate"})
 
-    def test_require_all_names_the_first_and_the_others(self) -> None:
-        obs = _healthy(destination_status="paused", progress=(Progress(0, 4, None),))
-        with pytest.raises(CheckFailed, match="destination is running") as raised:
-            require_all(obs.checks(LIMITS))
-        assert "also failed: CPU progress on every CPU" in str(raised.value)
+
+
+_STALLED = ((TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
+             TickGap(1, _tick(1, 7, 1_760), None, 1_830)),)
+
+
+class TestNothingMeasuredIsNeverAPass:
+    """Each check kind with nothing to look at: not measured (with its cause) or not applicable."""
+
+    def test_a_silent_guest_after_a_stall_leaves_its_checks_not_measured_caused_by_the_stall(
+            self) -> None:
+        obs = _healthy(hop_gaps=_STALLED, probe_after=None, timebase=None, ipi=None, progress=(),
+                       silence="dst: no reply to 'loadbusy' (request 9) within 3.0s")
+        got = _verdicts(obs)
+        assert got["timer ticks on schedule"].verdict is Verdict.FAILED
+        for name in ("CPU progress on every CPU", "IPIs delivered between every pair of CPUs",
+                     "timebase advanced across migration", "online CPUs", "PCI devices and BARs",
+                     "agent threads run on their CPUs", "guest answers after the migration"):
+            assert (got[name].verdict, got[name].cause) == (Verdict.NOT_MEASURED, STALL), name
+            assert not got[name].ok
+        assert "loadbusy" in got["online CPUs"].evidence
+
+    def test_a_silent_guest_without_a_stall_fails_answering_and_the_rest_are_caused_by_it(
+            self) -> None:
+        got = _verdicts(_healthy(probe_after=None, ipi=None, silence="no reply to 'probe'"))
+        assert got["guest answers after the migration"].verdict is Verdict.FAILED
+        assert got["online CPUs"].cause == "guest-answers-after-the-migration"
+
+    def test_ipis_with_one_cpu_are_not_applicable(self) -> None:
+        one = _healthy(probe_before=_probe(1_000 * MS, cpus_online="0"),
+                       ipi=IpiReport(seq=10, req=4, pairs=()))
+        result = _verdicts(one)["IPIs delivered between every pair of CPUs"]
+        assert result.verdict is Verdict.NOT_APPLICABLE and not result.ok
+
+    def test_timebase_backwards_with_no_crossing_tick_and_no_samples_is_not_measured(self) -> None:
+        idle = dataclasses.replace(_healthy().timebase, cpus=tuple(
+            dataclasses.replace(c, samples=0) for c in _healthy().timebase.cpus))
+        gaps = tuple((dataclasses.replace(g, first_after=None),) for g in _STALLED[0])
+        result = _verdicts(_healthy(timebase=idle, hop_gaps=gaps))["timebase never goes backwards"]
+        assert (result.verdict, result.cause) == (Verdict.NOT_MEASURED, STALL)
+
+    def test_no_ticks_on_the_source_is_not_measured(self) -> None:
+        result = _verdicts(_healthy(hop_gaps=((),)))["timer ticks on schedule"]
+        assert result.verdict is Verdict.NOT_MEASURED
+
+
+class TestJumpInEveryGuestState:
+    def test_an_idle_guest_measures_the_jump_from_its_ticks_stamps(self) -> None:
+        result = _verdicts(_healthy(load="idle"))["timebase forward jump within bound"]
+        # CPU 0 ticked 251 ms apart, CPU 1 252 ms: the jump is at most 1 ms
+        assert result.ok and result.after == f"hop 1: {MS} ticks (1.0 ms)"
+
+    def test_an_idle_guest_whose_ticks_jumped_fails(self) -> None:
+        gaps = ((TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_700), 950),
+                 TickGap(1, _tick(1, 7, 1_760), _tick(1, 8, 2_712), 950)),)
+        result = _verdicts(_healthy(hop_gaps=gaps))["timebase forward jump within bound"]
+        assert not result.ok and "hop 1: " in str(result.after)
+
+    def test_every_hop_is_measured(self) -> None:
+        hop = _healthy().hop_gaps[0]
+        result = _verdicts(_healthy(hop_gaps=(hop, hop)))["timebase forward jump within bound"]
+        assert result.ok and "hop 2: " in str(result.after)
+
+    def test_a_hop_no_cpu_ticked_across_is_not_measured(self) -> None:
+        result = _verdicts(_healthy(hop_gaps=(_healthy().hop_gaps[0], (
+            TickGap(0, _tick(0, 9, 3_000), None, 1_800),))))["timebase forward jump within bound"]
+        assert result.verdict is Verdict.NOT_MEASURED and "[2]" in result.evidence
+
+    def test_a_busy_guest_uses_the_watchers(self) -> None:
+        result = _verdicts(_healthy(load="busy"))["timebase forward jump within bound"]
+        assert result.ok and result.after == f"{2 * MS} ticks (2.0 ms)"
