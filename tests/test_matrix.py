@@ -142,8 +142,22 @@ class TestBadInput:
 
     def test_known_failure_needs_evidence(self, tmp_path: Path) -> None:
         data = _shipped()
-        data["known_failures"] = [{"cells": "*", "match": "x", "reason": "r"}]
+        data["known_failures"] = [{"cells": "*", "check": "online-cpus", "match": "x", "reason": "r"}]
         with pytest.raises(ConfigError, match=r"known_failures\[0\]\.evidence: is required"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_known_failure_names_the_checks_it_explains(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["known_failures"] = [{"cells": "*", "match": "x", "reason": "r", "evidence": "e"}]
+        with pytest.raises(ConfigError, match=r"known_failures\[0\]\.check: missing: name the check"):
+            load_matrix(_write(tmp_path, data))
+
+    def test_a_check_id_is_the_name_with_dashes(self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["known_failures"] = [{"cells": "*", "check": ["online-cpus", "timer ticks on schedule"],
+                                   "match": "x", "reason": "r", "evidence": "e"}]
+        with pytest.raises(ConfigError, match=r"known_failures\[0\]\.check\[1\]: 'timer ticks on "
+                                              r"schedule' is not a check id: .* e\.g\. timer-ticks"):
             load_matrix(_write(tmp_path, data))
 
     def test_default_selection_must_exist(self, tmp_path: Path) -> None:

@@ -11,8 +11,18 @@ import zlib
 
 import pytest
 
-from harness.checks import Limits, TickGap
-from harness.guest.protocol import CpuTbStats, CpuWarp, ProtocolError, TbStats, TbWarp, Tick, parse_line
+from harness.checks import CheckResult, Limits, Observations, TickGap, Verdict
+from harness.guest.protocol import (
+    CpuTbStats,
+    CpuWarp,
+    Probe,
+    ProtocolError,
+    TbStats,
+    TbWarp,
+    ThreadPlacement,
+    Tick,
+    parse_line,
+)
 from harness.scenarios.timebase import Plan, TimebaseObservations
 from harness.tbchecks import HopTimebase, hop_checks, in_step, jump_within_bound, never_backwards
 
@@ -93,11 +103,11 @@ class TestInStep:
 
     def test_one_cpu_has_nothing_to_compare(self) -> None:
         result = in_step(_hop(warp=_warp(_side(0, cross=0, min_gap=0, max_gap=0))), FREQ)
-        assert not result.ok and "nothing to compare" in result.evidence
+        assert result.verdict is Verdict.NOT_APPLICABLE and not result.ok
 
     def test_no_answer_is_not_measured(self) -> None:
         result = in_step(_hop(warp=None), FREQ)
-        assert not result.ok and result.after == "not measured"
+        assert result.verdict is Verdict.NOT_MEASURED and not result.ok
 
 
 class TestNeverBackwards:
@@ -142,37 +152,50 @@ class TestJumpWithinBound:
         assert not jump_within_bound(_hop(stats=_stats(_cpu(0), _cpu(1, samples=0))), FREQ, LIMITS).ok
 
 
+def _seen(hops: tuple[HopTimebase, ...]) -> Observations:
+    probe = Probe(seq=1, req=1, tb=1_000 * MS, tb_freq=FREQ, uptime="5.00", intc="XIVE",
+                  intc_names=("XIVE-IRQ",), cpus_online="0-1", pci=(), phb_ranges={}, load="busy",
+                  cpus_present="0-1", mem_total_kb=480000,
+                  threads=(ThreadPlacement("tick", 0, 0), ThreadPlacement("tick", 1, 1)))
+    return Observations("busy", probe, probe, _stats(_cpu(0), _cpu(1)), 30, "postmigrate", "running",
+                        tuple(h.gaps for h in hops), (), None, silence="no reply to 'ipi'")
+
+
+def _checks(*hops: HopTimebase) -> list[CheckResult]:
+    return TimebaseObservations(FREQ, hops, _seen(hops)).checks(LIMITS)
+
+
 class TestScenarioOrder:
-    def test_own_checks_of_every_hop_come_before_the_ticks(self) -> None:
-        stalled = (TickGap(0, _tick(0, 7, 1_750), None, 1_780), TickGap(1, _tick(1, 7, 1_760), None, 1_780))
-        hops = (dataclasses.replace(_hop(), number=1, gaps=stalled), _hop(),
-                dataclasses.replace(_hop(), number=3, stats=None, warp=None))
-        names = [(r.invariant, r.ok) for r in TimebaseObservations(FREQ, 3, hops, None).checks(LIMITS)]
-        assert names[:6] == [(f"timebase {what} hop {n}", True) for n in (1, 2)
+    def test_every_hops_own_checks_then_every_hops_ticks_then_the_generic_checks(self) -> None:
+        hops = tuple(dataclasses.replace(_hop(), number=n) for n in (1, 2, 3))
+        names = [r.invariant for r in _checks(*hops)]
+        assert names[:9] == [f"timebase {what} hop {n}" for n in (1, 2, 3)
                              for what in ("never goes backwards across", "forward jump within bound across",
                                           "in step across CPUs after")]
-        assert names[6] == ("timer ticks on schedule", False)  # hop 1's: the headline
-        assert [n for n, _ in names[7:9]] == ["timer ticks on schedule"] * 2
-        assert [ok for _, ok in names[9:]] == [False] * 3  # hop 3 unmeasured, after the ticks
+        assert names[9:12] == [f"timer ticks on schedule after hop {n}" for n in (1, 2, 3)]
+        assert "online CPUs" in names[12:]
 
-    def test_hops_not_run_after_the_guest_stopped_answering_are_listed_last(self) -> None:
+    def test_a_hop_whose_cpu_stalled_leaves_its_timebase_not_measured_caused_by_that_hops_ticks(
+            self) -> None:
         stalled = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
                    TickGap(1, _tick(1, 7, 1_760), None, 1_780))
-        hops = (dataclasses.replace(_hop(), number=1, gaps=stalled, stats=None, warp=None),)
-        results = TimebaseObservations(FREQ, 3, hops, None).checks(LIMITS)
-        assert [r.invariant for r in results][0] == "timer ticks on schedule"
-        assert (results[-1].invariant, results[-1].ok, results[-1].after) == (
-            "timebase across hops 2 to 3", False, "not run")
+        hop = dataclasses.replace(_hop(), number=1, gaps=stalled, stats=None, warp=None,
+                                  silence="dst: no reply to 'tbwarp'")
+        got = {r.invariant: r for r in _checks(hop, dataclasses.replace(_hop(), number=2))}
+        ticks = got["timer ticks on schedule after hop 1"]
+        assert ticks.verdict is Verdict.FAILED
+        backwards = got["timebase never goes backwards across hop 1"]
+        assert (backwards.verdict, backwards.cause) == (Verdict.NOT_MEASURED, ticks.id)
+        assert "guest answers after hop 1" not in got  # the stall is the finding
+        assert got["timebase never goes backwards across hop 2"].ok  # the next hop was made
 
-
-    def test_a_guest_that_stopped_answering_though_every_cpu_ticked_headlines(self) -> None:
+    def test_a_guest_that_stopped_answering_though_every_cpu_ticked_fails_answering(self) -> None:
         silent = dataclasses.replace(_hop(), number=1, stats=None, warp=None,
                                      silence="dst: no reply to 'tbwarp' (request 4) within 14.0s")
-        results = TimebaseObservations(FREQ, 3, (silent,), None).checks(LIMITS)
-        assert [(r.invariant, r.ok) for r in results][:3] == [
-            ("timer ticks on schedule", True), ("guest answers after hop 1", False),
-            ("timebase never goes backwards across hop 1", False)]
-        assert results[1].after == "dst: no reply to 'tbwarp' (request 4) within 14.0s"
+        got = {r.invariant: r for r in _checks(silent)}
+        answers = got["guest answers after hop 1"]
+        assert not answers.ok and answers.after == "dst: no reply to 'tbwarp' (request 4) within 14.0s"
+        assert got["timebase in step across CPUs after hop 1"].cause == answers.id
 
     @pytest.mark.parametrize(("hops", "rewind_ms"), [(0, 0), (4, 0), (3, 300)])
     def test_a_plan_needs_a_role_for_every_qemu(self, hops: int, rewind_ms: int) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from harness.cell import CellRecord, run_cell
-from harness.checks import Limits, TickGap
+from harness.checks import Limits, Observations, TickGap
 from harness.errors import CheckFailed
 from harness.guest.protocol import PciDevice, Probe, Tick
 from harness.matrix.load import load_matrix
@@ -107,15 +107,17 @@ def _probe_with(**changes: object) -> Probe:
 
 def _xive_observations(stream: tuple[Block, ...]) -> XiveBlocksObservations:
     """A healthy migration's own observations, with the stream's block list given; the guest
-    stalled (no generic observations), so only the own checks and the tick check are listed."""
+    stalled and answered nothing after, so its generic checks are not measured."""
     tick = Tick(seq=1, cpu=0, n=5, tb=0)
     figures = MigrationFigures("completed", 300, 20, 1, 0, 0, {})
+    gaps = (TickGap(0, tick, None, 1800),)
+    seen = Observations("idle", _probe_with(), None, None, 20, "postmigrate", "running", (gaps,), (), None,
+                        silence="no reply to 'loadbusy'")
     return XiveBlocksObservations(
         kvm=False, before=_probe_with(), after=_probe_with(), stream_blocks=stream,
         destination_blocks=ram_blocks(RAMBLOCK), source_regions=region_types(MTREE),
         destination_regions=region_types(MTREE),
-        landed=Landed(MigrationResult(figures, None, 0, 0.3), (TickGap(0, tick, None, 1800),)),
-        seen=None)
+        landed=Landed(MigrationResult(figures, None, 0, 0.3), gaps), seen=seen)
 
 
 def test_xiveblocks_device_check_needs_the_destinations_xive_regions() -> None:
