@@ -55,4 +55,5 @@ class QemuDriver:
                 while_active: Callable[[], None] | None = None) -> MigrationResult:
         record = stream_path(ctx.rundir, src, dst) if ctx.record_stream else None
         return migrate(src, dst, ctx.placement.transport_to(src, dst), timeout=timeout,
-                       record=record, cut_after_bytes=cut_after_bytes, while_active=while_active)
+                       record=record, cut_after_bytes=cut_after_bytes, while_active=while_active,
+                       evidence=ctx.rundir)

@@ -1,4 +1,11 @@
-"""Drive one live migration between two started QEMU processes and collect QEMU's figures."""
+"""Drive one live migration between two started QEMU processes and collect QEMU's figures,
+and both QEMUs' machine state across the hop.
+
+A destination started with ``-S`` (:func:`harness.qemu.argv.qemu_argv` starts every incoming
+role so) stays paused once it loaded the stream: its machine state is read there, as loaded,
+then it is resumed (a live migration) or left paused for the caller (the source was paused).
+The source, in ``postmigrate`` with its CPUs as they were at the stop, is read afterwards.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed
+from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed, QmpCommandError
+from harness.machinestate.capture import capture
+from harness.machinestate.compare import MachineStateComparison, compare_all
+from harness.machinestate.model import MachineStateError
 from harness.migration.relay import Relay
 from harness.migration.transport import Transport
 from harness.qemu.output import exit_report
@@ -52,12 +62,22 @@ class MigrationResult:
     stream: Path | None
     stream_bytes: int
     wall_s: float
+    machine_state: MachineStateComparison | None = None
+    """The source at its stop against the destination as loaded; None when not read."""
+    machine_state_unread: str | None = None
+    """Why ``machine_state`` is None (QEMU refused or printed what the parser does not know,
+    the destination was not held, the driver cannot read it)."""
+
+
+def held(dst: QemuProcess) -> bool:
+    """``dst`` was started to stay paused after its incoming migration (``-incoming`` and -S)."""
+    return "-S" in dst.argv and "-incoming" in dst.argv
 
 
 def migrate(
     src: QemuProcess, dst: QemuProcess, transport: Transport, *, timeout: float,
     record: Path | None = None, cut_after_bytes: int | None = None,
-    while_active: Callable[[], None] | None = None,
+    while_active: Callable[[], None] | None = None, evidence: Path | None = None,
 ) -> MigrationResult:
     """Migrate ``src`` to ``dst`` (started with ``-incoming defer``) over ``transport``.
 
@@ -67,7 +87,10 @@ def migrate(
     reports the migration active (e.g. a command QEMU must refuse mid-migration).
     Returns once the destination runs, or, when the source was paused (a non-live migration),
     once the destination has loaded the stream and stays paused as QEMU's global state says
-    (the caller resumes it). Raises :class:`MigrationFailed` when
+    (the caller resumes it). Both machine states are read across the hop (the destination
+    paused before it runs, when it was started :func:`held`); their texts go to
+    ``evidence``/machine-<src role>-<dst role>-{source,destination}.txt when given.
+    Raises :class:`MigrationFailed` when
     QEMU reports failure or the destination does not come up, and
     :class:`MigrationTimeout` when nothing final happens within ``timeout``.
     """
@@ -86,7 +109,38 @@ def migrate(
             triggers.append((while_active, 0))
         figures = _complete(src, dst, uri, started + timeout, relay, triggers, live)
         sent = relay.forwarded if relay else figures.transferred_bytes
-    return MigrationResult(figures, record, sent, time.monotonic() - started)
+    state, unread = _machine_state(src, dst, started + timeout, live, evidence)
+    return MigrationResult(figures, record, sent, time.monotonic() - started, state, unread)
+
+
+def _machine_state(src: QemuProcess, dst: QemuProcess, deadline: float, live: bool,
+                   evidence: Path | None) -> tuple[MachineStateComparison | None, str | None]:
+    """Read the loaded destination (held paused), resume it if the migration was live, then
+    read the source; a crash or hang on either side is raised, as anywhere else."""
+    if not held(dst):
+        _wait_destination_running(dst, deadline, "running" if live else "paused")
+        return None, f"{dst.role} was not started with -S: it ran before it could be read"
+    _wait_destination_running(dst, deadline, "paused")
+    seen = time.monotonic()
+    files = {side: evidence / f"machine-{src.role}-{dst.role}-{side}.txt" if evidence else None
+             for side in ("source", "destination")}
+    unread: str | None = None
+    try:
+        after = capture(dst, f"destination {dst.role}", files["destination"])
+    except (MachineStateError, QmpCommandError) as exc:
+        after, unread = None, f"destination {dst.role} not read: {exc}"
+    if live:
+        dst.monitor.cmd("cont")
+    hold_ms = (time.monotonic() - seen) * 1000 if live else 0.0
+    if live:
+        _wait_destination_running(dst, deadline, "running")
+    try:
+        before = capture(src, f"source {src.role}", files["source"])
+    except (MachineStateError, QmpCommandError) as exc:
+        before, unread = None, unread or f"source {src.role} not read: {exc}"
+    if before is None or after is None:
+        return None, unread
+    return compare_all(before, after, hold_ms), None
 
 
 def stream_path(rundir: Path, src: QemuProcess, dst: QemuProcess) -> Path:
@@ -109,7 +163,6 @@ def _complete(
             f"source reports migration {status}: {figures.raw.get('error-desc', 'no error-desc')}"
             f"{note}\ndestination said: {dst.output()[-1500:] or '(nothing)'}"
         )
-    _wait_destination_running(dst, deadline, "running" if live else "paused")
     return figures
 
 
@@ -147,8 +200,13 @@ def _wait_final(
 
 
 def wait_destination_running(dst: QemuProcess, timeout: float) -> None:
-    """Until ``dst`` runs after an incoming migration; MigrationFailed if it dies instead."""
-    _wait_destination_running(dst, time.monotonic() + timeout)
+    """Until ``dst`` runs after an incoming migration (resumed here if it was :func:`held`
+    paused after the load); MigrationFailed if it dies instead."""
+    deadline = time.monotonic() + timeout
+    if held(dst):
+        _wait_destination_running(dst, deadline, "paused")
+        dst.monitor.cmd("cont")
+    _wait_destination_running(dst, deadline)
 
 
 def _wait_destination_running(dst: QemuProcess, deadline: float, until: str = "running") -> None:
@@ -163,7 +221,7 @@ def _wait_destination_running(dst: QemuProcess, deadline: float, until: str = "r
         if status == until:
             return
         if status not in ("inmigrate", "paused", "prelaunch", "finish-migrate"):
-            raise MigrationFailed(f"destination is {status!r} after migration, not running")
+            raise MigrationFailed(f"destination is {status!r} after migration, not {until}")
         if time.monotonic() > deadline:
             raise MigrationTimeout(f"destination still {status!r} at the time limit")
         dst.monitor.wait_event(lambda e: e["event"] in ("RESUME", "MIGRATION"), timeout=0.2)

@@ -32,7 +32,9 @@ class SidePaths:
 
 def qemu_argv(build: Build, setup: MachineSetup, paths: SidePaths, *, incoming: bool) -> list[str]:
     """The source starts paused (-S) so its console is connected before the guest prints;
-    the destination waits for ``migrate-incoming`` and runs as soon as the stream is loaded."""
+    the destination waits for ``migrate-incoming`` and, also started with -S, stays paused
+    once the stream is loaded, so its machine state can be read as loaded before anything
+    runs (:func:`harness.migration.run.migrate` then resumes it)."""
     argv = [build.binary]
     if build.firmware_dir:
         argv += ["-L", build.firmware_dir]
@@ -55,5 +57,5 @@ def qemu_argv(build: Build, setup: MachineSetup, paths: SidePaths, *, incoming: 
         argv += ["-device", device]
     for dimm in setup.dimms:
         argv += ["-object", dimm.object_arg(), "-device", dimm.device_arg()]
-    argv += ["-incoming", "defer"] if incoming else ["-S"]
+    argv += ["-incoming", "defer", "-S"] if incoming else ["-S"]
     return argv
