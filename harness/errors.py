@@ -145,5 +145,13 @@ class ChecksFailed(ProductFailure):
         self.results = results
         bad = [r for r in results if r.counts_against]
         lines = [f"{r.invariant} {r.verdict.value}: {r.after!r}; {r.evidence}" for r in bad]
+        self.failed = bad
         super().__init__(f"{len(bad)} of {len(results)} checks did not pass: "
                          f"{', '.join(r.id for r in bad)}\n" + "\n".join(lines))
+
+    def named(self, invariant: str) -> Any:
+        """The result of the check named ``invariant`` (KeyError if the cell has none)."""
+        for result in self.results:
+            if result.invariant == invariant:
+                return result
+        raise KeyError(f"no check {invariant!r} among {[r.invariant for r in self.results]}")
