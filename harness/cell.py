@@ -36,6 +36,7 @@ from harness.qemu.machine import MachineSetup, common_properties
 from harness.rundir import make_rundir
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Needs, ScenarioResult
+from harness.statechecks import machine_state_checks
 from harness.timing import timed
 from harness.verdict import CellVerdict, completed, failure_checks, judge
 
@@ -229,7 +230,8 @@ def _run_scenario(
             try:
                 record.observations = scenario.run(ctx, ctx.variant)
                 with timed(record.phases, "check"):
-                    record.checks = [*record.observations.checks(limits), *completed(record.migrations)]
+                    record.checks = [*record.observations.checks(limits), *completed(record.migrations),
+                                     *machine_state_checks(record.migrations)]
             except MigrationFailed:
                 if matrix.lab is None:  # the diff records reference streams on this machine
                     diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0],
@@ -250,7 +252,8 @@ def _run_scenario(
         passed = True
     except ProductFailure as exc:
         if not isinstance(exc, ChecksFailed):  # the scenario ended early: what it did not measure
-            record.checks = [*record.checks, *failure_checks(exc)]
+            record.checks = [*record.checks, *machine_state_checks(record.migrations),
+                             *failure_checks(exc)]
             record.verdict = judge(record.checks, matrix.known_failures_for(cell.id))
         raise
     finally:
