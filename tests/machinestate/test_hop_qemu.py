@@ -12,8 +12,10 @@ carries both machine states, read with the destination held paused after the loa
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,12 @@ def _build(name: str) -> Build:
 
 def _hop(build: Build, rundir: Path) -> MigrationResult:
     """Boot the golden guest on 2 CPUs, wait for its agent, migrate it to a second QEMU."""
+    return _hops(build, rundir, ("src", "dst"))[0]
+
+
+def _hops(build: Build, rundir: Path, roles: tuple[str, ...]) -> list[MigrationResult]:
+    """Boot the golden guest on 2 CPUs in ``roles[0]``, wait for its agent, migrate it from
+    each role to the next (a destination becomes the next hop's source)."""
     image = ensure_golden_image()
     setup = MachineSetup(
         machine="pseries-7.2",
@@ -56,19 +64,20 @@ def _hop(build: Build, rundir: Path) -> MigrationResult:
         devices=("virtio-rng-pci",), kernel=image.kernel, initrd=image.initrd,
         append=image.kernel_cmdline)
     workspace = SharedWorkspace(rundir, [image.kernel.parent])
-    sides = []
-    for role, incoming in (("src", False), ("dst", True)):
-        paths = SidePaths.for_role(rundir, role)
-        sides.append(QemuProcess(role, LocalHost(), build, qemu_argv(build, setup, paths, incoming=incoming),
-                                 paths, workspace))
-    with sides[0] as src, sides[1] as dst:
-        src.start()
-        dst.start()
-        src.monitor.cmd("cont")
-        Agent(src.console).hello(timeout=90)
-        result = migrate(src, dst, LocalTransport(rundir, "dst"), timeout=120, evidence=rundir)
-        assert dst.monitor.cmd("query-status")["status"] == "running"
-        return result
+    with ExitStack() as stack:
+        sides = []
+        for n, role in enumerate(roles):
+            paths = SidePaths.for_role(rundir, role)
+            argv = qemu_argv(build, setup, paths, incoming=n > 0)
+            sides.append(stack.enter_context(QemuProcess(role, LocalHost(), build, argv, paths, workspace)))
+            sides[-1].start()
+        sides[0].monitor.cmd("cont")
+        Agent(sides[0].console).hello(timeout=90)
+        results = []
+        for src, dst in itertools.pairwise(sides):
+            results.append(migrate(src, dst, LocalTransport(rundir, dst.role), timeout=120, evidence=rundir))
+            assert dst.monitor.cmd("query-status")["status"] == "running"
+        return results
 
 
 def _cpus(state: MachineState) -> list[str]:
@@ -101,6 +110,21 @@ def test_100_keeps_the_decrementer_and_loses_msr_me_on_every_cpu(tmp_path: Path)
     assert all(e.rule.field in ("RES length", "HF", "iidx", "didx") for e in state.excused)
     assert any(c.name.startswith(("TCTX", "ICP")) for c in state.destination)
     assert any(c.name.startswith("PCI ") for c in state.destination)
+
+
+def test_100_ping_pong_reads_both_hops_and_msr_me_comes_back(tmp_path: Path) -> None:
+    """The second hop's source was the first hop's held destination; ME, cleared by the first
+    load, is set again by the second (post_load_update_msr flips it back): it toggles."""
+    first, second = _hops(_build("qemu-10.0"), tmp_path, ("src", "dst", "back"))
+
+    for hop in (first, second):
+        assert hop.machine_state is not None, hop.machine_state_unread
+        assert {d.field for d in hop.machine_state.differences} == {"MSR"}
+        assert hop.machine_state.hold_ms > 0
+    me = [[int(d.destination, 16) & ME for d in hop.machine_state.differences] for hop in (first, second)
+          if hop.machine_state is not None]
+    assert me == [[0, 0], [ME, ME]]
+    assert (tmp_path / "machine-dst-back-source.txt").is_file()
 
 
 def _gdb_packet(sock: socket.socket, payload: str) -> str:
