@@ -179,6 +179,8 @@ class TestLocalReader:
         fake_proc(tmp_path, 902, self.ARGV, {902: (902,)})
         with pytest.raises(HostLoadError, match="2 processes"):
             find_process(self.ARGV, tmp_path)
+        with pytest.raises(HostLoadError, match="no command line"):
+            find_process([], tmp_path)  # a libvirt side's: kernel threads have empty ones too
 
     def test_a_thread_that_exits_is_left_out(self, tmp_path: Path) -> None:
         fake_proc(tmp_path, 901, self.ARGV, {901: (901,), 905: (905,)})

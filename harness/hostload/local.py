@@ -26,6 +26,8 @@ PROC = Path("/proc")
 
 def find_process(argv: Sequence[str], proc: Path = PROC) -> int:
     """This machine's pid of the one process whose command line is exactly ``argv``."""
+    if not argv:
+        raise HostLoadError("no command line to find QEMU by (a QEMU libvirt started)")
     wanted = b"".join(arg.encode() + b"\0" for arg in argv)
     found = []
     for entry in os.listdir(proc):
