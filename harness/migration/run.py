@@ -108,8 +108,10 @@ def migrate(
         if while_active is not None:
             triggers.append((while_active, 0))
         figures = _complete(src, dst, uri, started + timeout, relay, triggers, live)
+        # the relay stays up until the destination has loaded it all (the source's "completed"
+        # comes while the relay may still hold the stream's tail)
+        state, unread = _machine_state(src, dst, started + timeout, live, evidence)
         sent = relay.forwarded if relay else figures.transferred_bytes
-    state, unread = _machine_state(src, dst, started + timeout, live, evidence)
     return MigrationResult(figures, record, sent, time.monotonic() - started, state, unread)
 
 
