@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from harness.errors import ConfigError
 from harness.guest.protocol import CpuTbStats, IpiReport, Probe, TbStats, Tick, parse_cpu_list
+from harness.hostload import Judgement, judge
 
 TICK_PERIOD_MS = 250
 """The agent's per-CPU tick period (guests/golden/PROTOCOL.md)."""
@@ -112,6 +113,11 @@ class TickGap:
     first_after: Tick | None
     waited_ms: int
     """How long the harness waited on the destination for ``first_after`` (wall time)."""
+    starved_ms: float | None = None
+    """How long the host kept this CPU's vCPU threads waiting for a host CPU around the hop
+    (source and destination); None when not measured."""
+    host: str = ""
+    """The host's figures around the hop, as evidence."""
 
     @property
     def gap(self) -> int | None:
@@ -199,19 +205,29 @@ def ticks_on_schedule(gaps: tuple[TickGap, ...], downtime_ms: int, tb_freq: int,
              f"{downtime_ms} ms downtime + {limits.tb_slack_ms} ms slack)")
     if not gaps:
         return not_measured("timer ticks on schedule", "no CPU ticked on the source", bound=bound)
-    late = []
+    late, starved = [], []
     for gap in gaps:
+        gap_ms = None if gap.gap is None else gap.gap * 1000 / tb_freq
+        verdict = judge(gap_ms, bound_ms, gap.starved_ms)
         if gap.first_after is None:
             late.append(f"CPU {gap.cpu}: no tick after #{gap.last_before.n} within {gap.waited_ms} ms "
                         "of the destination resuming")
-        elif gap.gap is not None and gap.gap * 1000 > bound_ms * tb_freq:
+        elif verdict is Judgement.EXCEEDED:
             late.append(f"CPU {gap.cpu}: tick #{gap.last_before.n} to #{gap.first_after.n} took "
-                        f"{gap.gap * 1000 / tb_freq:.0f} ms of timebase")
+                        f"{gap_ms:.0f} ms of timebase")
+        elif verdict is Judgement.HOST_OVERLOADED:
+            starved.append(f"CPU {gap.cpu}: {gap_ms:.0f} ms, over the bound by no more than its vCPU "
+                           f"threads waited for a host CPU ({gap.starved_ms:.0f} ms)")
     shown = ", ".join(f"CPU {g.cpu} " + ("none" if g.gap is None else f"{g.gap * 1000 / tb_freq:.0f} ms")
                       for g in gaps)
+    host = "; ".join(dict.fromkeys(g.host for g in gaps if g.host))
+    if starved and not late:
+        return not_measured("timer ticks on schedule", f"host overloaded: gaps: {shown}; "
+                            f"{'; '.join(starved)}; {host}", bound=bound, cause=HOST_OVERLOADED)
     return CheckResult(
         "timer ticks on schedule", not late, bound, f"gaps: {shown}",
-        "; ".join(late) or "each CPU's last tick on the source and first on the destination (timebase)",
+        ("; ".join(late) or "each CPU's last tick on the source and first on the destination (timebase)")
+        + (f"; host: {host}" if host else ""),
     )
 
 
@@ -337,6 +353,11 @@ def _tb_jump(obs: Observations, limits: Limits) -> CheckResult:
     if obs.load == "busy" and obs.timebase is not None and sampled:
         jump = timebase_jump(obs.timebase.cpus)
         idle = [c.cpu for c in obs.timebase.cpus if c.samples == 0]
+        if jump is not None and not idle and jump > bound_ticks:
+            cpu = next(c.cpu for c in obs.timebase.cpus if c.samples and c.max_fwd == jump)
+            overloaded = _overloaded(name, jump * 1000 / freq, bound_ms, cpu, obs, bound)
+            if overloaded is not None:
+                return overloaded
         return CheckResult(
             name, jump is not None and not idle and jump <= bound_ticks, bound,
             f"{jump} ticks ({(jump or 0) * 1000 / freq:.1f} ms)",
@@ -352,6 +373,12 @@ def _tb_jump(obs: Observations, limits: Limits) -> CheckResult:
                             cause=STALL if obs.stalled else None)
     measured = [j for j in jumps if j is not None]
     worst = max(measured)
+    if worst > bound_ticks:
+        hop = obs.hop_gaps[measured.index(worst)]
+        cpu = min((g for g in hop if g.gap is not None), key=lambda g: g.gap or 0).cpu
+        overloaded = _overloaded(name, worst * 1000 / freq, bound_ms, cpu, obs, bound)
+        if overloaded is not None:
+            return overloaded
     return CheckResult(
         name, worst <= bound_ticks, bound,
         ", ".join(f"hop {n}: {j} ticks ({j * 1000 / freq:.1f} ms)" for n, j in enumerate(measured, 1)),
@@ -359,6 +386,20 @@ def _tb_jump(obs: Observations, limits: Limits) -> CheckResult:
         f"across it of the gap less the {limits.tick_period_ms} ms tick period (an upper bound: it "
         f"includes the tick's wake-up latency); load mode {obs.load}",
     )
+
+
+def _overloaded(name: str, measured_ms: float, bound_ms: int, cpu: int, obs: Observations,
+                bound: str) -> CheckResult | None:
+    """``name`` not measured because ``cpu``'s vCPU threads waited for a host CPU at least as
+    long as ``measured_ms`` exceeds the bound (None: the host does not account for it)."""
+    gaps = [g for g in obs.tick_gaps if g.cpu == cpu and g.starved_ms is not None]
+    starved = sum(g.starved_ms or 0.0 for g in gaps) if gaps else None
+    if judge(measured_ms, bound_ms, starved) is not Judgement.HOST_OVERLOADED:
+        return None
+    host = "; ".join(dict.fromkeys(g.host for g in gaps if g.host))
+    return not_measured(name, f"host overloaded: {measured_ms:.0f} ms against {bound_ms} ms, over by no "
+                        f"more than CPU {cpu}'s vCPU threads waited for a host CPU ({starved:.0f} ms); "
+                        f"{host}", bound=bound, cause=HOST_OVERLOADED)
 
 
 def _tb_advanced(obs: Observations, limits: Limits) -> CheckResult:

@@ -17,6 +17,8 @@ from typing import Any
 from harness.builds.model import Build
 from harness.checks import Limits
 from harness.driver import Driver, QemuDriver
+from harness.hostload import HostLoadError, StarvationMeter
+from harness.hostload.hop import HopWatch
 from harness.hosts.workspace import Workspace, workspace_for
 from harness.matrix.model import Timeouts
 from harness.migration.run import MigrationResult, wait_destination_running
@@ -57,6 +59,8 @@ class ScenarioContext:
     driver: Driver = field(default_factory=QemuDriver)
     """What starts and migrates the guest: QEMU command lines, or libvirt."""
     _workspaces: dict[int, Workspace] = field(default_factory=dict)
+    _meters: dict[int, StarvationMeter | None] = field(default_factory=dict)
+    _watches: dict[int, HopWatch] = field(default_factory=dict)
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         """Time a block as one of the benchmark's phases (boot, migrate, check, ...)."""
@@ -97,12 +101,27 @@ class ScenarioContext:
                 while_active: Callable[[], None] | None = None) -> MigrationResult:
         """Migrate ``src`` to ``dst`` (recording the stream unless the matrix says none); see
         :func:`harness.migration.run.migrate` for ``cut_after_bytes`` and ``while_active``."""
+        windows = tuple(meter.start() for side in (src, dst) if (meter := self._meter(side)))
         with self.phase("migrate"):
             result = self.driver.migrate(
                 self, src, dst, timeout=self.timeouts.migrate_s if timeout is None else timeout,
                 cut_after_bytes=cut_after_bytes, while_active=while_active)
         self.migrations.append(result)
+        self._watches[id(dst)] = HopWatch(windows)
         return result
+
+    def hop_watch(self, dst: QemuProcess) -> HopWatch | None:
+        """The host's starvation windows on both sides of the hop to ``dst``, still open (the
+        tick gaps close them: :func:`harness.scenarios.steps.tick_gaps`); None when not read."""
+        return self._watches.pop(id(dst), None)
+
+    def _meter(self, side: QemuProcess) -> StarvationMeter | None:
+        if id(side) not in self._meters:
+            try:
+                self._meters[id(side)] = StarvationMeter.attach(side)
+            except HostLoadError:  # a side whose threads cannot be read (libvirt's): not measured
+                self._meters[id(side)] = None
+        return self._meters[id(side)]
 
     def load_stream(self, dst: QemuProcess, stream: Path) -> None:
         """Load a stored stream into ``dst`` (started incoming) as a restore would; returns once

@@ -10,6 +10,7 @@ import pytest
 
 from harness.checks import (
     GENERIC,
+    HOST_OVERLOADED,
     STALL,
     CheckResult,
     Limits,
@@ -221,3 +222,32 @@ class TestJumpInEveryGuestState:
     def test_a_busy_guest_uses_the_watchers(self) -> None:
         result = _verdicts(_healthy(load="busy"))["timebase forward jump within bound"]
         assert result.ok and result.after == f"{2 * MS} ticks (2.0 ms)"
+
+
+class TestLoadedHost:
+    """A bound exceeded by no more than the host kept the vCPU waiting is not measured (host
+    overloaded), never failed; anything beyond, or a CPU that never ticks, still fails."""
+
+    def _late(self, starved: float | None, first: Tick | None = None) -> CheckResult:
+        gap = TickGap(0, _tick(0, 7, 1_750), first or _tick(0, 8, 2_650), 900, starved_ms=starved,
+                      host="dst: CPU 0 410 ms waited for a host CPU")
+        return _verdicts(_healthy(hop_gaps=((gap,),)))["timer ticks on schedule"]
+
+    def test_a_late_tick_the_host_accounts_for_is_not_measured(self) -> None:
+        result = self._late(starved=410.0)  # 900 ms against 830: 70 ms over, 410 ms starved
+        assert (result.verdict, result.cause) == (Verdict.NOT_MEASURED, HOST_OVERLOADED)
+        assert "waited for a host CPU (410 ms)" in result.evidence
+
+    def test_a_late_tick_beyond_the_starvation_fails(self) -> None:
+        assert self._late(starved=40.0).verdict is Verdict.FAILED
+
+    def test_a_tick_that_never_comes_fails_however_loaded_the_host(self) -> None:
+        gap = TickGap(0, _tick(0, 7, 1_750), None, 1_830, starved_ms=5_000.0)
+        result = _verdicts(_healthy(hop_gaps=((gap,),)))["timer ticks on schedule"]
+        assert result.verdict is Verdict.FAILED
+
+    def test_a_jump_the_host_accounts_for_is_not_measured(self) -> None:
+        gaps = tuple(TickGap(c, _tick(c, 7, 1_750), _tick(c, 8, 2_850), 900, starved_ms=800.0)
+                     for c in (0, 1))
+        result = _verdicts(_healthy(hop_gaps=(gaps,)))["timebase forward jump within bound"]
+        assert (result.verdict, result.cause) == (Verdict.NOT_MEASURED, HOST_OVERLOADED)

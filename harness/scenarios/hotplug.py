@@ -284,7 +284,8 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         new_on_src = _new_cpus(source, before)
         if plan.action == "plug" and new_on_src:
             ticked = ticked + tuple(c for c in new_on_src if source.latest(Tick, cpu=c) is not None)
-        gaps = tick_gaps(source, destination, ticked, ctx.limits, result.figures.downtime_ms)
+        gaps = tick_gaps(source, destination, ticked, ctx.limits, result.figures.downtime_ms,
+                         watch=ctx.hop_watch(dst))
         stalled = any(g.first_after is None for g in gaps)
         new_cpu, announced_on, new_ticked, ticked_on_src = None, "nowhere", False, False
         if plan.action == "plug":

@@ -89,7 +89,7 @@ def run(ctx: ScenarioContext, variant: Variant[str]) -> IntcObservations:
     result = ctx.migrate(src, dst)
     with ctx.phase("check"):
         gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus, ctx.limits,
-                         result.figures.downtime_ms)
+                         result.figures.downtime_ms, watch=ctx.hop_watch(dst))
         stalled = any(g.first_after is None for g in gaps)
         try:  # the controller first: measured whatever follows, if the guest can still answer
             after: Probe | None = Agent(dst.console, timeout=PROBE_STALLED_S if stalled else 10.0).probe()

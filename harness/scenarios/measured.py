@@ -45,7 +45,7 @@ def land(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Befor
     result = ctx.migrate(src, dst)
     with ctx.phase("check"):
         gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus, ctx.limits,
-                         result.figures.downtime_ms)
+                         result.figures.downtime_ms, watch=ctx.hop_watch(dst))
     return Landed(result, gaps)
 
 

@@ -12,6 +12,7 @@ longer answers is not measured, with the stall as the cause.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from harness.guest.protocol import Busy, IpiReport, LoadMode, Probe, TbStats, Ti
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext
+    from harness.hostload.hop import HopWatch
     from harness.migration.run import MigrationFigures
     from harness.qemu.process import QemuProcess
 
@@ -81,17 +83,21 @@ def hop(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before
     result = ctx.migrate(src, dst)
     with ctx.phase("check"):
         gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus,
-                         ctx.limits, result.figures.downtime_ms, earlier.gaps if earlier else ())
+                         ctx.limits, result.figures.downtime_ms, earlier.gaps if earlier else (),
+                         ctx.hop_watch(dst))
     return Hop(result.figures, gaps)
 
 
 def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: Limits,
-              downtime_ms: int, earlier: tuple[TickGap, ...] = ()) -> tuple[TickGap, ...]:
+              downtime_ms: int, earlier: tuple[TickGap, ...] = (),
+              watch: HopWatch | None = None) -> tuple[TickGap, ...]:
     """Each CPU's last tick on the source and first on the destination, waiting at most the
     gap bound plus :data:`LATE_MARGIN_S` from now (the destination has just resumed).
 
     ``earlier`` is the previous hop's gaps, when the source was that hop's destination: a CPU
-    that never ticked there keeps its last tick from before that hop."""
+    that never ticked there keeps its last tick from before that hop. ``watch`` (the hop's
+    starvation windows, :meth:`ScenarioContext.hop_watch`) is closed here: each gap then says
+    how long the host kept that CPU waiting."""
     resumed = time.monotonic()
     deadline = resumed + limits.gap_bound_ms(downtime_ms) / 1000 + LATE_MARGIN_S
     before = {g.cpu: g.last_before for g in earlier}
@@ -105,7 +111,10 @@ def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: 
             max(0.0, deadline - time.monotonic()))
         waited = (time.monotonic() - resumed) * 1000
         gaps.append(TickGap(cpu, last, first, round(waited)))
-    return tuple(gaps)
+    if watch is None:
+        return tuple(gaps)
+    host = watch.stop()
+    return tuple(dataclasses.replace(g, starved_ms=host.of_cpu(g.cpu), host=host.describe()) for g in gaps)
 
 
 def to_busy(agent: Agent) -> bool:

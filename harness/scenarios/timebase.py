@@ -121,7 +121,7 @@ def _measure(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: B
     whose watchers were not reset before it (``unreset``: its statistics would span hops)."""
     with ctx.phase("check"):
         gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus, ctx.limits, downtime_ms,
-                         earlier)
+                         earlier, ctx.hop_watch(dst))
         stalled = any(g.first_after is None for g in gaps)
         ask = Asker(Agent(dst.console, timeout=STALLED_ANSWER_S if stalled else 10.0))
         if unreset:
