@@ -29,8 +29,13 @@ destination's windows give; the guest's assigned memory BARs lie in their
 PHB's windows on the destination (listed only where the guest assigned any:
 under VOF, pseries-2.8's kernel leaves a driverless device's BARs unassigned,
 SLOF and newer machine types assign them). Then every generic check,
-including the guest's PHB ranges and BARs unchanged. One vCPU: the windows do
-not depend on it, and a second CPU only adds the known timer failures.
+including the guest's PHB ranges and BARs unchanged. One vCPU, on purpose
+(IPIs are then not applicable): every Debian build loses a second CPU after
+an incoming migration (7.2 and 5.2 its decrementer, 10.0 CPU 1 "RTAS
+stopped"), and on a 10.0 destination the 2-CPU guest then stops answering,
+so the generic checks after the windows would go unmeasured there; with one
+CPU they are measured on every pair. These cells move to the 2-CPU guest when
+a healthy pair exists (a reference build with those fixes).
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ guest keeping XIVE, then every generic check (ticks, IPIs on XIVE, ...).
 Variant ``kvm`` adds, on the destination, the ESB and TIMA mapped as RAM
 device regions at the source's addresses (remapped from the destination's
 host); it needs accel kvm on a POWER host and is skipped, with that reason,
-elsewhere. One vCPU, as in phb.
+elsewhere. One vCPU, for the reason phb gives (a 2-CPU guest goes silent on a
+10.0 destination, so its generic checks would go unmeasured there).
 """
 
 from __future__ import annotations
