@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from statistics import median
+
+from harness.report.checklist import measured, note
 
 OUTCOMES = ("passed", "failed", "flaky", "known", "fixed", "broken", "skipped")
 REASON_CHARS = 160
@@ -48,11 +51,34 @@ class CellRuns:
         return sum(r.outcome == "passed" for r in self.runs)
 
     @property
+    def telling(self) -> CellOutcome | None:
+        """The run with the most telling reason (an intermittent pass's note comes last)."""
+        runs = sorted((r for r in self.runs if r.reason), key=lambda r: r.reason.startswith("intermittent"))
+        return runs[0] if runs else None
+
+    @property
     def reason(self) -> str:
-        """The first line of the most telling reason (an intermittent pass's note comes last)."""
-        reasons = sorted((r.reason for r in self.runs if r.reason), key=lambda text: text.startswith(
-            "intermittent"))
-        return reasons[0].splitlines()[0][:REASON_CHARS] if reasons else ""
+        """The first line of the most telling reason; for a cell judged check by check, whose
+        first line lists the unexplained checks (the checks' note says so), the line after it:
+        the first unexplained check's message."""
+        run = self.telling
+        if run is None:
+            return ""
+        lines = run.reason.splitlines() or [""]
+        if lines[0].startswith(_UNEXPLAINED) and run.checks and len(lines) > 1:
+            return lines[1][:REASON_CHARS]
+        return lines[0][:REASON_CHARS]
+
+    @property
+    def note(self) -> str:
+        """Which checks failed, and which entry explained each (:func:`checklist.note`)."""
+        run = self.telling or self.runs[-1]
+        return note(self.outcome, run.checks)
+
+    @property
+    def said(self) -> str:
+        """The checks' note and the reason, as the history and the report's pages give them."""
+        return f"{self.note} — {self.reason}" if self.note else self.reason
 
     def line(self, width: int) -> str:
         totals = [r.phases["total"] for r in self.runs if "total" in r.phases]
@@ -61,8 +87,13 @@ class CellRuns:
         if self.outcome == "flaky":
             seen = Counter(r.outcome for r in self.runs)
             count += " (" + ", ".join(f"{n} {o}" for o, n in seen.most_common()) + ")"
+        checks = f"  [{self.note}]" if self.note else ""
         reason = f"  {self.reason}" if self.reason else ""
-        return f"  {_LABEL[self.outcome]:6} {self.cell:{width}} {time}{count}{reason}"
+        return f"  {_LABEL[self.outcome]:6} {self.cell:{width}} {time}{count}{checks}{reason}"
+
+
+_UNEXPLAINED = "unexplained: "
+"""How :func:`harness.verdict.judge` starts a failed cell's reason."""
 
 
 def by_cell(outcomes: list[CellOutcome]) -> list[CellRuns]:
@@ -89,8 +120,31 @@ def summary_lines(outcomes: list[CellOutcome]) -> list[str]:
     if counts.get("fixed") or counts.get("known") or counts.get("flaky"):
         lines.append("  (known = declared in matrix.yaml known_failures; FIXED? = a known failure "
                      "that now passes: review and remove its entry; FLAKY = the outcome changed "
-                     "between runs)")
+                     "between runs; [...] = the checks that failed or were not measured, and the "
+                     "entry (its first cell glob) that explained each)")
+    measured_line = checks_measured(outcomes)
+    if measured_line:
+        lines.append(measured_line)
     return lines
+
+
+def checks_measured(outcomes: list[CellOutcome]) -> str:
+    """How many checks measured something (passed or failed) per run, by the run's outcome: a
+    known cell that measures far fewer checks than a passing one hides what its failure cost."""
+    per: dict[str, list[int]] = {}
+    for o in outcomes:
+        if o.checks:
+            per.setdefault(o.outcome, []).append(measured(o.checks))
+    if not per:
+        return ""
+    unit = "run" if len({o.cell for o in outcomes}) < len(outcomes) else "cell"  # --repeat: each run
+    parts = [f"{outcome} {_number(median(counts))} ({len(counts)} {unit}{'' if len(counts) == 1 else 's'})"
+             for outcome in OUTCOMES if (counts := per.get(outcome))]
+    return f"checks measured (passed or failed) per {unit}, median: " + ", ".join(parts)
+
+
+def _number(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def write_cells_json(path: Path, outcomes: list[CellOutcome]) -> None:
@@ -105,4 +159,8 @@ def write_cells_json(path: Path, outcomes: list[CellOutcome]) -> None:
 
 
 def read_cells_json(path: Path) -> list[CellOutcome]:
-    return [CellOutcome(**item) for item in json.loads(path.read_text())]
+    """cells.json of this or an older goldmig (older files lack ``checks``; a key this version
+    does not know is ignored)."""
+    known = {f.name for f in fields(CellOutcome)}
+    return [CellOutcome(**{k: v for k, v in item.items() if k in known})
+            for item in json.loads(path.read_text())]
