@@ -17,11 +17,13 @@ from typing import Any
 
 import allure
 import allure_commons
-from allure_commons.model2 import Parameter
+from allure_commons.model2 import Label, Parameter, StatusDetails
 
 from harness.cell import CellRecord
-from harness.report.results import RUN_FILE, RunResult
+from harness.report.checklist import against
+from harness.report.results import CHECKS_LABEL, RUN_FILE, VERDICT_LABEL, RunResult
 from harness.report.steps import add_to_test, plan
+from harness.report.summary import CellOutcome
 from harness.scenarios import SCENARIOS
 
 
@@ -77,6 +79,24 @@ def attach_cell(record: CellRecord, error: BaseException | None) -> None:
                       attachment_type=allure.attachment_type.TEXT)
 
 
+def mark_result(outcome: CellOutcome, fixed_message: str) -> None:
+    """The running test's goldmig verdict, for the report: its outcome (Allure's status cannot
+    tell a fixed cell from a failed one, nor a known one from an impossible one) and its failed
+    and not measured checks with their entries, as labels; a fixed cell's message says which
+    entry to review (Allure has no exception to show for a cell that passed)."""
+    test = current_test()
+    if test is None:
+        return
+    test.labels = [x for x in test.labels if x.name not in (VERDICT_LABEL, CHECKS_LABEL)]
+    test.labels.append(Label(name=VERDICT_LABEL, value=outcome.outcome))
+    bad = against(outcome.checks)
+    if bad:
+        test.labels.append(Label(name=CHECKS_LABEL, value=json.dumps(bad)))
+    if fixed_message:
+        trace = test.statusDetails.trace if test.statusDetails else None
+        test.statusDetails = StatusDetails(message=fixed_message, trace=trace)
+
+
 def _parameter(test: Any, name: str, value: str, excluded: bool) -> None:
     """Set a parameter as plain text (allure's dynamic API shows a Python repr)."""
     for parameter in test.parameters:
@@ -96,11 +116,13 @@ def finish_results(results: Path, flaky: set[str], run: Mapping[str, str]) -> No
         except ValueError:
             continue  # torn by a full disk; `goldmig report` names it
         result = RunResult.from_json(data)
-        labels = [x for x in data.get("labels", []) if x.get("name") not in ("outcome", "failure")]
+        labels = [x for x in data.get("labels", []) if x.get("name") not in ("outcome", "failure", "entry")]
         outcome = "flaky" if result.cell in flaky else result.outcome
         labels.append({"name": "outcome", "value": outcome})
         if result.failure:
             labels.append({"name": "failure", "value": result.failure})
+        if result.entry:
+            labels.append({"name": "entry", "value": result.entry})
         data["labels"] = labels
         details = data.setdefault("statusDetails", {})
         for flag, on in (("known", result.outcome == "known"), ("flaky", result.cell in flaky)):

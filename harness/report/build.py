@@ -23,9 +23,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from harness.report.categories import CATEGORIES
+from harness.report.categories import categories
+from harness.report.checklist import states
 from harness.report.history import RUNS_FILE, Changes, read_runs, what_changed
-from harness.report.matrix_page import changes_html, render
+from harness.report.matrix_page import changes_html, render, ring_note
 from harness.report.results import RUN_FILE, CellResult, ReportError, read_cells
 from harness.report.tool import allure_command
 
@@ -80,7 +81,7 @@ def build_report(results: list[Path], out: Path, history: Path) -> Built:
     config = {
         "name": title, "output": str(out), "historyPath": str(history / ALLURE_HISTORY),
         "appendHistory": not already, "historyLimit": HISTORY_RUNS, "hideLabels": HIDDEN_LABELS,
-        "categories": CATEGORIES,
+        "categories": categories(cells),
         "plugins": {"awesome": {"options": {"reportName": title, "groupBy": ["parentSuite", "suite"]}}},
     }
     allure_started = time.monotonic()
@@ -90,7 +91,7 @@ def build_report(results: list[Path], out: Path, history: Path) -> Built:
         with appended.open("a") as file:
             file.write(key + "\n")
     index = out / "index.html"
-    _decorate(index, changes)
+    _decorate(index, changes, ring_note(cells))
     matrix = out / MATRIX_PAGE
     matrix.write_text(render(cells, changes, title))
     return Built(index, matrix, cells, changes, time.monotonic() - started, allure_seconds)
@@ -114,7 +115,8 @@ def _changes(cells: list[CellResult], runs: list[dict[str, str]], history: Path)
     ids = {r["run"] for r in runs}
     first = min(r["finished"] for r in runs)
     earlier = [e for e in read_runs(history / RUNS_FILE) if e.run not in ids and e.finished < first]
-    return what_changed({c.cell: (c.outcome, c.reason) for c in cells}, earlier)
+    checks = {c.cell: states(c.latest.checks) for c in cells if c.latest.checks}
+    return what_changed({c.cell: (c.outcome, c.reason) for c in cells}, earlier, checks)
 
 
 def _clear(out: Path) -> None:
@@ -143,9 +145,9 @@ def _generate(config: dict[str, Any], results: list[Path]) -> None:
         raise ReportError(f"Allure failed to build {config['output']} (exit {done.returncode}): {said}")
 
 
-def _decorate(index: Path, changes: Changes | None) -> None:
-    """Drop Allure's Google Analytics tag and put a goldmig bar on top: a link to the matrix view
-    and what changed since the previous run."""
+def _decorate(index: Path, changes: Changes | None, ring: str) -> None:
+    """Drop Allure's Google Analytics tag and put a goldmig bar on top: a link to the matrix view,
+    what Allure's ring counts against goldmig's outcomes, and what changed since the previous run."""
     html = _ANALYTICS.sub("", index.read_text())
     if "<body>" not in html:
         raise ReportError(f"{index}: Allure wrote no <body>; the report cannot be linked to the matrix view")
@@ -153,6 +155,7 @@ def _decorate(index: Path, changes: Changes | None) -> None:
     bar = ('<div id="goldmig-bar" style="font:13px/1.5 system-ui,sans-serif;padding:6px 16px;'
            'background:#1f2937;color:#f9fafb"><b>goldmig</b> · '
            f'<a id="goldmig-matrix-link" href="{MATRIX_PAGE}" style="color:#93c5fd">matrix view</a> · '
+           f'<span id="goldmig-ring">{escape(ring)}</span> · '
            '<details style="display:inline"><summary style="display:inline;cursor:pointer">'
            f'{summary}</summary><div style="background:#fff;color:#1f2937;padding:4px 12px">'
            f"{changes_html(changes)}</div></details></div>")

@@ -1,5 +1,6 @@
 """The matrix view: for each scenario and machine type, source builds by destination builds,
-each square coloured by the cell's outcome, its short reason on hover, linked to its Allure page.
+each square coloured by the cell's outcome (goldmig's, as the run's summary gives it: a fixed
+cell is FIXED?, not FAIL), its short reason and checks on hover, linked to its Allure page.
 
 Plain HTML and CSS (no script), written beside the Allure report's index.html.
 """
@@ -11,9 +12,8 @@ from collections import Counter
 from html import escape
 
 from harness.report.history import Changes
-from harness.report.results import CellResult
+from harness.report.results import OUTCOMES, CellResult
 
-OUTCOMES = ("passed", "failed", "broken", "known", "fixed", "flaky", "skipped")
 LABEL = {"passed": "PASS", "failed": "FAIL", "broken": "BROKEN", "known": "KNOWN", "fixed": "FIXED?",
          "flaky": "FLAKY", "skipped": "SKIP"}
 _MEANING = {"passed": "passed", "failed": "QEMU or the guest misbehaved",
@@ -53,6 +53,7 @@ def render(cells: list[CellResult], changes: Changes | None, title: str) -> str:
              f"<h1>{escape(title)}: the matrix</h1>",
              f'<p class="meta">{len(cells)} cells. <a href="index.html">The Allure report</a> has each '
              "cell's steps, evidence and history. Hover a square for the reason; click it for the cell.</p>",
+             f'<p class="meta" id="ring">{escape(ring_note(cells))}</p>',
              f'<p class="legend">{legend}</p>', changes_html(changes)]
     for scenario in sorted({c.id.scenario for c in cells}):
         mine = [c for c in cells if c.id.scenario == scenario]
@@ -63,6 +64,20 @@ def render(cells: list[CellResult], changes: Changes | None, title: str) -> str:
                                                            if c.id.machine == machine}))
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def ring_note(cells: list[CellResult]) -> str:
+    """What Allure's overview ring counts, in goldmig's outcomes: each cell's latest result by
+    Allure status, where a known cell is skipped (an xfail) and a FIXED? one failed."""
+    status = Counter(c.latest.status for c in cells)
+    by = {s: Counter(c.latest.outcome for c in cells if c.latest.status == s) for s in status}
+    parts = []
+    for name in ("passed", "failed", "broken", "skipped", "unknown"):
+        if status.get(name):
+            inner = ", ".join(f"{n} {LABEL.get(o, o)}" for o, n in sorted(by[name].items()))
+            parts.append(f"{status[name]} {name} ({inner})")
+    return ("Allure's overview ring counts each cell's latest result by Allure status: " + "; ".join(parts)
+            + ". The legend here counts goldmig's outcomes, as the run's summary does.")
 
 
 def changes_html(changes: Changes | None) -> str:

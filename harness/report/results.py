@@ -1,9 +1,11 @@
 """A run's Allure results read back as cells: outcome, short reason, what failed, Allure page.
 
-The outcome of a result is read from how the pytest plugin reported it
-(``harness.pytest_plugin._classify``): a known failure is an xfail whose
-reason starts ``known failure:``, a fixed one a failure that says ``known
-failure now passes``. Several results of one cell (``--repeat``) make one
+The outcome of a result is goldmig's own, from its ``verdict`` label (written
+by the plugin as the test ends), with its failed and not measured checks and
+the entries that explained them from its ``checks`` label. Results written
+before those labels are read from how the plugin reported them: a known
+failure is an xfail whose reason starts ``known failure:``, a fixed one a
+failure that says ``known failure now passes``. Several results of one cell (``--repeat``) make one
 cell whose outcome is *flaky* when they differ; its Allure page is that of
 the latest result, which Allure shows with the others as retries.
 """
@@ -18,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.report.checklist import explained, note, parse, unexplained
 
+OUTCOMES = ("passed", "failed", "broken", "known", "fixed", "flaky", "skipped")
+VERDICT_LABEL = "verdict"
+"""An Allure result's label with goldmig's outcome of the cell (passed, failed, known, ...)."""
+CHECKS_LABEL = "checks"
+"""An Allure result's label with its failed and not measured checks (JSON, :func:`checklist.against`)."""
 RUN_FILE = "goldmig-run.json"
 """In a results directory: which run wrote it (for the history and the report)."""
 KNOWN_PREFIX = "XFAIL known failure: "
@@ -68,24 +76,46 @@ class RunResult:
     outcome: str
     reason: str
     failure: str
-    """What failed, for grouping (``stream refused on load``, ``invariant: ...``); empty if nothing."""
+    """What failed, for grouping: its first unexplained check (``Failed check: <id>``, ``Not
+    measured: <id>``), its first explained one (``Known: <id>``), or for results without checks
+    ``stream refused on load``, ``invariant: ...``; empty if nothing."""
     report_id: str
     """The result's id in the Allure 3 report: its page is ``index.html#/<report_id>``."""
     stop: int
+    status: str = "unknown"
+    """Allure's status (what its overview ring counts): a known cell is ``skipped``."""
+    checks: tuple[dict[str, str], ...] = ()
+    """Its failed and not measured checks (empty for results written before they were kept)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunResult:
         details = data.get("statusDetails") or {}
         message = str(details.get("message") or "")
-        outcome = outcome_of(str(data.get("status", "unknown")), message)
+        status = str(data.get("status", "unknown"))
+        labels = {str(x.get("name")): str(x.get("value", "")) for x in data.get("labels") or []
+                  if isinstance(x, dict)}
+        outcome = labels.get(VERDICT_LABEL, "")
+        if outcome not in OUTCOMES or outcome == "flaky":
+            outcome = outcome_of(status, message)
+        checks = tuple(parse(labels[CHECKS_LABEL])) if CHECKS_LABEL in labels else ()
+        reason = short_reason(outcome, message)
+        said = note(outcome, checks)
         return cls(
             cell=str(data.get("name", "")),
             outcome=outcome,
-            reason=short_reason(outcome, message),
-            failure=failure_kind(outcome, message),
+            reason=f"{said} — {reason}" if said else reason,
+            failure=check_failure(outcome, checks) or failure_kind(outcome, message),
             report_id=hashlib.md5(str(data.get("uuid", "")).encode()).hexdigest(),
             stop=int(data.get("stop") or 0),
+            status=status,
+            checks=checks,
         )
+
+    @property
+    def entry(self) -> str:
+        """The first cell glob and key of the entry that explained its first explained check."""
+        first = explained(self.checks)
+        return f"{first[0].get('entry', '')} [{first[0]['explained_by']}]" if first else ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +169,20 @@ def short_reason(outcome: str, message: str) -> str:
     first = message.splitlines()[0] if message else ""
     match = _ERROR.match(first)
     return f"{match['type']}: {match['text']}" if match else first
+
+
+def check_failure(outcome: str, checks: tuple[dict[str, str], ...]) -> str:
+    """The check a cell's category is named after: its first unexplained failed check, else its
+    first unexplained one not measured, else (known) its first explained one."""
+    if outcome in ("passed", "skipped", "fixed") or not checks:
+        return ""
+    bad = unexplained(checks)
+    for verdict, prefix in (("failed", "Failed check"), ("not measured", "Not measured")):
+        first = next((c for c in bad if c.get("verdict") == verdict), None)
+        if first is not None:
+            return f"{prefix}: {first['id']}"
+    first_known = next(iter(explained(checks)), None)
+    return f"Known: {first_known['id']}" if first_known is not None else ""
 
 
 def failure_kind(outcome: str, message: str) -> str:

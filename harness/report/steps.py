@@ -6,6 +6,13 @@ cell runs them (provision, boot, each migration hop, the checks) with each
 phase's recorded duration, ending when the cell ended. The step an error
 belongs to is known from its type (a refused migration, a broken invariant,
 an impossible cell) and otherwise from how far the cell got.
+
+The checks step has one step per check with its verdict: passed, failed, not
+measured (Allure ``skipped``, with the reason) or not applicable (``skipped``
+too, named so); each failed or not measured check says which known_failures
+entry explained it (its key, cells and reason) or that nothing did. A
+failure that ended the scenario early is a check of its own there
+(``migration completes``, ...), followed by what it left unmeasured.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ import allure_commons
 from allure_commons.model2 import Attachment, Parameter, StatusDetails, TestStepResult
 
 from harness.cell import CellRecord
-from harness.checks import CheckResult
-from harness.errors import CheckFailed, MigrationFailed, MigrationTimeout
+from harness.checks import CheckResult, Verdict
+from harness.errors import CheckFailed, ChecksFailed, MigrationFailed, MigrationTimeout
+from harness.matrix.model import KnownFailure
 from harness.migration.run import STREAM_PREFIX, MigrationResult
+from harness.verdict import CheckVerdict
 
 PARAMETER_CHARS = 300
 HOP_OVERHEAD_S = 0.1
@@ -100,7 +109,7 @@ def _where(record: CellRecord, error: BaseException | None) -> str:
     """Which part of the cell ``error`` ended: provision, boot, migration or checks."""
     if error is None:
         return ""
-    if isinstance(error, CheckFailed) or record.checks:
+    if isinstance(error, (CheckFailed, ChecksFailed)):
         return "checks"
     if isinstance(error, (MigrationFailed, MigrationTimeout)):
         return "migration"
@@ -193,34 +202,84 @@ def _stream_files(record: CellRecord, roles: tuple[str, str]) -> tuple[Attach, .
 
 
 def _checks(record: CellRecord, error: BaseException | None, ended: _Ended) -> Step:
-    """One step per check; a check that failed before the checks ran (a stalled CPU right after
-    a hop) is the failed step itself."""
-    children = [_check(c) for c in record.checks]
-    if isinstance(error, CheckFailed) and all(c.invariant != error.invariant for c in record.checks):
-        children.append(_check(CheckResult(error.invariant, False, error.before, error.after,
-                                           error.evidence)))
+    """One step per check, with its verdict and the entry that explained it. A check that
+    failed before the checks ran and that the record lacks (a stalled CPU right after a hop,
+    reported before verdicts per check) is the failed step itself."""
+    verdicts = list(record.verdict.checks) if record.verdict is not None else [
+        CheckVerdict(c) for c in record.checks]
+    if isinstance(error, CheckFailed) and all(v.check.invariant != error.invariant for v in verdicts):
+        verdicts.append(CheckVerdict(CheckResult(error.invariant, False, error.before, error.after,
+                                                 error.evidence)))
+    children = [_check(v, judged=record.verdict is not None) for v in verdicts]
     attachments: tuple[Attach, ...] = ()
     if record.observations is not None:
         attachments = (Attach("observations (probes, heartbeats, timebase watcher)",
                               text=_json(record.observations), mime="application/json"),)
     status, message = ended.at("checks")
-    held = sum(c.status == "passed" for c in children)
-    name = f"checks: {held} of {len(children)} held" if children else "checks"
-    if not record.checks and isinstance(error, CheckFailed):
-        name = f"checks: {error.invariant} failed right after the migration; the others did not run"
-    elif status != "passed" and not isinstance(error, CheckFailed):
+    if ended.where != "checks":  # the checks' own verdict: a failed check fails the step
+        status = _worst(c.status for c in children)
+        message = ""
+    counts = {v: sum(c.check.verdict is v for c in verdicts) for v in Verdict}
+    name = f"checks: {counts[Verdict.PASSED]} of {len(children)} passed" if children else "checks"
+    shown = ", ".join(f"{counts[v]} {v.value}" for v in Verdict if v is not Verdict.PASSED and counts[v])
+    name += f" ({shown})" if shown else ""
+    if not children and status != "passed":
         name = "checks (did not finish)"
     return Step(name, status, message, seconds=record.phases.get("check", 0.0), attachments=attachments,
                 steps=tuple(children))
 
 
-def _check(check: CheckResult) -> Step:
+_SEVERITY = ("passed", "skipped", "broken", "failed")
+
+
+def _worst(statuses: Any) -> str:
+    return max(statuses, key=_SEVERITY.index, default="passed")
+
+
+_STEP_STATUS = {Verdict.PASSED: "passed", Verdict.FAILED: "failed", Verdict.NOT_MEASURED: "skipped",
+                Verdict.NOT_APPLICABLE: "skipped"}
+"""Allure has no status for a check that could not measure, or had nothing to: both are skipped,
+and the step's name says which."""
+
+
+def _check(verdict: CheckVerdict, judged: bool = True) -> Step:
+    """A check's step; ``judged``: the cell's verdict says what explained it (else nothing is
+    said about entries)."""
+    check = verdict.check
     bound = isinstance(check.before, str) and "<=" in check.before
     first = "bound" if bound else "before"
-    params = _params((first, _text(check.before)), ("after", _text(check.after)),
-                     ("evidence", check.evidence))
-    message = "" if check.ok else "\n".join(f"{k}: {v}" for k, v in params)
-    return Step(check.invariant, "passed" if check.ok else "failed", message, parameters=params)
+    measured = "measured" if check.verdict in (Verdict.PASSED, Verdict.FAILED) else "after"
+    params = _params(("verdict", check.verdict.value), (first, _text(check.before)),
+                     (measured, _text(check.after)), ("evidence", check.evidence),
+                     ("cause", _cause(check)), ("explained by", _entry(verdict) if judged else ""))
+    name = check.invariant
+    if check.verdict is not Verdict.PASSED:
+        said = (f", {_known(verdict.explained_by)}" if verdict.explained_by
+                else ", unexplained" if check.counts_against and judged else "")
+        name += f" ({check.verdict.value}{said})"
+    message = "" if check.verdict is Verdict.PASSED else "\n".join(f"{k}: {v}" for k, v in params)
+    return Step(name, _STEP_STATUS[check.verdict], message, parameters=params)
+
+
+def _cause(check: CheckResult) -> str:
+    if check.verdict is not Verdict.NOT_MEASURED:
+        return ""
+    return check.cause or "nothing in the cell explains it"
+
+
+def _known(entry: KnownFailure) -> str:
+    return f"known: {entry.cells[0]}"
+
+
+def _entry(verdict: CheckVerdict) -> str:
+    """The entry that explained a failed or not measured check: key, cells and reason; or
+    ``unexplained``."""
+    if not verdict.check.counts_against:
+        return ""
+    entry = verdict.explained_by
+    if entry is None:
+        return "unexplained"
+    return f"{entry.key}: cells {', '.join(entry.cells)}; {entry.reason}"
 
 
 def _params(*pairs: tuple[str, str]) -> tuple[tuple[str, str], ...]:

@@ -43,3 +43,19 @@ def test_what_changed_is_listed_on_the_page() -> None:
     page = render([_cell("a>b/m/s", "failed")], changes, "t")
     assert ('<li data-change="newly failing" data-cell="a&gt;b/m/s"><b>newly failing</b> a&gt;b/m/s: '
             "was passed, now failed — CheckFailed: x</li>") in page
+
+
+def test_the_legend_counts_goldmigs_outcomes_and_the_ring_allures_statuses() -> None:
+    def cell(name: str, outcome: str, status: str) -> CellResult:
+        return CellResult(name, (RunResult(name, outcome, "", "", f"id-{name}", 1, status),))
+
+    cells = [cell("a>a/m/s", "passed", "passed"), cell("a>b/m/s", "fixed", "failed"),
+             cell("b>a/m/s", "known", "skipped"), cell("b>b/m/s", "skipped", "skipped"),
+             cell("c>c/m/s", "failed", "failed")]
+    page = render(cells, None, "t")
+    assert re.findall(r'<span class="o-(\w+)" title="[^"]*">[A-Z?]+ (\d+)</span>', page) == [
+        ("passed", "1"), ("failed", "1"), ("broken", "0"), ("known", "1"), ("fixed", "1"), ("flaky", "0"),
+        ("skipped", "1")]
+    assert 'data-outcome="fixed" title="a&gt;b/m/s: FIXED?"' in page
+    assert ("Allure&#x27;s overview ring counts each cell&#x27;s latest result by Allure status: 1 passed "
+            "(1 PASS); 2 failed (1 FAIL, 1 FIXED?); 2 skipped (1 KNOWN, 1 SKIP).") in page

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.report.results import CellId, ReportError, RunResult, failure_kind, outcome_of, read_cells
+from harness.report.categories import categories
+from harness.report.results import (
+    CellId,
+    CellResult,
+    ReportError,
+    RunResult,
+    failure_kind,
+    outcome_of,
+    read_cells,
+)
 
 REFUSED = ("harness.errors.MigrationFailed: destination QEMU exited with code 1 during migration: "
            "qemu-system-ppc64: cpu/slb: incoming version_id 2 is too new for local version_id 1 | ...")
@@ -76,3 +85,61 @@ def test_a_directory_without_results_is_named(tmp_path: Path) -> None:
         read_cells([tmp_path])
     with pytest.raises(ReportError, match="no such results directory"):
         read_cells([tmp_path / "missing"])
+
+
+class TestVerdictLabels:
+    """Results written with goldmig's verdict and checks as labels (by the plugin, as the test ends)."""
+
+    CHECKS = json.dumps([{"id": "timer-ticks-on-schedule", "verdict": "failed", "explained_by": "3f2a9c1e07",
+                          "entry": "*>qemu-7.2/*"},
+                         {"id": "ipis", "verdict": "not measured", "cause": "host-overloaded"},
+                         {"id": "online-cpus", "verdict": "failed"}])
+
+    def _labelled(self, status: str, verdict: str, checks: str = "", message: str = "") -> RunResult:
+        data = _result("a>b/m/s", status, message)
+        data["labels"] = [{"name": "verdict", "value": verdict}] + (
+            [{"name": "checks", "value": checks}] if checks else [])
+        return RunResult.from_json(data)
+
+    def test_a_fixed_cell_is_fixed_whatever_allure_says(self) -> None:
+        result = self._labelled("failed", "fixed")  # passed its checks: Allure has no message of ours
+        assert (result.outcome, result.status) == ("fixed", "failed")
+        assert result.failure == "known failure now passes"
+
+    def test_the_first_unexplained_failed_check_names_the_failure(self) -> None:
+        result = self._labelled("failed", "failed", self.CHECKS, STALL)
+        assert result.failure == "Failed check: online-cpus"
+        assert result.reason.startswith("unexplained: ipis (not measured, after host-overloaded), "
+                                        "online-cpus — "
+                                        "CheckFailed: timer ticks on schedule")
+        assert result.entry == "*>qemu-7.2/* [3f2a9c1e07]"
+
+    def test_a_known_cell_is_named_after_its_first_explained_check(self) -> None:
+        checks = json.dumps([json.loads(self.CHECKS)[0]])
+        result = self._labelled("skipped", "known", checks, "XFAIL known failure: DECR\n\n" + STALL)
+        assert (result.outcome, result.failure) == ("known", "Known: timer-ticks-on-schedule")
+        assert result.reason == "timer-ticks-on-schedule by *>qemu-7.2/* — DECR"
+
+    def test_an_unreadable_checks_label_is_no_checks(self) -> None:
+        result = self._labelled("failed", "failed", "{torn", REFUSED)
+        assert (result.checks, result.failure) == ((), "stream refused on load")
+
+
+def test_categories_one_per_check_most_frequent_first_before_the_outcomes() -> None:
+    def cell(name: str, outcome: str, failure: str) -> CellResult:
+        return CellResult(name, (RunResult(name, outcome, "", failure, "id", 1),))
+
+    cells = [cell("a", "failed", "Failed check: ipis"), cell("b", "failed", "Failed check: online-cpus"),
+             cell("c", "failed", "Failed check: online-cpus"), cell("d", "failed", "Not measured: ipis"),
+             cell("e", "known", "Known: timer-ticks-on-schedule"), cell("f", "broken", "harness: HostError"),
+             cell("g", "failed", "stream refused on load")]
+    rules = categories(cells)
+    assert [r["name"] for r in rules] == [
+        "Failed check: online-cpus", "Failed check: ipis", "Not measured: ipis",
+        "Product failures: QEMU or the guest misbehaved", "Harness breaks: our bug or the environment",
+        "Known failures now passing: review their matrix.yaml entry",
+        "Flaky cells: the outcome changed between runs", "Known: timer-ticks-on-schedule",
+        "Known failures (declared in matrix.yaml)", "Impossible cells (skipped)"]
+    assert rules[0]["matchers"] == {"labels": {"outcome": "^failed$",
+                                               "failure": "^Failed\\ check:\\ online\\-cpus$"}}
+    assert rules[7]["groupBy"] == [{"label": "entry"}]

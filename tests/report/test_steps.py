@@ -6,11 +6,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from harness.cell import CellImpossible, CellRecord
-from harness.checks import CheckResult
-from harness.errors import CheckFailed, GuestUnresponsive, MigrationFailed
-from harness.matrix.model import Cell
+from harness.checks import CheckResult, not_applicable, not_measured
+from harness.errors import CheckFailed, ChecksFailed, GuestUnresponsive, MigrationFailed
+from harness.matrix.model import Cell, KnownFailure
 from harness.migration.run import MigrationFigures, MigrationResult
 from harness.report.steps import Step, add_to_test, plan
+from harness.verdict import failure_checks, judge
 
 CELL = Cell("qemu-7.2", "qemu-10.0", "pseries-7.2", "baseline", "idle")
 QUERY = {"status": "completed", "total-time": 512, "downtime": 12, "setup-time": 3,
@@ -55,7 +56,7 @@ def test_a_passing_cell_reads_as_provision_boot_hop_checks(tmp_path: Path) -> No
     assert figures["throughput"] == "655 Mbit/s"
     assert figures["transferred"] == "40.0 MiB of 512 MiB RAM"
     assert [a.name for a in hop.attachments] == ["stream summary (stream-src-dst)"]
-    assert checks.name == "checks: 2 of 2 held"
+    assert checks.name == "checks: 2 of 2 passed"
     assert dict(checks.steps[1].parameters)["bound"].startswith("<= 512000 ticks")
     assert (boot.seconds, hop.seconds) == (2.5, 0.6)
 
@@ -81,12 +82,60 @@ def test_a_cpu_stalled_right_after_the_hop_is_the_failed_check(tmp_path: Path) -
                         "CPU 0: no tick after #5 within 1762 ms")
     checks = plan(record, error)[-1]
     assert checks.status == "failed"
-    assert checks.name == ("checks: timer ticks on schedule failed right after the migration; the others "
-                           "did not run")
+    assert checks.name == "checks: 0 of 1 passed (1 failed)"
     [check] = checks.steps
-    assert (check.name, check.status) == ("timer ticks on schedule", "failed")
-    assert dict(check.parameters) == {"bound": "every CPU's tick gap <= 762 ms", "after": "gaps: CPU 0 none",
+    assert (check.name, check.status) == ("timer ticks on schedule (failed)", "failed")
+    assert dict(check.parameters) == {"verdict": "failed", "bound": "every CPU's tick gap <= 762 ms",
+                                      "measured": "gaps: CPU 0 none",
                                       "evidence": "CPU 0: no tick after #5 within 1762 ms"}
+
+
+DECR = KnownFailure(("*>qemu-10.0/*/baseline-idle",), ("timer-ticks-on-schedule",), "no tick",
+                    "the decrementer is not migrated", "a log")
+
+
+def test_each_check_is_a_step_with_its_verdict_and_the_entry_that_explained_it(tmp_path: Path) -> None:
+    record = _record(tmp_path, {"provision": 0.1, "boot": 2.5, "migrate": 0.6, "check": 1.8})
+    record.migrations.append(_migration(tmp_path))
+    record.checks += [
+        CheckResult("destination is running", True, "running", "running", "query-status"),
+        CheckResult("timer ticks on schedule", False, "every CPU's tick gap <= 762 ms", "gaps: CPU 0 none",
+                    "CPU 0: no tick after #5 within 1762 ms"),
+        not_measured("CPU progress on every CPU", "the guest did not answer",
+                     cause="timer-ticks-on-schedule"),
+        not_applicable("IPIs delivered between every pair of CPUs", "1 CPU online: no pair"),
+    ]
+    record.verdict = judge(record.checks, [DECR])
+    checks = plan(record, ChecksFailed(record.checks))[-1]
+    assert (checks.name, checks.status) == ("checks: 1 of 4 passed (1 failed, 1 not measured, 1 not "
+                                            "applicable)", "failed")
+    running, ticks, progress, ipis = checks.steps
+    assert (running.name, running.status, running.message) == ("destination is running", "passed", "")
+    assert (ticks.name, ticks.status) == (
+        "timer ticks on schedule (failed, known: *>qemu-10.0/*/baseline-idle)", "failed")
+    assert dict(ticks.parameters)["explained by"] == (f"{DECR.key}: cells *>qemu-10.0/*/baseline-idle; the "
+                                                      "decrementer is not migrated")
+    assert (progress.name, progress.status) == ("CPU progress on every CPU (not measured, known: "
+                                                "*>qemu-10.0/*/baseline-idle)", "skipped")
+    assert "cause: timer-ticks-on-schedule" in progress.message
+    assert "evidence: the guest did not answer" in progress.message
+    assert (ipis.name, ipis.status) == ("IPIs delivered between every pair of CPUs (not applicable)",
+                                        "skipped")
+    assert "explained by" not in dict(ipis.parameters)
+
+
+def test_a_refused_migration_fails_its_hop_and_is_a_check_too(tmp_path: Path) -> None:
+    record = _record(tmp_path, {"provision": 0.1, "boot": 2.5, "migrate": 0.4})
+    error = MigrationFailed("destination QEMU exited with code 1 during migration: cpu/slb")
+    record.checks = failure_checks(error)
+    record.verdict = judge(record.checks, [])
+    steps = plan(record, error)
+    assert [s.status for s in steps] == ["passed", "passed", "failed", "failed"]
+    completes, rest = steps[-1].steps
+    assert (completes.name, completes.status) == ("migration completes (failed, unexplained)", "failed")
+    assert dict(completes.parameters)["explained by"] == "unexplained"
+    assert (rest.name, rest.status) == ("checks after the failure (not measured, unexplained)", "skipped")
+    assert dict(rest.parameters)["cause"] == "migration-completes"
 
 
 def test_an_impossible_cell_is_a_skipped_provision_step(tmp_path: Path) -> None:
