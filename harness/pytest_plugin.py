@@ -1,9 +1,16 @@
 """The pytest plugin behind suite/: options, cell parametrisation, known failures, reporting.
 
 Outcomes: a ProductFailure (QEMU or guest misbehaved) is *failed*; any other
-error is *broken*; a failure matching a known_failures entry is *known*
-(xfail); a known failure that passes is *fixed* and fails the run so the entry
-gets reviewed; an impossible cell is *skipped* with its reason.
+error is *broken*; a cell whose every failed or not measured check a
+known_failures entry explains is *known* (xfail); a known failure that passes
+is *fixed* and fails the run so the entry gets reviewed; an impossible cell is
+*skipped* with its reason.
+
+At the end of a run (on the controller, from the workers' reports): the
+summary with each cell's checks, what changed since the history (a known cell
+whose failure changed fails the run, as a fixed one does), and the
+known_failures entries that explained nothing in a run of all their cells
+(stale: listed for review, never a failure).
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from harness.libvirt.daemon import sweep_homes
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
+from harness.report.checklist import CheckStates, states
 from harness.report.history import Changes, RunEntry, now_iso, record_run
 from harness.report.safe_logger import SpaceSafeFileLogger, install_safe_logger
+from harness.report.stale import StaleEntry, stale_entries, stale_lines
 from harness.report.summary import CellOutcome, by_cell, flaky_cells, summary_lines, write_cells_json
 from harness.rundir import sweep_stale_rundirs
 from harness.verdict import CellVerdict, checks_json, failure_checks, judge
@@ -178,11 +187,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                            + "; ".join(f"known_failures entry {', '.join(k.cells)} "
                                        f"(checks {', '.join(k.checks)}): {k.reason}" for k in verdict.fixed)
                            + "; remove or narrow the entry")
-    report.user_properties.append(("goldmig.cell", cell.id))
-    report.user_properties.append(("goldmig.outcome", outcome))
-    report.user_properties.append(("goldmig.reason", reason))
+    properties = [("goldmig.cell", cell.id), ("goldmig.outcome", outcome), ("goldmig.reason", reason)]
     if verdict is not None:
-        report.user_properties.append(("goldmig.checks", json.dumps(checks_json(verdict))))
+        properties.append(("goldmig.checks", json.dumps(checks_json(verdict))))
+    report.user_properties.extend(properties)
+    # junit.xml takes a test case's properties from its teardown report, made from the item's
+    item.user_properties.extend(properties + _junit_properties(verdict))
+
+
+def _junit_properties(verdict: CellVerdict | None) -> list[tuple[str, str]]:
+    """For junit.xml readers: each failed or not measured check with the entry that explained it
+    (or ``unexplained``), and each entry that explained something: its cells, checks and reason."""
+    if verdict is None:
+        return []
+    props = []
+    for v in verdict.checks:
+        if not v.check.counts_against:
+            continue
+        why = f"{v.check.verdict.value}" + (f" (after {v.check.cause})" if v.check.cause else "")
+        entry = v.explained_by
+        by = f"explained by {entry.key} ({entry.cells[0]})" if entry is not None else "unexplained"
+        props.append((f"goldmig.check.{v.check.id}", f"{why}; {by}: {str(v.check.after)[:200]}"))
+    for entry in verdict.entries:
+        props.append((f"goldmig.known_failure.{entry.key}", f"cells {', '.join(entry.cells)}; checks "
+                      f"{', '.join(entry.checks)}; match {entry.match!r}: {entry.reason}"))
+    return props
 
 
 def _classify(
@@ -207,12 +236,16 @@ def _classify(
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     props = {str(k): str(v) for k, v in report.user_properties}
-    if "goldmig.outcome" not in props:
+    if "goldmig.outcome" not in props or report.when == "teardown":  # teardown: for junit.xml
         return
     phases = json.loads(props.get("goldmig.phases", "{}"))
     outcome = CellOutcome(props["goldmig.cell"], props["goldmig.outcome"], props["goldmig.reason"], phases,
                           json.loads(props.get("goldmig.checks", "[]")))
     _outcomes.append(outcome)
+    if getattr(report, "node", None) is None:  # where the test ran (not an xdist controller)
+        from harness.report import allure as allure_report
+
+        allure_report.mark_result(outcome, report.longreprtext if outcome.outcome == "fixed" else "")
     params = json.loads(props.get("goldmig.parameters", "{}"))
     for key in ("source build", "destination build"):
         if key in params:
@@ -226,19 +259,35 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 _outcomes: list[CellOutcome] = []
 _environment: dict[str, str] = {}
 _changes: list[Changes] = []  # what changed since the history, for the summary
+_stale: list[StaleEntry] = []
+
+
+def _check_states(outcomes: list[CellOutcome]) -> dict[str, CheckStates]:
+    """Each judged cell's failed and not measured checks, over all its runs (``--repeat``)."""
+    kept: dict[str, CheckStates] = {}
+    for o in outcomes:
+        if o.checks:
+            mine = kept.setdefault(o.cell, {})
+            for check, state in states(o.checks).items():
+                mine.setdefault(check, state)
+    return kept
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):
         return
+    _stale[:] = stale_entries(session.config.stash[_MATRIX_KEY], _outcomes)
     # A full reports filesystem loses these files (said on stderr), never the run's outcome.
     label = f"{Path(session.config.option.matrix).name}, selection {session.config.option.select}"
     run = RunEntry(uuid.uuid4().hex[:12], now_iso(), label,
-                   {c.cell: (c.outcome, c.reason) for c in by_cell(_outcomes)})
+                   {c.cell: (c.outcome, c.said) for c in by_cell(_outcomes)}, _check_states(_outcomes))
     try:
         if _outcomes:
             write_cells_json(reports_root() / "cells.json", _outcomes)
-            _changes.append(record_run(reports_root() / "history", run))
+            changes = record_run(reports_root() / "history", run)
+            _changes.append(changes)
+            if changes.fails_run and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         results = getattr(session.config.option, "allure_report_dir", None)
         if results:
             from harness.report.allure import finish_results, write_environment
@@ -255,9 +304,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _outcomes:
         terminalreporter.section("goldmig summary")
-        for line in summary_lines(_outcomes) + [x for c in _changes for x in c.lines()]:
+        for line in (summary_lines(_outcomes) + stale_lines(_stale) + [x for c in _changes for x in c.lines()]
+                     + _failing_changes()):
             terminalreporter.write_line(line)
     logger = terminalreporter.config.stash.get(_SAFE_LOGGER_KEY, None)
     if logger is not None and logger.lost:
         terminalreporter.write_line(f"goldmig: {len(logger.lost)} Allure items could not be written "
                                     f"(first: {logger.lost[0]})")
+
+
+def _failing_changes() -> list[str]:
+    changed = [c for changes in _changes for c in changes.fails_run]
+    if not changed:
+        return []
+    return [f"goldmig: the run fails: {len(changed)} known cell{'' if len(changed) == 1 else 's'} failed "
+            "otherwise than before (a check newly failed or not measured, or another entry explains "
+            "it): check that the declared failure is still the one that happens, then fix or extend "
+            "the entry (" + ", ".join(c.cell for c in changed) + ")"]

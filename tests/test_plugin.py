@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from xml.etree import ElementTree
 
 import pytest
 
@@ -28,10 +29,12 @@ MATRIX = textwrap.dedent("""
     default_selection: all
     known_failures:
       - cells: "b>a/*"
-        match: "CheckFailed: timebase"
+        check: [timebase-never-goes-backwards, timebase-forward-jump-within-bound]
+        match: "timebase"
         reason: "declared timebase bug"
         evidence: "a log"
       - cells: "b>b/*"
+        check: online-cpus
         match: "never happens"
         reason: "declared but now passing"
         evidence: "a log"
@@ -74,10 +77,74 @@ def test_outcomes_and_summary(suite: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1, failed=2, xfailed=1)
     result.stdout.fnmatch_lines([
         "goldmig: 4 cells: 1 passed, 1 failed, 0 flaky, 1 known, 1 fixed, 0 broken, 0 skipped",
-        "  FAIL   a>b/pseries-7.2/baseline*CheckFailed: online CPUs: before='0' after='0-1'*",
-        "  KNOWN  b>a/pseries-7.2/baseline*declared timebase bug*",
+        "  FAIL   a>b/pseries-7.2/baseline*[[]unexplained: online-cpus, checks-after-the-failure (not "
+        "measured, after online-cpus)]  failed: online CPUs: before='0' after='0-1'",
+        "  KNOWN  b>a/pseries-7.2/baseline*[[]timebase-never-goes-backwards, checks-after-the-failure (not "
+        "measured, after timebase-never-goes-backwards) by b>a/*]  declared timebase bug",
         "  FIXED? b>b/pseries-7.2/baseline*known failure now passes*",
+        "checks measured (passed or failed) per cell, median: failed 1 (1 cell), known 1 (1 cell)",
     ])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_junit_carries_each_cells_checks_and_their_entries(suite: pytest.Pytester) -> None:
+    junit = suite.path / "junit.xml"
+    _run(suite, "--junitxml", str(junit))
+    cases = {c.get("name"): c for c in ElementTree.parse(junit).getroot().iter("testcase")}
+    known = cases["test_cell[b>a/pseries-7.2/baseline-idle]"]
+    props = {p.get("name"): p.get("value") for p in known.iter("property")}
+    assert props["goldmig.outcome"] == "known"
+    assert props["goldmig.check.timebase-never-goes-backwards"].startswith("failed; explained by ")
+    assert "(b>a/*): 5" in props["goldmig.check.timebase-never-goes-backwards"]
+    assert props["goldmig.check.checks-after-the-failure"].startswith(
+        "not measured (after timebase-never-goes-backwards); explained by ")
+    [entry] = [v for k, v in props.items() if k.startswith("goldmig.known_failure.")]
+    assert entry == ("cells b>a/*; checks timebase-never-goes-backwards, timebase-forward-jump-within-bound; "
+                     "match 'timebase': declared timebase bug")
+    assert [c["id"] for c in json.loads(props["goldmig.checks"])] == [
+        "timebase-never-goes-backwards", "checks-after-the-failure"]
+    assert known.find("skipped") is not None, "a known cell stays an xfail"
+    failed = {p.get("name"): p.get("value")
+              for p in cases["test_cell[a>b/pseries-7.2/baseline-idle]"].iter("property")}
+    assert failed["goldmig.check.online-cpus"] == "failed; unexplained: 0-1"
+    fixed = cases["test_cell[b>b/pseries-7.2/baseline-idle]"].find("failure")
+    assert fixed is not None and "known failure now passes" in str(fixed.get("message"))
+
+
+def test_a_known_cell_whose_failed_checks_change_fails_the_run(suite: pytest.Pytester) -> None:
+    (suite.path / "matrix.yaml").write_text(MATRIX.replace('one: ["a>b/*"]',
+                                                           'one: ["a>b/*"]\n  known: ["b>a/*"]'))
+    first = _run(suite, "--select", "known")
+    first.assert_outcomes(xfailed=1)
+    assert first.ret == pytest.ExitCode.OK
+    suite.makepyfile(test_cells=BODY.replace('"timebase never goes backwards", 0, 5',
+                                             '"timebase forward jump within bound", 0, 5'))
+    second = _run(suite, "--select", "known")
+    second.assert_outcomes(xfailed=1)
+    second.stdout.fnmatch_lines([
+        "what changed since * UTC: 0 newly failing, 0 newly passing, 0 newly known, 1 known, failure "
+        "changed, 0 flaky (1 cell compared)",
+        "  known, failure changed b>a/pseries-7.2/baseline-idle  was known, now known: timebase-forward-"
+        "jump-within-bound newly failed (explained by *)",
+        "goldmig: the run fails: 1 known cell failed otherwise than before*(b>a/pseries-7.2/baseline-idle)",
+    ])
+    assert second.ret == pytest.ExitCode.TESTS_FAILED
+    third = _run(suite, "--select", "known")  # the same failure again: nothing changed, the run passes
+    assert third.ret == pytest.ExitCode.OK, third.stdout.str()
+
+
+def test_an_entry_that_explained_nothing_in_all_its_cells_is_listed_stale(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", matrix=MATRIX.replace("known_failures:", "\n".join([
+        "known_failures:", '  - cells: "a>b/*"', "    check: ipis-delivered-between-every-pair-of-cpus",
+        '    match: "lost"', '    reason: "IPIs lost"', '    evidence: "a log"'])))
+    pytester.makepyfile(test_cells=BODY)
+    result = _run(pytester, "--select", "one")
+    result.stdout.fnmatch_lines([
+        "stale entries: 1 (a review hint, not a failure)",
+        "  stale known_failures entry: cells a>b/*, checks ipis-delivered-between-every-pair-of-cpus; "
+        "explained nothing in its 1 cell this run [[]*]",
+    ])
+    assert "cells b>a/*" not in result.stdout.str(), "an entry whose cells did not all run is not judged"
 
 
 def test_harness_error_is_broken_not_failed(pytester: pytest.Pytester) -> None:
@@ -151,7 +218,8 @@ def test_repeat_counts_passes_per_cell_and_calls_a_changing_outcome_flaky(pytest
     result.assert_outcomes(passed=2, failed=6)
     result.stdout.fnmatch_lines([
         "goldmig: 2 cells (8 runs): 0 passed, 1 failed, 1 flaky, 0 known, 0 fixed, 0 broken, 0 skipped",
-        "  FAIL   b>a/pseries-7.2/baseline-idle*0/4 passed*GuestUnresponsive*",
+        "  FAIL   b>a/pseries-7.2/baseline-idle*0/4 passed  [[]unexplained: guest-answers, *]  failed: guest "
+        "answers: before='' after='dst: no tick heartbeat'",
         "  FLAKY  a>b/pseries-7.2/baseline-idle*2/4 passed (2 passed, 2 failed)*",
     ])
     flaky = [json.loads(p.read_text()) for p in results.glob("*-result.json")]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.report.history import RUNS_FILE, read_runs
-from harness.report.results import RUN_FILE
+from harness.report.results import RUN_FILE, read_cells
 
 pytest_plugins = ["pytester"]
 
@@ -24,7 +24,9 @@ MATRIX = textwrap.dedent("""
       all: ["*"]
     default_selection: all
     known_failures:
-      - {cells: "b>a/*", match: "CheckFailed: timebase", reason: "declared timebase bug", evidence: "a log"}
+      - {cells: "b>a/*", check: timebase-never-goes-backwards, match: "timebase",
+         reason: "declared timebase bug", evidence: "a log"}
+      - {cells: "b>b/*", check: online-cpus, match: "0-1", reason: "declared CPU bug", evidence: "a log"}
 """)
 
 
@@ -64,7 +66,7 @@ def test_second_run_says_what_changed_and_results_carry_outcomes(pytester: pytes
     second.stdout.fnmatch_lines([
         "what changed since * UTC: 1 newly failing, 1 newly passing, 0 newly known, 0 flaky (4 cells "
         "compared)",
-        "  newly failing a>a/pseries-7.2/baseline-idle  was passed, now failed: CheckFailed: online CPUs: *",
+        "  newly failing a>a/pseries-7.2/baseline-idle  was passed, now failed: unexplained: online-cpus, *",
         "  newly passing a>b/pseries-7.2/baseline-idle  was failed, now passed",
     ])
     runs = read_runs(reports / "history" / RUNS_FILE)
@@ -76,14 +78,26 @@ def test_second_run_says_what_changed_and_results_carry_outcomes(pytester: pytes
         by_cell[data["name"]] = data
     labels = {cell: {x["name"]: x["value"] for x in data["labels"]} for cell, data in by_cell.items()}
     assert labels["a>a/pseries-7.2/baseline-idle"]["outcome"] == "failed"
-    assert labels["a>a/pseries-7.2/baseline-idle"]["failure"] == "invariant: online CPUs"
+    assert labels["a>a/pseries-7.2/baseline-idle"]["failure"] == "Failed check: online-cpus"
     assert labels["b>a/pseries-7.2/baseline-idle"]["outcome"] == "known"
+    assert labels["b>a/pseries-7.2/baseline-idle"]["failure"] == "Known: timebase-never-goes-backwards"
+    assert labels["b>a/pseries-7.2/baseline-idle"]["entry"].startswith("b>a/* [")
+    assert [c["explained_by"] for c in json.loads(labels["b>a/pseries-7.2/baseline-idle"]["checks"])] == [
+        labels["b>a/pseries-7.2/baseline-idle"]["entry"][len("b>a/* ["):-1]] * 2
     assert by_cell["b>a/pseries-7.2/baseline-idle"]["statusDetails"]["known"] is True
+    fixed = by_cell["b>b/pseries-7.2/baseline-idle"]  # its entry explained nothing: Allure's status is failed
+    assert (fixed["status"], labels["b>b/pseries-7.2/baseline-idle"]["outcome"]) == ("failed", "fixed")
+    assert fixed["statusDetails"]["message"].startswith(
+        "known failure now passes: b>b/pseries-7.2/baseline-idle")
+    cells = {c.cell: c for c in read_cells([results])}
+    assert cells["b>b/pseries-7.2/baseline-idle"].outcome == "fixed"
+    assert cells["a>a/pseries-7.2/baseline-idle"].reason.startswith(
+        "unexplained: online-cpus, checks-after-the-failure (not measured, after online-cpus) — ")
     assert labels["a>b/pseries-7.2/baseline-idle"]["scenario"] == "baseline-idle"
     assert labels["a>b/pseries-7.2/baseline-idle"]["feature"] == "baseline"  # Allure's Behaviors tab
     assert labels["a>b/pseries-7.2/baseline-idle"]["story"] == "idle"
     params = by_cell["a>a/pseries-7.2/baseline-idle"]["parameters"]
     assert {"name": "cell", "value": "a>a/pseries-7.2/baseline-idle"} in params  # plain, counted for history
-    failed_step = by_cell["a>a/pseries-7.2/baseline-idle"]["steps"][0]
+    failed_step = by_cell["a>a/pseries-7.2/baseline-idle"]["steps"][0]  # the body never booted a guest
     assert failed_step["status"] == "failed"
     assert "online CPUs" in failed_step["statusDetails"]["message"]
