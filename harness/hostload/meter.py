@@ -148,6 +148,8 @@ class StarvationMeter:
     def attach(cls, process: QemuProcess) -> StarvationMeter:
         """A meter on ``process`` (running: it answers QMP), its vCPU threads found."""
         began = time.monotonic()
+        if not process.argv:  # libvirt's QEMU: no command line of ours to find it by
+            raise HostLoadError(f"{process.role}: a QEMU started by libvirt; its threads are not read")
         meter = cls(process, reader_for(process))
         meter.refresh()
         meter.attach_cost_ms = (time.monotonic() - began) * 1000
