@@ -13,7 +13,6 @@ carries both machine states, read with the destination held paused after the loa
 from __future__ import annotations
 
 import itertools
-import socket
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,6 +30,7 @@ from harness.migration import run
 from harness.migration.run import MigrationResult, migrate
 from harness.migration.transport import LocalTransport
 from harness.qemu.argv import SidePaths, qemu_argv
+from harness.qemu.gdbstub import write_register
 from harness.qemu.machine import MachineSetup
 from harness.qemu.process import QemuProcess
 
@@ -127,22 +127,6 @@ def test_100_ping_pong_reads_both_hops_and_msr_me_comes_back(tmp_path: Path) -> 
     assert (tmp_path / "machine-dst-back-source.txt").is_file()
 
 
-def _gdb_packet(sock: socket.socket, payload: str) -> str:
-    """One GDB remote-protocol packet, acknowledged; its reply's payload."""
-    frame = f"${payload}#{sum(payload.encode()) % 256:02x}".encode()
-    sock.sendall(frame)
-    data = b""
-    while not (data.count(b"$") and b"#" in data[data.index(b"$"):] and
-               len(data) >= data.index(b"#", data.index(b"$")) + 3):
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"gdbstub closed after {payload!r}: {data!r}")
-        data += chunk
-    sock.sendall(b"+")
-    start = data.index(b"$") + 1
-    return data[start:data.index(b"#", start)].decode()
-
-
 def test_a_register_changed_on_the_held_destination_is_reported(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real: Callable[..., MachineState] = run.capture
@@ -151,17 +135,7 @@ def test_a_register_changed_on_the_held_destination_is_reported(
     def tamper_then_capture(side: QemuProcess, label: str, evidence: Path | None = None) -> MachineState:
         if label.startswith("destination"):
             assert side.monitor.cmd("query-status")["status"] == "paused"
-            side.monitor.cmd("human-monitor-command",
-                             **{"command-line": f"gdbserver unix:{gdb},server=on,wait=off"})
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(10)
-                sock.connect(str(gdb))
-                assert _gdb_packet(sock, "Hg1") == "OK"  # thread 1: CPU 0
-                # 'P' is answered only once the target description was read, as gdb does ('g'
-                # aborts QEMU 7.2: gdbstub.c handle_read_all_regs asserts on ppc64's length).
-                assert _gdb_packet(sock, "qXfer:features:read:target.xml:0,ffb").startswith(("l", "m"))
-                assert _gdb_packet(sock, f"P1f={PATTERN}") == "OK"  # r31
-            side.monitor.cmd("human-monitor-command", **{"command-line": "gdbserver none"})
+            write_register(side, gdb, thread=1, register=31, value=PATTERN)  # CPU 0's r31
         return real(side, label, evidence)
 
     monkeypatch.setattr(run, "capture", tamper_then_capture)

@@ -1,0 +1,73 @@
+"""Verdicts per check on real cells: a known failure explains the checks it names, never the
+cell, so one more broken check in a known cell fails it, naming that check."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.cell import CellRecord, run_cell
+from harness.errors import ChecksFailed
+from harness.machinestate import MachineState
+from harness.matrix.load import load_matrix
+from harness.matrix.model import Matrix
+from harness.migration import run
+from harness.paths import REPO_ROOT
+from harness.qemu.gdbstub import write_register
+from harness.qemu.process import QemuProcess
+
+pytestmark = pytest.mark.slow
+
+KNOWN_CELL = "qemu-10.0>qemu-10.0/pseries-7.2/baseline-idle"
+"""Known: CPU 1 "RTAS stopped" (no tick, the guest silent after it) and MSR[ME] cleared on load."""
+PATTERN = "1111111111111111"  # the same bytes in either endianness the gdbstub may use
+
+
+def _matrix() -> Matrix:
+    return dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), hosts="local")
+
+
+def _cell(matrix: Matrix, tmp_path: Path, cell_id: str) -> CellRecord:
+    return CellRecord(next(c for c in matrix.cells() if c.id == cell_id), tmp_path / "evidence")
+
+
+def test_the_known_cell_is_known_with_every_failed_check_explained(tmp_path: Path) -> None:
+    matrix = _matrix()
+    record = _cell(matrix, tmp_path, KNOWN_CELL)
+    with pytest.raises(ChecksFailed):
+        run_cell(record.cell, matrix, record)
+    assert record.verdict is not None and record.verdict.outcome == "known", record.verdict.reason
+    explained = {v.check.id for v in record.verdict.checks if v.explained_by is not None}
+    assert {"timer-ticks-on-schedule", "machine-state-cpu-0-msr", "machine-state-cpu-1-msr"} <= explained
+
+
+def test_one_more_broken_check_in_a_known_cell_fails_it_naming_that_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPR31 of CPU 0 changed on the held destination (through QEMU's gdbstub) before the
+    comparison: the cell's known failures are still there and still explained, and the cell
+    fails on the one check none of them explains."""
+    monkeypatch.setattr(run, "capture", _tampering(run.capture, tmp_path / "dst.gdb"))
+    matrix = _matrix()
+    record = _cell(matrix, tmp_path, KNOWN_CELL)
+
+    with pytest.raises(ChecksFailed) as raised:
+        run_cell(record.cell, matrix, record)
+
+    assert record.verdict is not None and record.verdict.outcome == "failed"
+    assert record.verdict.reason.splitlines()[0] == "unexplained: machine-state-cpu-0-gpr31"
+    changed = raised.value.named("machine state: CPU 0 GPR31")
+    assert changed.after == PATTERN
+    still = {v.check.id for v in record.verdict.checks if v.explained_by is not None}
+    assert {"timer-ticks-on-schedule", "machine-state-cpu-0-msr"} <= still
+
+
+def _tampering(real: Callable[..., MachineState], gdb: Path) -> Callable[..., MachineState]:
+    """``capture`` that first writes :data:`PATTERN` to CPU 0's r31 on a held destination."""
+    def capture(side: QemuProcess, label: str, evidence: Path | None = None) -> MachineState:
+        if label.startswith("destination"):
+            write_register(side, gdb, thread=1, register=31, value=PATTERN)
+        return real(side, label, evidence)
+    return capture
