@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from harness.errors import ConfigError
 from harness.guest.protocol import CpuTbStats, IpiReport, Probe, TbStats, Tick, parse_cpu_list
-from harness.hostload import Judgement, judge
+from harness.hostload.judge import Judgement, judge
 
 TICK_PERIOD_MS = 250
 """The agent's per-CPU tick period (guests/golden/PROTOCOL.md)."""

@@ -17,8 +17,9 @@ from typing import Any
 from harness.builds.model import Build
 from harness.checks import Limits
 from harness.driver import Driver, QemuDriver
-from harness.hostload import HostLoadError, StarvationMeter
+from harness.hostload.errors import HostLoadError
 from harness.hostload.hop import HopWatch
+from harness.hostload.meter import StarvationMeter
 from harness.hosts.workspace import Workspace, workspace_for
 from harness.matrix.model import Timeouts
 from harness.migration.run import MigrationResult, wait_destination_running

@@ -24,18 +24,12 @@ import pytest
 from harness.builds.model import Build
 from harness.guest.agent import Agent
 from harness.guest.image import ensure_golden_image
-from harness.hostload import (
-    HostLoad,
-    HostLoadError,
-    Judgement,
-    Starvation,
-    StarvationMeter,
-    judge,
-    starvation_ms,
-)
+from harness.hostload.errors import HostLoadError
+from harness.hostload.judge import Judgement, judge
 from harness.hostload.local import LocalReader, find_process, task_ids
-from harness.hostload.meter import CpuWait, ThreadWait
+from harness.hostload.meter import CpuWait, Starvation, StarvationMeter, ThreadWait, starvation_ms
 from harness.hostload.procfs import (
+    HostLoad,
     SchedStat,
     parse_cpu_ranges,
     parse_loadavg,
