@@ -156,6 +156,19 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
         record.phases["total"] = time.monotonic() - started
 
 
+def run_judged(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | None = None) -> CellVerdict:
+    """Run ``cell`` and return its verdict (passed, known or fixed, in ``record.verdict`` too);
+    raises :class:`ChecksFailed` only when the verdict is failed, and whatever else
+    :func:`run_cell` raises (a scenario ended early, a harness error, CellImpossible)."""
+    try:
+        run_cell(cell, matrix, record, host)
+    except ChecksFailed:
+        if record.verdict is None or record.verdict.outcome == "failed":
+            raise
+    assert record.verdict is not None, "run_cell returned without judging the cell"
+    return record.verdict
+
+
 def _require(needs: Needs, cell: Cell, sides: dict[str, tuple[BuildInfo, MachineInfo]]) -> None:
     """CellImpossible, naming the build and what it lacks, unless both sides meet ``needs``."""
     for name, (info, machine) in sides.items():

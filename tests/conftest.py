@@ -1,5 +1,5 @@
-"""Fixtures shared by the harness's own tests: a private cache, a golden image in it, and the
-run directories of real cells."""
+"""Fixtures shared by the harness's own tests: a private cache, a golden image in it, the run
+directories of real cells, and how a real cell known only for its machine state is asserted."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness import cache, paths
+from harness.cell import CellRecord
+from harness.checks import Verdict
 from harness.guest.image import IMAGE_FILES, recipe_key
 
 USER_CACHE = paths.cache_root()  # read at import, before any test points XDG_CACHE_HOME elsewhere
@@ -72,3 +74,44 @@ def _mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+MACHINE_STATE = "machine-state-"
+"""The id prefix of the checks of the machine state compared across each hop."""
+MACHINE_STATE_ENTRIES = {"machine-state-cpu-*-msr*": "MSR[ME]", "machine-state-cpu-*-decr*": "decrementer"}
+"""matrix.yaml's entries for the machine state (the checks they name, what their reason is about):
+QEMU 10.0 flips MSR[ME] on load, 7.2 and older do not migrate DECR."""
+
+
+def known_for_machine_state(record: CellRecord, fixed: str | None = None) -> set[str]:
+    """Assert that ``record``'s cell is known only because of the machine-state entries: every
+    check that failed or was not measured is a failed machine-state check, explained by the
+    entry for that register (MSR[ME] on a 10.0 destination, DECR with 7.2 or 5.2). Returns the
+    ids of those checks. The test asserts the rest of the checks itself.
+
+    ``fixed``: the test's settings cannot reproduce some other entry covering the cell (a guest
+    with one CPU has no secondary CPU to lose); the verdict is then fixed, by entries whose
+    reason contains ``fixed`` and by no machine-state entry."""
+    verdict = record.verdict
+    assert verdict is not None, "the cell was not judged"
+    if fixed is None:
+        assert verdict.outcome == "known", f"{verdict.outcome}: {verdict.reason}"
+    else:
+        assert verdict.outcome == "fixed" and verdict.fixed, f"{verdict.outcome}: {verdict.reason}"
+        assert all(fixed in k.reason and k.checks[0] not in MACHINE_STATE_ENTRIES
+                   for k in verdict.fixed), verdict.reason
+    against = [v for v in verdict.checks if v.check.counts_against]
+    assert against, "a known cell with nothing failed"
+    for v in against:
+        check, entry = v.check, v.explained_by
+        assert check.id.startswith(MACHINE_STATE) and check.verdict is Verdict.FAILED, check.message
+        assert entry is not None, f"unexplained: {check.message}"
+        assert len(entry.checks) == 1 and entry.checks[0] in MACHINE_STATE_ENTRIES, entry
+        assert entry.names(check.id) and MACHINE_STATE_ENTRIES[entry.checks[0]] in entry.reason, entry
+    return {v.check.id for v in against}
+
+
+@pytest.fixture
+def machine_state_known() -> Callable[..., set[str]]:
+    """:func:`known_for_machine_state`, for the test modules that run real cells."""
+    return known_for_machine_state

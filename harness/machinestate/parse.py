@@ -212,6 +212,15 @@ _PCI_LINES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
     (re.compile(r"^((?:prefetchable )?memory range|IO range) (\[.*\])$"), ()),
     (re.compile(r'^id "(.*)"$'), ("id",)),
 )
+_UNMAPPED_BAR = re.compile(r"^(.+) at 0xffffffffffffffff \[0x[0-9a-f]+\]$")
+"""A BAR the guest left unassigned (PCI_BAR_UNMAPPED, all ones) as QEMU 7.2 and older print it,
+with the address and its end; QEMU 10.0 prints the same state as ``<type> (not mapped)``."""
+
+
+def _bar(value: str) -> str:
+    """A BAR's value in one form for every build: an unmapped one as ``<type> (not mapped)``."""
+    unmapped = _UNMAPPED_BAR.match(value)
+    return f"{unmapped[1]} (not mapped)" if unmapped else value
 
 
 def parse_pci(text: str) -> tuple[Component, ...]:
@@ -235,7 +244,7 @@ def parse_pci(text: str) -> tuple[Component, ...]:
                 pairs = zip(keys, pm.groups(), strict=True) if keys else [(pm[1], pm[2])]
                 for key, value in pairs:
                     if value is not None:
-                        fields[key] = value
+                        fields[key] = _bar(value) if key.startswith("BAR") else value
                 break
         else:
             raise MachineStateError(PCI, "a line of no known PCI device format", raw)

@@ -102,6 +102,20 @@ def test_pci_device_fields() -> None:
     assert "BAR0" in device.fields and "class" in device.fields
 
 
+def test_an_unmapped_bar_reads_the_same_from_every_build() -> None:
+    """7.2 and 5.2 print an unassigned BAR at address all ones with its end, 10.0 as not mapped:
+    the same state, so a 7.2 to 10.0 hop compares equal there (and a mapped BAR keeps its
+    address)."""
+    bars = {build: parse_pci(_texts(f"{build}-xics-src.txt")["info pci"])[0].fields
+            for build in ("7.2", "10.0")}
+    assert bars["7.2"]["BAR0"] == bars["10.0"]["BAR0"] == "I/O (not mapped)"
+    assert bars["7.2"]["BAR1"] == bars["10.0"]["BAR1"] == "32 bit memory (not mapped)"
+    assert bars["7.2"]["BAR4"] == bars["10.0"]["BAR4"] == "64 bit prefetchable memory (not mapped)"
+    [mapped] = parse_pci("Bus  0, device   0, function 0:\n      BAR1: 32 bit memory at 0x200000000 "
+                         "[0x200000fff].\n")
+    assert mapped["BAR1"] == "32 bit memory at 0x200000000 [0x200000fff]"
+
+
 def test_the_same_hop_read_twice_has_no_difference() -> None:
     for build in BUILDS:
         state = parse(_texts(f"{build}-xive-src.txt"), "source")
