@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 KNOWN_CELL = "qemu-10.0>qemu-10.0/pseries-7.2/baseline-idle"
 """Known: CPU 1 "RTAS stopped" (no tick, the guest silent after it) and MSR[ME] cleared on load."""
 PATTERN = "1111111111111111"  # the same bytes in either endianness the gdbstub may use
+CTR = 68
+"""GDB's number for CTR (target/ppc/gdbstub.c: r0-r31 0-31, then pc 64, msr, cr, lr, ctr)."""
 
 
 def _matrix() -> Matrix:
@@ -46,10 +48,12 @@ def test_the_known_cell_is_known_with_every_failed_check_explained(tmp_path: Pat
 
 def test_one_more_broken_check_in_a_known_cell_fails_it_naming_that_check(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """GPR31 of CPU 0 changed on the held destination (through QEMU's gdbstub) before the
+    """CTR of CPU 0 changed on the held destination (through QEMU's gdbstub) before the
     comparison: the cell's known failures are still there and still explained, and the cell
-    fails on the one check none of them explains."""
-    monkeypatch.setattr(run, "capture", _tampering(run.capture, tmp_path / "dst.gdb"))
+    fails on the one check none of them explains. (CTR, dead where an idle CPU waits: a changed
+    GPR31 panics the guest's kernel at once, "Attempted to kill the idle task", and the cell then
+    ends early on the crash; QEMU 10.0's gdbstub takes no write of an FPR by its old number.)"""
+    monkeypatch.setattr(run, "capture", _tampering(run.capture))
     matrix = _matrix()
     record = _cell(matrix, tmp_path, KNOWN_CELL)
 
@@ -57,17 +61,20 @@ def test_one_more_broken_check_in_a_known_cell_fails_it_naming_that_check(
         run_cell(record.cell, matrix, record)
 
     assert record.verdict is not None and record.verdict.outcome == "failed"
-    assert record.verdict.reason.splitlines()[0] == "unexplained: machine-state-cpu-0-gpr31"
-    changed = raised.value.named("machine state: CPU 0 GPR31")
+    assert record.verdict.reason.splitlines()[0] == "unexplained: machine-state-cpu-0-ctr"
+    changed = raised.value.named("machine state: CPU 0 CTR")
     assert changed.after == PATTERN
     still = {v.check.id for v in record.verdict.checks if v.explained_by is not None}
     assert {"timer-ticks-on-schedule", "machine-state-cpu-0-msr"} <= still
 
 
-def _tampering(real: Callable[..., MachineState], gdb: Path) -> Callable[..., MachineState]:
-    """``capture`` that first writes :data:`PATTERN` to CPU 0's r31 on a held destination."""
+def _tampering(real: Callable[..., MachineState]) -> Callable[..., MachineState]:
+    """``capture`` that first writes :data:`PATTERN` to CPU 0's CTR on a held destination,
+    through a gdbstub socket in the cell's run directory (beside QMP's, where a QEMU run from
+    a suite root can create it; tmp_path is not visible there)."""
     def capture(side: QemuProcess, label: str, evidence: Path | None = None) -> MachineState:
         if label.startswith("destination"):
-            write_register(side, gdb, thread=1, register=31, value=PATTERN)
+            write_register(side, side.paths.qmp.with_suffix(".gdb"), thread=1, register=CTR,
+                           value=PATTERN)
         return real(side, label, evidence)
     return capture
