@@ -1,15 +1,22 @@
 """The pseries scenarios against real QEMU: each passes where QEMU behaves, and fails when its
-invariant is broken on purpose (no check is vacuous)."""
+invariant is broken on purpose (no check is vacuous).
+
+A completed hop to 10.0 is never clean now: the destination flips MSR[ME] and 7.2 sends a stale
+decrementer (matrix.yaml's machine-state entries), so "passes" for the intc cell means every
+other check passed and those entries explain the rest (one CPU: the "RTAS stopped" entry does not
+reproduce, and the verdict is fixed)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.cell import CellRecord, run_cell
+from harness.cell import CellRecord, run_judged
+from harness.checks import Verdict
 from harness.errors import ChecksFailed, ProductFailure
 from harness.matrix.load import load_matrix
 from harness.matrix.model import GuestSettings, Matrix
@@ -29,10 +36,10 @@ def _matrix() -> Matrix:
     return dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), hosts="local")
 
 
-def _run(tmp_path: Path, cell_id: str, matrix: Matrix) -> CellRecord:
-    cell = next(c for c in matrix.cells() if c.id == cell_id)
-    record = CellRecord(cell, tmp_path / "evidence")
-    run_cell(cell, matrix, record)
+def _run(tmp_path: Path, cell_id: str, matrix: Matrix, record: CellRecord | None = None) -> CellRecord:
+    """Run the cell (into ``record`` if given); raises ChecksFailed only when it failed."""
+    record = record or CellRecord(next(c for c in matrix.cells() if c.id == cell_id), tmp_path / "evidence")
+    run_judged(record.cell, matrix, record)
     return record
 
 
@@ -75,9 +82,11 @@ def test_caps_cell_fails_when_the_destination_allows_the_capability(
 
 
 INTC_CELL = "qemu-7.2>qemu-10.0/pseries-4.2/intc-xive"
+IPIS = "IPIs delivered between every pair of CPUs"
 
 
-def test_intc_keeps_xive_with_ticks_and_progress(tmp_path: Path) -> None:
+def test_intc_keeps_xive_with_ticks_and_progress(
+        tmp_path: Path, machine_state_known: Callable[..., set[str]]) -> None:
     from harness.scenarios.intc import IntcObservations
 
     record = _run(tmp_path, INTC_CELL, dataclasses.replace(_matrix(), guest=ONE_CPU))
@@ -87,7 +96,11 @@ def test_intc_keeps_xive_with_ticks_and_progress(tmp_path: Path) -> None:
     assert obs.before.intc == "XIVE" and obs.after is not None and obs.after.intc == "XIVE"
     assert [c.invariant for c in record.checks[:2]] == [
         "guest uses the variant's interrupt controller", "same interrupt controller after migration"]
-    assert all(c.ok for c in record.checks)
+    assert machine_state_known(record, fixed='"RTAS stopped"') == {
+        "machine-state-cpu-0-msr", "machine-state-cpu-0-decr"}
+    rest = [c for c in record.checks if not c.id.startswith("machine-state-")]
+    assert [c.invariant for c in rest if c.verdict is Verdict.NOT_APPLICABLE] == [IPIS], "one CPU"
+    assert all(c.ok for c in rest if c.invariant != IPIS)
 
 
 def test_intc_cell_fails_when_ic_mode_differs_between_the_sides(
@@ -98,10 +111,15 @@ def test_intc_cell_fails_when_ic_mode_differs_between_the_sides(
         "xive", "XIVE", source=MachineChange(properties=(("ic-mode", "xive"),)),
         destination=MachineChange(properties=(("ic-mode", "xics"),))))
     matrix = dataclasses.replace(_matrix(), guest=ONE_CPU)
+    record = CellRecord(next(c for c in matrix.cells() if c.id == INTC_CELL), tmp_path / "evidence")
 
     with pytest.raises(ProductFailure) as raised:
-        _run(tmp_path, INTC_CELL, matrix)
+        _run(tmp_path, INTC_CELL, matrix, record)
 
     message = f"{type(raised.value).__name__}: {raised.value}"
     assert "xive" in message.lower(), message
-    assert not [k for k in matrix.known_failures_for(INTC_CELL) if k.explains(message)]
+    assert record.verdict is not None and record.verdict.outcome == "failed", record.verdict
+    unexplained = [v.check for v in record.verdict.checks if v.unexplained]
+    assert unexplained and not any(c.id.startswith("machine-state-") for c in unexplained), unexplained
+    assert not [k for k in matrix.known_failures_for(INTC_CELL) for c in unexplained
+                if k.explains(c.id, c.message)]
