@@ -48,13 +48,22 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from harness.checks import CheckResult, Limits, Observations, TickGap, generic_checks, ipis_delivered
+from harness.checks import (
+    CheckResult,
+    Limits,
+    Observations,
+    TickGap,
+    check_id,
+    generic_checks,
+    ipis_delivered,
+    not_measured,
+)
 from harness.errors import GuestUnresponsive, QmpCommandError
 from harness.guest.agent import Agent
 from harness.guest.protocol import CpuOnline, Probe, Tick, parse_cpu_list
 from harness.qemu.machine import Dimm
 from harness.scenarios.declare import MachineChange, Scenario, Variant
-from harness.scenarios.steps import Before, Hop, boot, observe, tick_gaps
+from harness.scenarios.steps import STALLED_ANSWER_S, Asker, Before, Hop, boot, observe, tick_gaps
 from harness.stream.drc import DRC_STATES, Drc, drcs_in
 
 if TYPE_CHECKING:
@@ -150,14 +159,18 @@ class HotplugObservations:
         return [*own, self._ipis(), *generic_checks(self.seen, limits, without=without)]
 
     def _online(self) -> CheckResult:
-        after = self.probe_after.cpus_online if self.probe_after else "no answer to the probe"
+        name = "online CPUs after the " + ("unplug" if self.plan.action == "unplug" else "plug")
         want = ",".join(map(str, self.expected_online()))
         if self.plan.action == "plug" and self.new_cpu is None:
-            want += " and the plugged CPU, announced by the agent"
+            return not_measured(name, "the plugged CPU never came online, so which CPUs should be "
+                                "online is not known", bound=f"{want} and the plugged CPU",
+                                cause=check_id("plugged CPU comes online"))
+        if self.probe_after is None:
+            return self.seen.unanswered(name, "probe", want)
+        after = self.probe_after.cpus_online
         return CheckResult(
-            "online CPUs after the " + ("unplug" if self.plan.action == "unplug" else "plug"),
-            self.probe_after is not None and parse_cpu_list(after) == self.expected_online()
-            and (self.plan.action != "plug" or self.new_cpu is not None),
+            name,
+            parse_cpu_list(after) == self.expected_online(),
             want, after, f"/sys/devices/system/cpu/online on the destination; before: "
             f"{self.before.probe.cpus_online}; new CPU announced on the {self.announced_on}")
 
@@ -174,10 +187,15 @@ class HotplugObservations:
                         f"the destination: {self.kernel_said or 'nothing'}"),
             self._online(),
         ]
-        if not self.ticked_on_source:  # one ticking on the source is in 'ticks on schedule'
+        if self.ticked_on_source:  # one ticking on the source is in 'ticks on schedule'
+            return checks
+        name = "plugged CPU ticks on the destination"
+        if self.new_cpu is None:
+            checks.append(not_measured(name, "the plugged CPU never came online",
+                                       cause=check_id("plugged CPU comes online")))
+        else:
             checks.append(CheckResult(
-                "plugged CPU ticks on the destination", self.new_cpu_ticked, "a tick",
-                "ticked" if self.new_cpu_ticked else "no tick",
+                name, self.new_cpu_ticked, "a tick", "ticked" if self.new_cpu_ticked else "no tick",
                 f"first tick of the CPU brought online on the destination; guest kernel there: "
                 f"{self.kernel_said or 'nothing'}"))
         return checks
@@ -290,6 +308,10 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
                          watch=ctx.hop_watch(dst))
         stalled = any(g.first_after is None for g in gaps)
         new_cpu, announced_on, new_ticked, ticked_on_src = None, "nowhere", False, False
+        if stalled and plan.action in ("plug", "unplug", "memory"):
+            # a CPU missed its tick: wake the guest (console input is an interrupt) so that it can
+            # act on the plug at all; said in the observations (``woken``)
+            Asker(Agent(dst.console, timeout=STALLED_ANSWER_S))(Agent.probe)
         if plan.action == "plug":
             deadline = time.monotonic() + ONLINE_S  # for the announcement and the first tick
             new_cpu, announced_on = _announced(destination, new_on_src, before)
