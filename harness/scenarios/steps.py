@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 LATE_MARGIN_S = 1.0
 """How long past the tick-gap bound the harness keeps waiting before it calls a CPU stalled."""
-STALLED_ANSWER_S = 3.0
+STALLED_ANSWER_S = 2.0
 """How long a guest with a stalled CPU gets to answer each request."""
 STALLED_BEAT_S = 2.0
 """How long a CPU that missed its tick gets to show a busy beat (a running spinner beats several
