@@ -1,15 +1,21 @@
 """The hotplug scenario against real QEMU: its own checks are measured before a known timer failure
 can end the cell, device_add mid-migration is refused, and a destination without the plugged core
-fails the cell (no check is vacuous)."""
+fails the cell (no check is vacuous).
+
+A hop to QEMU 10.0 is never clean now: it flips MSR[ME] on every CPU, and a 7.2 source sends a
+stale decrementer (matrix.yaml's machine-state entries). "Passes" below means every other check
+passed and those entries explain the rest."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from harness.cell import CellRecord, run_cell
+from harness.cell import CellRecord, run_cell, run_judged
+from harness.checks import Verdict
 from harness.errors import ChecksFailed, ProductFailure
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Matrix
@@ -27,6 +33,8 @@ SETTLED = "qemu-10.0>qemu-10.0/latest-common/hotplug-cpu-settled"
 STOPPED = "qemu-7.2>qemu-10.0/latest-common/hotplug-cpu-stopped-0ms"
 CONFIGURING = "qemu-10.0>qemu-10.0/latest-common/hotplug-cpu-stopped-2ms"
 MEMORY = "qemu-10.0>qemu-10.0/latest-common/hotplug-memory-0ms"
+MACHINE_STATE = "machine-state-"
+IPIS = "IPIs delivered between every pair of CPUs"
 
 
 def _matrix() -> Matrix:
@@ -34,13 +42,24 @@ def _matrix() -> Matrix:
 
 
 def _run(tmp_path: Path, cell_id: str, matrix: Matrix) -> CellRecord:
+    """Run the cell; raises ChecksFailed only when it failed (a known cell returns, judged)."""
     cell = next(c for c in matrix.cells() if c.id == cell_id)
     record = CellRecord(cell, tmp_path / "evidence")
-    run_cell(cell, matrix, record)
+    run_judged(cell, matrix, record)
     return record
 
 
-def test_device_add_during_migration_is_refused_and_the_guest_is_unchanged(tmp_path: Path) -> None:
+def _others_passed(record: CellRecord, cpus: int = 1) -> bool:
+    """Every check but the machine state's passed, or, on a guest with one CPU online, the IPI
+    check alone had nothing to measure."""
+    rest = [c for c in record.checks if not c.id.startswith(MACHINE_STATE)]
+    idle = [c.invariant for c in rest if c.verdict is Verdict.NOT_APPLICABLE]
+    assert idle == ([IPIS] if cpus == 1 else []), [(c.invariant, c.verdict.value) for c in rest if not c.ok]
+    return all(c.ok for c in rest if c.invariant not in idle)
+
+
+def test_device_add_during_migration_is_refused_and_the_guest_is_unchanged(
+        tmp_path: Path, machine_state_known: Callable[..., set[str]]) -> None:
     record = _run(tmp_path, REFUSED, _matrix())
 
     obs = record.observations
@@ -49,7 +68,8 @@ def test_device_add_during_migration_is_refused_and_the_guest_is_unchanged(tmp_p
     assert not obs.core_src and not obs.core_dst
     assert [c.invariant for c in record.checks[:2]] == [
         "device_add refused during migration", "no core plugged on either side"]
-    assert all(c.ok for c in record.checks)
+    assert machine_state_known(record) == {"machine-state-cpu-0-msr", "machine-state-cpu-0-decr"}
+    assert _others_passed(record)
 
 
 def _outcome(exc: ProductFailure, matrix: Matrix, cell_id: str) -> str:
@@ -61,9 +81,9 @@ def _outcome(exc: ProductFailure, matrix: Matrix, cell_id: str) -> str:
 def _caught(tmp_path: Path, cell_id: str, phase: str, failing: bool,
             attempts: int) -> tuple[CellRecord, str]:
     """Run ``cell_id`` until its stop lands in ``phase`` (the DRC state the stream carries) and
-    the cell fails (``failing``) or passes; the stop's place is the host's timing, so a run that
-    caught another phase is retried, at most ``attempts`` times. Returns the record and the
-    failure's message ("" when it passed)."""
+    a check other than the machine state's fails or not (``failing``); the stop's place is the
+    host's timing, so a run that caught another phase is retried, at most ``attempts`` times.
+    Returns the record and the failure's message ("" when the cell was not failed)."""
     matrix = _matrix()
     cell = next(c for c in matrix.cells() if c.id == cell_id)
     seen = []
@@ -71,10 +91,10 @@ def _caught(tmp_path: Path, cell_id: str, phase: str, failing: bool,
         record = CellRecord(cell, tmp_path / f"evidence-{attempt}")
         message = ""
         try:
-            run_cell(cell, matrix, record)
+            message = run_judged(cell, matrix, record).reason
         except ProductFailure as exc:
             message = f"{type(exc).__name__}: {exc}"
-        failed = bool(message)
+        failed = any(c.counts_against and not c.id.startswith(MACHINE_STATE) for c in record.checks)
         obs = record.observations
         assert isinstance(obs, HotplugObservations)
         states = [DRC_STATES[d.state] for d in obs.drcs]
@@ -85,7 +105,8 @@ def _caught(tmp_path: Path, cell_id: str, phase: str, failing: bool,
                          f"in {attempts}: {seen}")
 
 
-def test_a_hotplug_the_guest_had_not_seen_completes_on_the_destination(tmp_path: Path) -> None:
+def test_a_hotplug_the_guest_had_not_seen_completes_on_the_destination(
+        tmp_path: Path, machine_state_known: Callable[..., set[str]]) -> None:
     """Stopped right after device_add: the core's DRC travels unconfigured in the stream, and the
     guest brings the CPU online on the destination, where every per-CPU check runs on it (about
     11 stops in 12 land there on an idle host)."""
@@ -94,7 +115,9 @@ def test_a_hotplug_the_guest_had_not_seen_completes_on_the_destination(tmp_path:
     obs = record.observations
     assert isinstance(obs, HotplugObservations)
     assert (obs.new_cpu, obs.announced_on, obs.new_cpu_ticked) == (1, "destination", True)
-    assert all(c.ok for c in record.checks)
+    both_cpus = {f"machine-state-cpu-{n}-{field}" for n in (0, 1) for field in ("msr", "decr")}
+    assert machine_state_known(record) <= both_cpus
+    assert _others_passed(record, cpus=2)
     assert {p.cpu for p in obs.seen.progress} == {0, 1}
 
 
@@ -146,14 +169,16 @@ def test_cell_fails_when_the_destination_lacks_the_plugged_core(
     assert _outcome(raised.value, matrix, SETTLED) == "failed", message
 
 
-def test_plugged_dimm_is_online_in_the_guest_on_the_destination(tmp_path: Path) -> None:
+def test_plugged_dimm_is_online_in_the_guest_on_the_destination(
+        tmp_path: Path, machine_state_known: Callable[..., set[str]]) -> None:
     record = _run(tmp_path, MEMORY, _matrix())
 
     obs = record.observations
     assert isinstance(obs, HotplugObservations)
     assert obs.core_src and obs.core_dst
     assert obs.mem_after_kb == obs.before.probe.mem_total_kb + DIMM_MB * 1024
-    assert all(c.ok for c in record.checks)
+    assert machine_state_known(record) == {"machine-state-cpu-0-msr"}
+    assert _others_passed(record)
 
 
 def test_cell_fails_when_the_destination_lacks_the_plugged_dimm(
