@@ -3,6 +3,7 @@ directories of real cells, and how a real cell known only for its machine state 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -15,6 +16,8 @@ from harness import cache, paths
 from harness.cell import CellRecord
 from harness.checks import Verdict
 from harness.guest.image import IMAGE_FILES, recipe_key
+from harness.matrix.load import load_matrix
+from harness.matrix.model import KnownFailure
 
 USER_CACHE = paths.cache_root()  # read at import, before any test points XDG_CACHE_HOME elsewhere
 
@@ -115,3 +118,23 @@ def known_for_machine_state(record: CellRecord, fixed: str | None = None) -> set
 def machine_state_known() -> Callable[..., set[str]]:
     """:func:`known_for_machine_state`, for the test modules that run real cells."""
     return known_for_machine_state
+
+
+def machine_state_entries(msr: tuple[str, ...] = (), decr: tuple[str, ...] = ()) -> tuple[KnownFailure, ...]:
+    """matrix.yaml's two machine-state entries as shipped (checks, match, reason), covering cells
+    of a test's own matrix that their globs cannot name: builds the test calls otherwise (a path
+    build of the host's 7.2, the lab stand-ins' 10.0). ``msr``: cells with a 10.0 destination;
+    ``decr``: cells with 7.2 or 5.2 on either side."""
+    shipped = load_matrix(paths.REPO_ROOT / "matrix.yaml").known_failures
+    out = []
+    for key, cells in (("machine-state-cpu-*-msr*", msr), ("machine-state-cpu-*-decr*", decr)):
+        if cells:
+            (entry,) = [k for k in shipped if k.checks == (key,)]
+            out.append(dataclasses.replace(entry, cells=cells))
+    return tuple(out)
+
+
+@pytest.fixture(name="machine_state_entries")
+def _machine_state_entries() -> Callable[..., tuple[KnownFailure, ...]]:
+    """:func:`machine_state_entries`, for matrices the tests write themselves."""
+    return machine_state_entries

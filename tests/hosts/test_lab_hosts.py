@@ -8,6 +8,7 @@ thing a stand-in cannot be is a POWER host with KVM: it runs ``accel: tcg``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,18 +16,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cell import CellImpossible, CellRecord, run_cell
+from harness.cell import CellImpossible, CellRecord, run_judged
+from harness.checks import Verdict
 from harness.hosts import sshkeys
 from harness.hosts.netns import NamespacePair
 from harness.hosts.ssh import HostKeyRejected, SshHost
 from harness.matrix.load import load_matrix
-from harness.matrix.model import Matrix
+from harness.matrix.model import KnownFailure, Matrix
 from harness.placement import lab_target
 from harness.standin import WORKDIR, lab_section, standin_matrix
 
 pytestmark = pytest.mark.slow
 
 Commands = Callable[[str], list[str]]
+Entries = Callable[..., tuple[KnownFailure, ...]]
+LAB_10_0 = ("*>lab-qemu/*",)
+"""The stand-ins' build is trixie's QEMU 10.0, which flips MSR[ME] on load (matrix.yaml's entry
+for every 10.0 destination, declared for these cells)."""
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,8 @@ def standins(trixie_root: Path) -> Iterator[NamespacePair]:
 
 
 def _lab_matrix(tmp_path: Path, pair: NamespacePair, *, keep_streams: str = "all",
-                scenario: str = "baseline-idle", known_hosts: Path | None = None) -> Matrix:
+                scenario: str = "baseline-idle", known_hosts: Path | None = None,
+                known_failures: tuple[KnownFailure, ...] = ()) -> Matrix:
     """A matrix.yaml as a lab would write it, pointing at the stand-ins. One guest CPU: these
     tests are about the lab plumbing, and the stand-ins' QEMU 10.0 leaves a second CPU without
     interrupts after a migration (a known failure of matrix.yaml)."""
@@ -46,13 +53,26 @@ def _lab_matrix(tmp_path: Path, pair: NamespacePair, *, keep_streams: str = "all
     data["guest"] = {"smp": 1}
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data))
-    return load_matrix(path)
+    return dataclasses.replace(load_matrix(path), known_failures=known_failures)
+
+
+def _plumbing_only(record: CellRecord, known_for_machine_state: Callable[..., set[str]],
+                   hops: int = 1) -> None:
+    """Every check passed but MSR[ME], flipped on each hop (and explained), and the IPIs, which
+    one CPU has nothing to measure for."""
+    known = known_for_machine_state(record)
+    assert known == ({"machine-state-cpu-0-msr"} if hops == 1 else
+                     {f"machine-state-cpu-0-msr-across-hop-{n}" for n in range(1, hops + 1)}), known
+    rest = [c for c in record.checks if not c.id.startswith("machine-state-")]
+    assert [(c.invariant, c.verdict) for c in rest if not c.ok] == [
+        ("IPIs delivered between every pair of CPUs", Verdict.NOT_APPLICABLE)], rest
 
 
 def _run(matrix: Matrix, tmp_path: Path) -> CellRecord:
+    """Run the matrix's cell; raises ChecksFailed only when it failed."""
     (cell,) = matrix.cells()
     record = CellRecord(cell, tmp_path / "evidence")
-    run_cell(cell, matrix, record)
+    run_judged(cell, matrix, record)
     return record
 
 
@@ -66,12 +86,13 @@ def _qemus_in(commands: Commands, pair: NamespacePair, label: str) -> list[str]:
 
 
 def test_recorded_baseline_goes_through_the_harness_and_leaves_the_hosts_clean(
-    standins: NamespacePair, tmp_path: Path, commands: Commands
+    standins: NamespacePair, tmp_path: Path, commands: Commands,
+    machine_state_entries: Entries, machine_state_known: Callable[..., set[str]],
 ) -> None:
-    matrix = _lab_matrix(tmp_path, standins)
+    matrix = _lab_matrix(tmp_path, standins, known_failures=machine_state_entries(msr=LAB_10_0))
     record = _run(matrix, tmp_path)
 
-    assert record.checks and all(c.ok for c in record.checks), record.checks
+    _plumbing_only(record, machine_state_known)
     assert "QEMU 10.0." in record.parameters["source build"]
     assert "QEMU 10.0." in record.parameters["destination build"]
     assert record.parameters["hosts"] == f"lab {standins.a.address} > {standins.b.address}"
@@ -96,19 +117,25 @@ def test_recorded_baseline_goes_through_the_harness_and_leaves_the_hosts_clean(
 
 
 def test_unrecorded_stream_crosses_the_lab_network_directly(
-    standins: NamespacePair, tmp_path: Path
+    standins: NamespacePair, tmp_path: Path,
+    machine_state_entries: Entries, machine_state_known: Callable[..., set[str]],
 ) -> None:
-    record = _run(_lab_matrix(tmp_path, standins, keep_streams="none"), tmp_path)
+    record = _run(_lab_matrix(tmp_path, standins, keep_streams="none",
+                              known_failures=machine_state_entries(msr=LAB_10_0)), tmp_path)
 
-    assert all(c.ok for c in record.checks), record.checks
+    _plumbing_only(record, machine_state_known)
     uri = re.search(r'"uri": "tcp:([\d.]+):(\d+)"', (tmp_path / "evidence" / "src-qmp.log").read_text())
     assert uri and uri[1] == standins.b.address and int(uri[2]) > 0
 
 
-def test_ping_pong_returns_to_the_source_host(standins: NamespacePair, tmp_path: Path) -> None:
-    record = _run(_lab_matrix(tmp_path, standins, scenario="pingpong"), tmp_path)
+def test_ping_pong_returns_to_the_source_host(
+    standins: NamespacePair, tmp_path: Path,
+    machine_state_entries: Entries, machine_state_known: Callable[..., set[str]],
+) -> None:
+    record = _run(_lab_matrix(tmp_path, standins, scenario="pingpong",
+                              known_failures=machine_state_entries(msr=LAB_10_0)), tmp_path)
 
-    assert all(c.ok for c in record.checks), record.checks
+    _plumbing_only(record, machine_state_known, hops=2)
     assert [m.figures.status for m in record.migrations] == ["completed", "completed"]
     assert (tmp_path / "evidence" / "stream-dst-back.bin").stat().st_size > 0
 

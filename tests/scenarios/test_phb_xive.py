@@ -4,13 +4,14 @@ invariant is broken on purpose (no check is vacuous); their parsers against QEMU
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.cell import CellRecord, run_cell
-from harness.checks import Limits, Observations, TickGap
+from harness.cell import CellRecord, run_cell, run_judged
+from harness.checks import Limits, Observations, TickGap, Verdict
 from harness.errors import ChecksFailed
 from harness.guest.protocol import PciDevice, Probe, Tick
 from harness.matrix.load import load_matrix
@@ -141,9 +142,19 @@ def _record(cell_id: str, tmp_path: Path) -> CellRecord:
 
 
 def _run(tmp_path: Path, cell_id: str) -> CellRecord:
+    """Run the cell; raises ChecksFailed only when it failed (a known cell returns, judged)."""
     record = _record(cell_id, tmp_path)
-    run_cell(record.cell, _matrix(), record)
+    run_judged(record.cell, _matrix(), record)
     return record
+
+
+def _known_for_machine_state_alone(record: CellRecord, machine_state_known: Callable[..., set[str]]) -> None:
+    """A one-CPU 7.2 to 10.0 cell: known for MSR[ME] (10.0 flips it on load) and DECR (7.2 loses
+    it) on CPU 0, every other check passed but the IPIs', which one CPU has nothing to measure for."""
+    assert machine_state_known(record) == {"machine-state-cpu-0-msr", "machine-state-cpu-0-decr"}
+    rest = [c for c in record.checks if not c.id.startswith("machine-state-")]
+    assert [(c.invariant, c.verdict) for c in rest if not c.ok] == [
+        ("IPIs delivered between every pair of CPUs", Verdict.NOT_APPLICABLE)], rest
 
 
 def _with_variant(monkeypatch: pytest.MonkeyPatch, scenario: str, variant: Variant[Any]) -> None:
@@ -162,14 +173,15 @@ PHB_2_7_CELL = "qemu-5.2>qemu-7.2/pseries-2.7/phb-split"
 
 
 @slow
-def test_phb_windows_agree_across_builds(tmp_path: Path) -> None:
+def test_phb_windows_agree_across_builds(
+        tmp_path: Path, machine_state_known: Callable[..., set[str]]) -> None:
     record = _run(tmp_path, PHB_CELL)
 
     assert [c.invariant for c in record.checks[:5]] == [
         "two PHBs with a PCI device each", "guest's PHB windows are the source's",
         "guest's PHB windows are the destination's", "stream's PHB fields agree with the destination",
         "guest's memory BARs lie in their PHB's windows on the destination"]
-    assert all(c.ok for c in record.checks)
+    _known_for_machine_state_alone(record, machine_state_known)
 
 
 @slow
@@ -223,13 +235,14 @@ XIVE_CELL = "qemu-7.2>qemu-10.0/latest-common/xiveblocks-xive"
 
 
 @slow
-def test_xiveblocks_blocks_agree_and_interrupts_work(tmp_path: Path) -> None:
+def test_xiveblocks_blocks_agree_and_interrupts_work(
+        tmp_path: Path, machine_state_known: Callable[..., set[str]]) -> None:
     record = _run(tmp_path, XIVE_CELL)
 
     assert [c.invariant for c in record.checks[:4]] == [
         "guest uses XIVE", "stream's RAM blocks are the destination's", "no device region travels as RAM",
         "guest keeps XIVE"]
-    assert all(c.ok for c in record.checks)
+    _known_for_machine_state_alone(record, machine_state_known)
 
 
 @slow
