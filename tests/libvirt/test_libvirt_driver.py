@@ -27,6 +27,19 @@ pytestmark = pytest.mark.slow
 
 ONE_CPU = GuestSettings(smp=1, maxcpus=1)
 """QEMU 10.0 to 10.0 migrates a 1-CPU guest cleanly (2 CPUs meet the known RTAS-stopped bug)."""
+IPIS = "IPIs delivered between every pair of CPUs"
+
+
+def _not_passed(record: CellRecord) -> list[tuple[str, str]]:
+    """The checks that did not pass, with their verdicts."""
+    return [(c.invariant, c.verdict.value) for c in record.checks if not c.ok]
+
+
+def _libvirt_one_cpu(*states: str) -> list[tuple[str, str]]:
+    """What a clean libvirt cell on one CPU does not pass: the machine state of each hop (libvirt
+    ends the source before it can be read: not applicable, its direct twin compares it) and the
+    IPIs (no second CPU), both not applicable."""
+    return [(IPIS, "not applicable"), *((name, "not applicable") for name in states)]
 
 
 def test_pingpong_both_directions_through_two_daemons(tmp_path: Path) -> None:
@@ -35,7 +48,8 @@ def test_pingpong_both_directions_through_two_daemons(tmp_path: Path) -> None:
     matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), guest=ONE_CPU,
                                  keep_streams="all")
     record = _run(tmp_path, matrix, "libvirt:qemu-10.0>qemu-10.0/latest-common/pingpong")
-    assert [c.invariant for c in record.checks if not c.ok] == []
+    assert sorted(_not_passed(record)) == sorted(_libvirt_one_cpu(
+        "machine state across hop 1", "machine state across hop 2"))
     assert len(record.migrations) == 2
     assert all(m.figures.status == "completed" and m.stream_bytes > 10_000_000 for m in record.migrations)
     assert record.parameters["driver"].startswith("libvirt 11.")
@@ -46,7 +60,7 @@ def test_libvirt_9_to_11_with_the_release_pair(tmp_path: Path) -> None:
     """bookworm's libvirtd with QEMU 7.2 to trixie's with QEMU 10.0, as on two real hosts."""
     matrix = dataclasses.replace(load_matrix(REPO_ROOT / "matrix.yaml"), guest=ONE_CPU)
     record = _run(tmp_path, matrix, "libvirt:qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle")
-    assert [c.invariant for c in record.checks if not c.ok] == []
+    assert sorted(_not_passed(record)) == sorted(_libvirt_one_cpu("machine state"))
     assert record.parameters["driver"].startswith("libvirt 9.0.0 > 11.")
     figures = record.migrations[0].figures
     assert figures.total_time_ms > 0 and 0 < figures.downtime_ms < figures.total_time_ms
