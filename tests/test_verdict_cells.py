@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 
 from harness.cell import CellRecord, run_cell
-from harness.errors import ChecksFailed
+from harness.errors import ChecksFailed, ProductFailure
 from harness.machinestate import MachineState
 from harness.matrix.load import load_matrix
-from harness.matrix.model import Matrix
+from harness.matrix.model import Cell, Matrix
 from harness.migration import run
 from harness.paths import REPO_ROOT
 from harness.qemu.gdbstub import write_register
 from harness.qemu.process import QemuProcess
+from harness.scenarios import SCENARIOS
+from harness.scenarios.hotplug import Plan
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +68,29 @@ def test_one_more_broken_check_in_a_known_cell_fails_it_naming_that_check(
     assert changed.after == PATTERN
     still = {v.check.id for v in record.verdict.checks if v.explained_by is not None}
     assert {"timer-ticks-on-schedule", "machine-state-cpu-0-msr"} <= still
+
+
+def test_an_unexplained_plug_failure_in_a_cell_with_the_known_decr_loss_fails_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """7.2>7.2 hotplug-cpu-50ms loses its decrementer (known, on the machine state and the ticks);
+    here the destination is also not given the plugged core, so it refuses the stream. The
+    7.2 hotplug entry explains the ticks only (it once took any plug failure that came with
+    them): the cell fails, naming the refused migration."""
+    declared = SCENARIOS["hotplug"]
+    broken = dataclasses.replace(declared.variant("cpu-50ms"),
+                                 data=Plan("plug", 50, destination_core=False))
+    monkeypatch.setitem(SCENARIOS, "hotplug", dataclasses.replace(declared, variants=tuple(
+        broken if v.name == broken.name else v for v in declared.variants)))
+    matrix = _matrix()
+    cell = Cell("qemu-7.2", "qemu-7.2", "latest-common", "hotplug", "cpu-50ms")
+    record = CellRecord(cell, tmp_path / "evidence")
+
+    with pytest.raises(ProductFailure):
+        run_cell(cell, matrix, record)
+
+    assert record.verdict is not None and record.verdict.outcome == "failed"
+    assert record.verdict.reason.splitlines()[0].startswith("unexplained: migration-completes")
+    assert "cpu_common" in record.verdict.reason
 
 
 def _tampering(real: Callable[..., MachineState]) -> Callable[..., MachineState]:
