@@ -86,23 +86,14 @@ MACHINE_STATE_ENTRIES = {"machine-state-cpu-*-msr*": "MSR[ME]", "machine-state-c
 QEMU 10.0 flips MSR[ME] on load, 7.2 and older do not migrate DECR."""
 
 
-def known_for_machine_state(record: CellRecord, fixed: str | None = None) -> set[str]:
+def known_for_machine_state(record: CellRecord) -> set[str]:
     """Assert that ``record``'s cell is known only because of the machine-state entries: every
     check that failed or was not measured is a failed machine-state check, explained by the
     entry for that register (MSR[ME] on a 10.0 destination, DECR with 7.2 or 5.2). Returns the
-    ids of those checks. The test asserts the rest of the checks itself.
-
-    ``fixed``: the test's settings cannot reproduce some other entry covering the cell (a guest
-    with one CPU has no secondary CPU to lose); the verdict is then fixed, by entries whose
-    reason contains ``fixed`` and by no machine-state entry."""
+    ids of those checks. The test asserts the rest of the checks itself."""
     verdict = record.verdict
     assert verdict is not None, "the cell was not judged"
-    if fixed is None:
-        assert verdict.outcome == "known", f"{verdict.outcome}: {verdict.reason}"
-    else:
-        assert verdict.outcome == "fixed" and verdict.fixed, f"{verdict.outcome}: {verdict.reason}"
-        assert all(fixed in k.reason and k.checks[0] not in MACHINE_STATE_ENTRIES
-                   for k in verdict.fixed), verdict.reason
+    assert verdict.outcome == "known", f"{verdict.outcome}: {verdict.reason}"
     against = [v for v in verdict.checks if v.check.counts_against]
     assert against, "a known cell with nothing failed"
     for v in against:
@@ -115,7 +106,7 @@ def known_for_machine_state(record: CellRecord, fixed: str | None = None) -> set
 
 
 @pytest.fixture
-def machine_state_known() -> Callable[..., set[str]]:
+def machine_state_known() -> Callable[[CellRecord], set[str]]:
     """:func:`known_for_machine_state`, for the test modules that run real cells."""
     return known_for_machine_state
 

@@ -2,8 +2,7 @@
 
 A 7.2 to 10.0 cell never passes now: the destination flips MSR[ME] and 7.2 sends a stale
 decrementer (matrix.yaml's machine-state entries). "Passes" below means every other check passed
-and those two entries explain the rest; with one CPU the cell's entry for CPU 1 "RTAS stopped"
-does not reproduce, so the verdict is fixed rather than known."""
+and those two entries explain the rest: the cell is known."""
 
 from __future__ import annotations
 
@@ -43,9 +42,8 @@ def _run(tmp_path: Path, cell_id: str, **matrix_overrides: object) -> CellRecord
 
 def _known_for_machine_state_alone(record: CellRecord, machine_state_known: Callable[..., set[str]]) -> None:
     """The 7.2 to 10.0 cell with one CPU: every check passed but the machine state's, which
-    the MSR[ME] and DECR entries explain; the entry for CPU 1 "RTAS stopped" does not reproduce
-    without a CPU 1, so the verdict is fixed by that entry alone."""
-    failed = machine_state_known(record, fixed='"RTAS stopped"')
+    the MSR[ME] and DECR entries explain: known."""
+    failed = machine_state_known(record)
     assert failed == {"machine-state-cpu-0-msr", "machine-state-cpu-0-decr"}, failed
     rest = [c for c in record.checks if not c.id.startswith("machine-state-")]
     idle = [c.invariant for c in rest if c.verdict is Verdict.NOT_APPLICABLE]

@@ -3,8 +3,7 @@ invariant is broken on purpose (no check is vacuous).
 
 A completed hop to 10.0 is never clean now: the destination flips MSR[ME] and 7.2 sends a stale
 decrementer (matrix.yaml's machine-state entries), so "passes" for the intc cell means every
-other check passed and those entries explain the rest (one CPU: the "RTAS stopped" entry does not
-reproduce, and the verdict is fixed)."""
+other check passed and those entries explain the rest: the cell is known."""
 
 from __future__ import annotations
 
@@ -96,7 +95,7 @@ def test_intc_keeps_xive_with_ticks_and_progress(
     assert obs.before.intc == "XIVE" and obs.after is not None and obs.after.intc == "XIVE"
     assert [c.invariant for c in record.checks[:2]] == [
         "guest uses the variant's interrupt controller", "same interrupt controller after migration"]
-    assert machine_state_known(record, fixed='"RTAS stopped"') == {
+    assert machine_state_known(record) == {
         "machine-state-cpu-0-msr", "machine-state-cpu-0-decr"}
     rest = [c for c in record.checks if not c.id.startswith("machine-state-")]
     assert [c.invariant for c in rest if c.verdict is Verdict.NOT_APPLICABLE] == [IPIS], "one CPU"
