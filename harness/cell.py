@@ -223,7 +223,6 @@ def _run_scenario(
     recording = matrix.keep_streams != "none"
     scenario = SCENARIOS[cell.scenario]
     limits = Limits(matrix.tb_slack_ms)
-    passed = False
     try:
         with ExitStack() as stack:
             driver: Driver
@@ -262,7 +261,6 @@ def _run_scenario(
             raise HostOverloaded(record.verdict.reason)
         if any(c.counts_against for c in record.checks):
             raise ChecksFailed(record.checks)
-        passed = True
     except ProductFailure as exc:
         if not isinstance(exc, ChecksFailed):  # the scenario ended early: what it did not measure
             record.checks = [*record.checks, *machine_state_checks(record.migrations),
@@ -270,9 +268,12 @@ def _run_scenario(
             record.verdict = judge(record.checks, matrix.known_failures_for(cell.id))
         raise
     finally:
+        settled = record.verdict is not None and record.verdict.outcome in ("passed", "known")
         record.not_kept = keep_evidence(rundir, record.evidence,
-                                        keep_stream=keeps_stream(matrix.keep_streams, passed))
+                                        keep_stream=keeps_stream(matrix.keep_streams, settled))
 
 
-def keeps_stream(policy: str, passed: bool) -> bool:
-    return policy == "all" or (policy == "failed" and not passed)
+def keeps_stream(policy: str, settled: bool) -> bool:
+    """Whether a cell keeps its recorded streams: ``all``, or ``failed`` and the cell is not
+    ``settled`` (passed, or known: its known failures' entries carry their evidence)."""
+    return policy == "all" or (policy == "failed" and not settled)

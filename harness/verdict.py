@@ -116,8 +116,7 @@ def judge(checks: list[CheckResult], known: list[KnownFailure]) -> CellVerdict:
     # a check not measured because of another takes that one's explanation
     verdicts = [CheckVerdict(v.check, explained.get(v.check.cause or ""))
                 if v.check.verdict is Verdict.NOT_MEASURED and v.check.cause else v for v in verdicts]
-    clean = not any(c.counts_against for c in checks)
-    fixed = tuple(k for k in known if not k.intermittent and (clean or _reproduced_nothing(k, checks)))
+    fixed = tuple(k for k in known if not k.intermittent and _reproduced_nothing(k, checks))
     unexplained = [v.check for v in verdicts if v.unexplained]
     product = [c for c in unexplained if c.cause != HOST_OVERLOADED]
     if product:
@@ -135,8 +134,9 @@ def judge(checks: list[CheckResult], known: list[KnownFailure]) -> CellVerdict:
 
 
 def _reproduced_nothing(entry: KnownFailure, checks: list[CheckResult]) -> bool:
-    """Every check the entry names was measured in this cell, and passed (a cell with no failure
-    at all has also reproduced nothing, whatever the entry names)."""
+    """Every check the entry names was measured in this cell, and passed (a cell that measured
+    none of them, e.g. one that never completed a hop, says nothing about the entry: a stale
+    entry is found at the end of the run instead)."""
     named = [c for c in checks if entry.names(c.id)]
     return bool(named) and all(c.verdict is Verdict.PASSED for c in named)
 

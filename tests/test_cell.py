@@ -59,9 +59,9 @@ def _our_namespaces() -> list[str]:
 
 def test_baseline_cell_passes_every_check_and_keeps_evidence(
         tmp_path: Path, machine_state_known: Callable[..., set[str]]) -> None:
-    """Every check passes but the machine state's known MSR[ME] and DECR differences. The cell
-    used to pass and drop its stream; it now has failed checks (explained), so it did not pass,
-    and ``keep_streams: failed`` keeps its stream (as it keeps every known cell's)."""
+    """Every check passes but the machine state's known MSR[ME] and DECR differences; a known
+    cell, like a passing one, drops its stream under ``keep_streams: failed`` (its known
+    failures' entries carry their evidence) and keeps its summary."""
     record = _run(tmp_path, "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle", hosts="local", guest=ONE_CPU)
 
     _known_for_machine_state_alone(record, machine_state_known)
@@ -79,18 +79,18 @@ def test_baseline_cell_passes_every_check_and_keeps_evidence(
     assert "QEMU 10.0." in record.parameters["destination build"]
     kept = {p.name for p in (tmp_path / "evidence").iterdir()}
     assert {"src-serial.log", "dst-serial.log", "src-qmp.log", "dst-qmp.log"} <= kept
-    assert "stream-src-dst.bin" in kept, "a cell that did not pass (known) keeps its stream"
+    assert "stream-src-dst.bin" not in kept, "a known cell drops its stream"
     assert {"stream-src-dst.summary.txt", "stream-src-dst.summary.json"} <= kept
     assert set(record.phases) >= {"provision", "boot", "migrate", "check", "total"}
 
 
-@pytest.mark.parametrize(("policy", "passed", "kept"), [
+@pytest.mark.parametrize(("policy", "settled", "kept"), [
     ("failed", True, False), ("failed", False, True),
     ("all", True, True), ("all", False, True),
     ("none", True, False), ("none", False, False),
 ])
-def test_stream_retention_policy(policy: str, passed: bool, kept: bool) -> None:
-    assert keeps_stream(policy, passed) is kept
+def test_stream_retention_policy(policy: str, settled: bool, kept: bool) -> None:
+    assert keeps_stream(policy, settled) is kept
 
 
 def test_cell_on_namespace_hosts_crosses_the_veth_and_leaves_nothing(
