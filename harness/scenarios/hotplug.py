@@ -184,7 +184,10 @@ class HotplugObservations:
                         else f"no new CPU within {ONLINE_S:.0f} s",
                         f"the agent's cpu announcements; migration started {self.migrate_after_ms} ms "
                         f"after device_add; DRCs in the stream: {_drcs(self.drcs)}; guest kernel on "
-                        f"the destination: {self.kernel_said or 'nothing'}"),
+                        f"the destination: {self.kernel_said or 'nothing'}; CPUs present in the guest "
+                        f"after: {self.probe_after.cpus_present if self.probe_after else 'no answer'}; "
+                        f"CPUs that missed their tick after the migration: "
+                        f"{[g.cpu for g in self.gaps if g.first_after is None]}"),
             self._online(),
         ]
         if self.ticked_on_source:  # one ticking on the source is in 'ticks on schedule'
@@ -197,7 +200,8 @@ class HotplugObservations:
             checks.append(CheckResult(
                 name, self.new_cpu_ticked, "a tick", "ticked" if self.new_cpu_ticked else "no tick",
                 f"first tick of the CPU brought online on the destination; guest kernel there: "
-                f"{self.kernel_said or 'nothing'}"))
+                f"{self.kernel_said or 'nothing'}; CPUs that missed their tick after the migration: "
+                f"{[g.cpu for g in self.gaps if g.first_after is None]}"))
         return checks
 
     def _unplug_checks(self) -> list[CheckResult]:

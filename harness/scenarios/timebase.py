@@ -33,7 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult, Limits, Observations, TickGap, generic_checks, ticks_on_schedule
+from harness.checks import (
+    STALL,
+    CheckResult,
+    Limits,
+    Observations,
+    TickGap,
+    generic_checks,
+    ticks_on_schedule,
+)
 from harness.errors import ConfigError, GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.protocol import TbStats, TbWarp
@@ -77,7 +85,10 @@ class TimebaseObservations:
         ticks = [dataclasses.replace(t, invariant=f"{t.invariant} after hop {hop.number}")
                  for hop in self.hops
                  for t in [ticks_on_schedule(hop.gaps, hop.downtime_ms, self.tb_freq, limits)]]
-        return [*own, *ticks, *generic_checks(self.seen, limits, without=OWN)]
+        stalled = next((t.id for t in ticks if not t.ok), None)
+        generic = [dataclasses.replace(c, cause=stalled) if c.cause == STALL and stalled else c
+                   for c in generic_checks(self.seen, limits, without=OWN)]
+        return [*own, *ticks, *generic]
 
 
 def run(ctx: ScenarioContext, variant: Variant[Plan]) -> TimebaseObservations:
