@@ -284,7 +284,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     try:
         if _outcomes:
             write_cells_json(reports_root() / "cells.json", _outcomes)
-            changes = record_run(reports_root() / "history", run)
+            matrix = session.config.stash[_MATRIX_KEY]
+            changes = record_run(reports_root() / "history", run,
+                                 {k.key for k in matrix.known_failures if k.intermittent})
             _changes.append(changes)
             if changes.fails_run and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,10 +145,12 @@ def append_run(path: Path, entry: RunEntry) -> None:
 
 
 def what_changed(current: Mapping[str, tuple[str, str]], earlier: Iterable[RunEntry],
-                 checks: Mapping[str, CheckStates] | None = None) -> Changes:
+                 checks: Mapping[str, CheckStates] | None = None,
+                 intermittent: Collection[str] = ()) -> Changes:
     """Each current cell against its latest outcome in ``earlier`` (oldest first); with
     ``checks`` (the current cells' failed and not measured checks), a known cell's checks
-    against those of its latest earlier run, when that run kept them."""
+    against those of its latest earlier run, when that run kept them. ``intermittent`` are the
+    keys of entries declared intermittent: a check they explain may come and go."""
     entries = list(earlier)
     previous: dict[str, str] = {}
     previous_checks: dict[str, CheckStates | None] = {}
@@ -162,7 +164,7 @@ def what_changed(current: Mapping[str, tuple[str, str]], earlier: Iterable[RunEn
         kind = _kind(before, now)
         then, mine = previous_checks.get(cell), (checks or {}).get(cell)
         if not kind and now == before == "known" and then is not None and mine is not None:
-            changed = failure_changes(then, mine)
+            changed = failure_changes(then, mine, intermittent)
             if changed:
                 kind, reason = FAILURE_CHANGED, changed
         if kind:
@@ -174,14 +176,17 @@ def what_changed(current: Mapping[str, tuple[str, str]], earlier: Iterable[RunEn
                    entries[-1].finished if entries else None)
 
 
-def failure_changes(before: CheckStates, now: CheckStates) -> str:
+def failure_changes(before: CheckStates, now: CheckStates, intermittent: Collection[str] = ()) -> str:
     """What is new in a known cell's failure, e.g. ``ipis-delivered-... newly failed (entry
     3f2a...); guest-answers... newly not measured; timer-ticks-on-schedule explained by 9c1e...,
     was 3f2a...``; empty when nothing is (a check that stopped failing is not a change of the
-    failure: the entry still explains the rest)."""
+    failure: the entry still explains the rest; nor is a check coming back under an entry in
+    ``intermittent``, which declares that it comes and goes)."""
     said = []
     for check, (verdict, key) in now.items():
         was = before.get(check)
+        if (was is None or was[0] != verdict) and key in intermittent:
+            continue
         if was is None or was[0] != verdict:
             by = f" (explained by {key})" if key else " (unexplained)"
             said.append(f"{check} newly {verdict if verdict == 'not measured' else 'failed'}{by}")
@@ -204,9 +209,9 @@ def _kind(before: str | None, now: str) -> str:
     return ""
 
 
-def record_run(directory: Path, run: RunEntry) -> Changes:
+def record_run(directory: Path, run: RunEntry, intermittent: Collection[str] = ()) -> Changes:
     """What changed since the history in ``directory``; then ``run`` is appended to it."""
     path = directory / RUNS_FILE
-    changes = what_changed(run.cells, read_runs(path), run.checks)
+    changes = what_changed(run.cells, read_runs(path), run.checks, intermittent)
     append_run(path, run)
     return changes

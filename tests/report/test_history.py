@@ -76,6 +76,16 @@ class TestKnownFailureChanged:
             assert changes.changes == () and changes.fails_run == []
             assert "known, failure changed" not in changes.headline()
 
+    def test_a_check_back_under_an_intermittent_entry_is_no_change(self) -> None:
+        """7.2>7.2 baseline-idle's ticks came once in 20 (the intermittent entry): the next run
+        that loses them again is the entry doing what it declares, not a changed failure."""
+        before = _known("r1", "2026-11-28T01:00:00+00:00", {"machine-state-cpu-0-decr": ("failed", WIDER)})
+        now = {"machine-state-cpu-0-decr": ("failed", WIDER), "timer-ticks-on-schedule": ("failed", DECR)}
+        assert what_changed({"a>b/m/s": ("known", "")}, [before], {"a>b/m/s": now},
+                            intermittent={DECR}).changes == ()
+        [change] = what_changed({"a>b/m/s": ("known", "")}, [before], {"a>b/m/s": now}).changes
+        assert change.kind == "known, failure changed"
+
     def test_the_latest_run_with_the_cell_is_compared(self) -> None:
         older = _known("r1", "2026-11-27T01:00:00+00:00", {"timer-ticks-on-schedule": ("failed", DECR)})
         latest = _known("r2", "2026-11-28T01:00:00+00:00", {"ipis": ("failed", DECR)})
