@@ -226,8 +226,9 @@ def _classify(
     if exc is not None and not isinstance(exc, ProductFailure):
         return "broken", f"{type(exc).__name__}: {exc}", record.verdict if record else None
     verdict = record.verdict if record is not None else None
-    if verdict is None:  # failed before the cell's runner could judge it (e.g. introspection)
-        verdict = judge(failure_checks(exc) if isinstance(exc, ProductFailure) else [], known)
+    if verdict is None:  # not judged by the cell's runner (it failed before, e.g. introspection)
+        checks = list(record.checks) if record is not None else []
+        verdict = judge(checks + (failure_checks(exc) if isinstance(exc, ProductFailure) else []), known)
     if verdict.outcome == "passed" and any(k.intermittent for k in known):
         first = next(k for k in known if k.intermittent)
         return "passed", f"intermittent known failure did not reproduce: {first.reason}", verdict
