@@ -64,6 +64,17 @@ class TestRules:
         dst = _state("destination", _cpu(0, RES=held, **{"RES length": "000"}))
         assert compare(src, dst) == [Difference("CPU 0", "RES length", "004", "000")]
 
+    def test_a_reservation_may_be_lost_on_the_destination_but_not_gained_or_moved(self) -> None:
+        held, other = "c00000001fe71a00", "c000000002632410"
+        src = _state("source", _cpu(1, RES=held, **{"RES length": "008"}))
+        lost = _state("destination", _cpu(1, **{"RES length": "000"}))
+        assert compare(src, lost) == []
+        assert [e.difference.field for e in excused(src, lost)] == ["RES", "RES length"]
+        moved = _state("destination", _cpu(1, RES=other, **{"RES length": "008"}))
+        assert compare(src, moved) == [Difference("CPU 1", "RES", held, other)]
+        gained = _state("destination", _cpu(1, RES=held))
+        assert compare(_state("source", _cpu(1)), gained) == [Difference("CPU 1", "RES", NO_RES, held)]
+
     def test_reservation_length_printed_by_one_build_only(self) -> None:
         src = _state("source", _cpu(0))  # QEMU 5.2 and 7.2 print no length
         dst = _state("destination", _cpu(0, **{"RES length": "000"}))
