@@ -10,16 +10,18 @@ without samples fails it: none passes vacuously.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from harness.checks import (
-    STALL,
     CheckResult,
     Limits,
     TickGap,
+    check_id,
     jump_evidence,
     not_applicable,
     not_measured,
+    ticks_on_schedule,
     timebase_jump,
 )
 from harness.guest.protocol import TbStats, TbWarp
@@ -46,10 +48,26 @@ class HopTimebase:
         return any(g.first_after is None for g in self.gaps)
 
     def unanswered(self, name: str, what: str, bound: object = "") -> CheckResult:
+        """``name`` not measured, caused by this hop's tick check when a CPU stalled, else by
+        the guest's silence (:func:`answered`)."""
         return not_measured(name, f"hop {self.number}: the guest did not answer {what}: "
                             f"{self.silence or 'no reply'}", bound=bound,
-                            cause=f"{STALL}-after-hop-{self.number}" if self.stalled
-                            else f"guest-answers-after-hop-{self.number}")
+                            cause=check_id(_ticks_name(self.number)) if self.stalled
+                            else check_id(_answers_name(self.number)))
+
+
+def _ticks_name(number: int) -> str:
+    return f"timer ticks on schedule after hop {number}"
+
+
+def _answers_name(number: int) -> str:
+    return f"guest answers after hop {number}"
+
+
+def ticks_after(hop: HopTimebase, tb_freq: int, limits: Limits) -> CheckResult:
+    """The generic tick check of one hop, named for it."""
+    return dataclasses.replace(ticks_on_schedule(hop.gaps, hop.downtime_ms, tb_freq, limits),
+                               invariant=_ticks_name(hop.number))
 
 
 def never_backwards(hop: HopTimebase, tb_freq: int) -> CheckResult:
@@ -133,7 +151,7 @@ def in_step(hop: HopTimebase, tb_freq: int) -> CheckResult:
 def answered(hop: HopTimebase) -> CheckResult:
     """The guest answered the hop's measurements (a guest that cannot, with every CPU's first
     tick on time, has stalled since: the timebase checks then have nothing to look at)."""
-    return CheckResult(f"guest answers after hop {hop.number}", not hop.silence,
+    return CheckResult(_answers_name(hop.number), not hop.silence,
                        "tbwarp and tbstats answered", hop.silence or "answered",
                        f"hop {hop.number}: the agent's replies on the console")
 

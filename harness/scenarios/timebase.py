@@ -40,7 +40,6 @@ from harness.checks import (
     Observations,
     TickGap,
     generic_checks,
-    ticks_on_schedule,
 )
 from harness.errors import ConfigError, GuestUnresponsive
 from harness.guest.agent import Agent
@@ -48,7 +47,7 @@ from harness.guest.protocol import TbStats, TbWarp
 from harness.scenarios.declare import Needs, Scenario, Variant
 from harness.scenarios.steps import STALLED_ANSWER_S, Asker, Before, Hop, boot, observe, tick_gaps
 from harness.stream.clock import rewind_clock
-from harness.tbchecks import HopTimebase, hop_checks
+from harness.tbchecks import HopTimebase, hop_checks, ticks_after
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext
@@ -82,9 +81,7 @@ class TimebaseObservations:
 
     def checks(self, limits: Limits) -> list[CheckResult]:
         own = [c for hop in self.hops for c in hop_checks(hop, self.tb_freq, limits)]
-        ticks = [dataclasses.replace(t, invariant=f"{t.invariant} after hop {hop.number}")
-                 for hop in self.hops
-                 for t in [ticks_on_schedule(hop.gaps, hop.downtime_ms, self.tb_freq, limits)]]
+        ticks = [ticks_after(hop, self.tb_freq, limits) for hop in self.hops]
         stalled = next((t.id for t in ticks if not t.ok), None)
         generic = [dataclasses.replace(c, cause=stalled) if c.cause == STALL and stalled else c
                    for c in generic_checks(self.seen, limits, without=OWN)]
