@@ -16,7 +16,8 @@ from harness.report.summary import CellOutcome, read_cells_json
 PHASES = ("provision", "boot", "migrate", "check")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every goldmig command and its options (also read by the tests of the CI examples)."""
     parser = argparse.ArgumentParser(prog="goldmig", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run a selection of the matrix (default: its default_selection)"),
@@ -80,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
     rec.add_argument("--cell", default="qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle")
     rec.add_argument("--repeat", type=int, default=5)
-    args, extra = parser.parse_known_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = build_parser().parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
     # CI and schedulers stop a run with SIGTERM: unwind like Ctrl-C so every
     # cell's context managers kill their QEMU processes.
