@@ -17,7 +17,9 @@ from harness.builds.lab import on_lab_host
 from harness.builds.model import Build, BuildInfo, MachineInfo
 from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec
-from harness.checks import CheckResult, Limits
+from harness.checks.machine_state import machine_state_checks
+from harness.checks.result import CheckResult, Limits
+from harness.checks.verdict import CellVerdict, completed, failure_checks, judge
 from harness.context import ScenarioContext
 from harness.driver import Driver, QemuDriver
 from harness.errors import ChecksFailed, HostOverloaded, MigrationFailed, ProductFailure
@@ -36,9 +38,7 @@ from harness.qemu.machine import MachineSetup, common_properties
 from harness.rundir import make_rundir
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Needs, ScenarioResult
-from harness.statechecks import machine_state_checks
 from harness.timing import timed
-from harness.verdict import CellVerdict, completed, failure_checks, judge
 
 
 class CellImpossible(Exception):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.builds.model import Build
-from harness.checks import Limits
+from harness.checks.result import Limits
 from harness.driver import Driver, QemuDriver
 from harness.hostload.errors import HostLoadError
 from harness.hostload.hop import HopWatch

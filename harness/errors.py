@@ -139,7 +139,7 @@ class CheckFailed(ProductFailure):
 
 class ChecksFailed(ProductFailure):
     """Some of a cell's checks failed or could not be measured; carries every check result, so
-    the verdict is judged check by check (:mod:`harness.verdict`), never on this message."""
+    the verdict is judged check by check (:mod:`harness.checks.verdict`), never on this message."""
 
     def __init__(self, results: list[Any]) -> None:
         self.results = results

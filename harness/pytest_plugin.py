@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from harness.cell import CellImpossible, CellRecord, run_cell
+from harness.checks.verdict import CellVerdict, checks_json, failure_checks, judge
 from harness.errors import ConfigError, ProductFailure
 from harness.hosts.netns import sweep_stale
 from harness.libvirt.daemon import sweep_homes
@@ -38,7 +39,6 @@ from harness.report.safe_logger import SpaceSafeFileLogger, install_safe_logger
 from harness.report.stale import StaleEntry, stale_entries, stale_lines
 from harness.report.summary import CellOutcome, by_cell, flaky_cells, summary_lines, write_cells_json
 from harness.rundir import sweep_stale_rundirs
-from harness.verdict import CellVerdict, checks_json, failure_checks, judge
 
 _MATRIX_KEY = pytest.StashKey[Matrix]()
 _SAFE_LOGGER_KEY = pytest.StashKey[SpaceSafeFileLogger | None]()

@@ -14,7 +14,7 @@ import pytest
 
 from harness import cache, paths
 from harness.cell import CellRecord
-from harness.checks import Verdict
+from harness.checks.result import Verdict
 from harness.guest.image import IMAGE_FILES, recipe_key
 from harness.matrix.load import load_matrix
 from harness.matrix.model import KnownFailure

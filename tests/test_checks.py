@@ -8,20 +8,21 @@ import dataclasses
 
 import pytest
 
-from harness.checks import (
+from harness.checks.generic import (
     GENERIC,
-    HOST_OVERLOADED,
     STALL,
-    CheckResult,
-    Limits,
     Observations,
     Progress,
     TickGap,
-    Verdict,
     generic_checks,
+    ipis_delivered,
+    missed_tick,
 )
+from harness.checks.result import HOST_OVERLOADED, CheckResult, Limits, Verdict
 from harness.errors import ConfigError
 from harness.guest.protocol import CpuTbStats, IpiPair, IpiReport, Probe, TbStats, ThreadPlacement, Tick
+from harness.scenarios.hotplug import HotplugObservations, Plan
+from harness.scenarios.steps import Before
 
 FREQ = 512_000_000
 MS = FREQ // 1000
@@ -195,6 +196,59 @@ class TestNothingMeasuredIsNeverAPass:
     def test_no_ticks_on_the_source_is_not_measured(self) -> None:
         result = _verdicts(_healthy(hop_gaps=((),)))["timer ticks on schedule"]
         assert result.verdict is Verdict.NOT_MEASURED
+
+    def test_missed_tick_names_the_cpus_without_a_first_tick(self) -> None:
+        assert missed_tick(_STALLED[0]) == [1] and missed_tick(_healthy().hop_gaps[0]) == []
+
+
+IPIS = "IPIs delivered between every pair of CPUs"
+
+
+def _plugged(seen: Observations, agent_cpus: tuple[int, ...] = (0, 1)) -> HotplugObservations:
+    """A guest booted with CPU 0 only, CPU 1 plugged and ticking on the destination."""
+    return HotplugObservations(
+        Plan("plug", 0), Before(seen.probe_before, "idle", (0,)), 1, "destination", False, True, True,
+        True, None, (), None, 3, (), seen.probe_after, "", agent_cpus, seen.hop_gaps[0], 80, seen)
+
+
+class TestHotplugIpis:
+    """hotplug's IPI check goes through the generic one, counting the agent's CPUs (the plugged
+    one included) instead of those online before the migration; its results are the ones it gave
+    when it had its own call (pinned here field by field)."""
+
+    ONE_CPU = _healthy(probe_before=_probe(1_000 * MS, cpus_online="0"))
+
+    def test_the_plugged_cpu_counts(self) -> None:
+        assert _verdicts(self.ONE_CPU)[IPIS].verdict is Verdict.NOT_APPLICABLE  # generic: 1 CPU
+        assert _plugged(self.ONE_CPU)._ipis() == CheckResult(
+            IPIS, True, "2 pairs answered", {"0->1": 40_000, "1->0": 41_000},
+            "cross-CPU futex wake-up round trips in timebase ticks; lost: none")
+
+    def test_an_ipi_lost_to_the_plugged_cpu_fails(self) -> None:
+        ipi = IpiReport(seq=10, req=4, pairs=(IpiPair(0, 1, 40_000), IpiPair(1, 0, -1)))
+        assert _plugged(dataclasses.replace(self.ONE_CPU, ipi=ipi))._ipis() == CheckResult(
+            IPIS, False, "2 pairs answered", {"0->1": 40_000, "1->0": -1},
+            "cross-CPU futex wake-up round trips in timebase ticks; lost: ['1->0']", Verdict.FAILED)
+
+    def test_unanswered_after_a_stall_is_not_measured_caused_by_it(self) -> None:
+        seen = dataclasses.replace(self.ONE_CPU, ipi=None, hop_gaps=_STALLED,
+                                   silence="dst: no reply to 'ipi'")
+        assert _plugged(seen)._ipis() == CheckResult(
+            IPIS, False, "2 pairs answered", "not measured", "the guest did not answer ipi: dst: no "
+            "reply to 'ipi'", Verdict.NOT_MEASURED, STALL)
+
+    def test_unanswered_without_a_stall_is_caused_by_the_silence(self) -> None:
+        seen = dataclasses.replace(self.ONE_CPU, ipi=None, silence="dst: no reply to 'ipi'")
+        assert _plugged(seen)._ipis().cause == "guest-answers-after-the-migration"
+
+    def test_one_agent_cpu_is_not_applicable(self) -> None:
+        result = _plugged(self.ONE_CPU, agent_cpus=(0,))._ipis()
+        assert (result.verdict, result.evidence) == (
+            Verdict.NOT_APPLICABLE, "1 CPU online: no pair of CPUs to send IPIs between")
+
+    def test_it_is_the_generic_check_with_the_agents_cpu_count(self) -> None:
+        seen = _healthy(woken="CPUs [1] missed their tick")
+        assert _plugged(seen)._ipis() == ipis_delivered(seen, 2) == _verdicts(seen)[IPIS]
 
 
 class TestJumpInEveryGuestState:

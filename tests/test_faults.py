@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from harness.cell import CellRecord, run_cell, run_judged
-from harness.checks import Verdict
+from harness.checks.result import Verdict
 from harness.errors import QemuCrashed
 from harness.matrix.load import load_matrix
 from harness.paths import REPO_ROOT

@@ -41,7 +41,7 @@ MATRIX = textwrap.dedent("""
 """)
 
 BODY = textwrap.dedent("""
-    from harness.checks import CheckResult
+    from harness.checks.result import CheckResult
     from harness.errors import CheckFailed, HarnessError
 
     def test_cell(cell, cell_record):

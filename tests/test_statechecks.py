@@ -3,11 +3,11 @@ saying what it compared, and a hop whose state was not read is never a pass. No 
 
 from __future__ import annotations
 
-from harness.checks import Verdict
+from harness.checks.machine_state import machine_state_checks
+from harness.checks.result import Verdict
 from harness.libvirt.driver import NOT_READ
 from harness.machinestate import Component, MachineState, compare_all
 from harness.migration.run import MigrationFigures, MigrationResult
-from harness.statechecks import machine_state_checks
 
 FIGURES = MigrationFigures("completed", 400, 30, 1, 1000, 1000, {})
 

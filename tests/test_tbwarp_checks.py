@@ -11,7 +11,9 @@ import zlib
 
 import pytest
 
-from harness.checks import CheckResult, Limits, Observations, TickGap, Verdict
+from harness.checks.generic import Observations, TickGap
+from harness.checks.result import CheckResult, Limits, Verdict
+from harness.checks.timebase import HopTimebase, hop_checks, in_step, jump_within_bound, never_backwards
 from harness.guest.protocol import (
     CpuTbStats,
     CpuWarp,
@@ -24,7 +26,6 @@ from harness.guest.protocol import (
     parse_line,
 )
 from harness.scenarios.timebase import Plan, TimebaseObservations
-from harness.tbchecks import HopTimebase, hop_checks, in_step, jump_within_bound, never_backwards
 
 FREQ = 512_000_000
 MS = FREQ // 1000

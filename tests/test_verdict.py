@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from harness.checks import HOST_OVERLOADED, STALL, CheckResult, Verdict, not_applicable, not_measured
+from harness.checks.generic import STALL
+from harness.checks.result import HOST_OVERLOADED, CheckResult, Verdict, not_applicable, not_measured
+from harness.checks.verdict import failure_checks, judge
 from harness.errors import MigrationFailed, QemuCrashed
 from harness.matrix.model import KnownFailure
-from harness.verdict import failure_checks, judge
 
 TICKS = CheckResult("timer ticks on schedule", False, "<= 830 ms", "gaps: CPU 0 none",
                     "CPU 0: no tick after #5 within 1830 ms of the destination resuming")

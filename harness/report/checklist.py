@@ -1,4 +1,4 @@
-"""A cell's checks as the reports carry them (:func:`harness.verdict.checks_json`): plain dicts
+"""A cell's checks as the reports carry them (:func:`harness.checks.verdict.checks_json`): plain dicts
 with ``id``, ``verdict``, ``measured`` and, when something explained the check, ``explained_by``
 (the known_failures entry's key) and ``entry`` (its first cell glob).
 

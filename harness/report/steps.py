@@ -28,11 +28,11 @@ import allure_commons
 from allure_commons.model2 import Attachment, Parameter, StatusDetails, TestStepResult
 
 from harness.cell import CellRecord
-from harness.checks import CheckResult, Verdict
+from harness.checks.result import CheckResult, Verdict
+from harness.checks.verdict import CheckVerdict
 from harness.errors import CheckFailed, ChecksFailed, MigrationFailed, MigrationTimeout
 from harness.matrix.model import KnownFailure
 from harness.migration.run import STREAM_PREFIX, MigrationResult
-from harness.verdict import CheckVerdict
 
 PARAMETER_CHARS = 300
 HOP_OVERHEAD_S = 0.1

@@ -31,7 +31,7 @@ class CellOutcome:
     phases: dict[str, float] = field(default_factory=dict)
     checks: list[dict[str, str]] = field(default_factory=list)
     """Each check's id, verdict, what it measured and the known_failures entry that explained it
-    (:func:`harness.verdict.checks_json`)."""
+    (:func:`harness.checks.verdict.checks_json`)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class CellRuns:
 
 
 _UNEXPLAINED = "unexplained: "
-"""How :func:`harness.verdict.judge` starts a failed cell's reason."""
+"""How :func:`harness.checks.verdict.judge` starts a failed cell's reason."""
 
 
 def by_cell(outcomes: list[CellOutcome]) -> list[CellRuns]:

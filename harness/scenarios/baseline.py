@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.checks import Observations
+from harness.checks.generic import Observations
 from harness.guest.protocol import LoadMode
 from harness.scenarios.declare import Scenario, Variant
 from harness.scenarios.steps import boot, hop, observe

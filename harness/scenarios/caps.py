@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult, Limits
+from harness.checks.result import CheckResult, Limits
 from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
 from harness.scenarios.steps import CarriedOn, boot, carried_on

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from harness.checks import CheckResult, Limits
+from harness.checks.result import CheckResult, Limits
 from harness.qemu.machine import Dimm
 
 if TYPE_CHECKING:

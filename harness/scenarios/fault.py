@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult, Limits
+from harness.checks.result import CheckResult, Limits
 from harness.errors import GoldmigError, QemuCrashed, QemuUnresponsive
 from harness.guest.agent import Agent
 from harness.scenarios.declare import Scenario, Variant

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import STALL, CheckResult, Limits, not_measured
+from harness.checks.generic import STALL
+from harness.checks.result import CheckResult, Limits, not_measured
 from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, Probe, TbStats, Tick
 from harness.scenarios.declare import Needs, Scenario, single

@@ -48,16 +48,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from harness.checks import (
-    CheckResult,
-    Limits,
-    Observations,
-    TickGap,
-    check_id,
-    generic_checks,
-    ipis_delivered,
-    not_measured,
-)
+from harness.checks.generic import Observations, TickGap, generic_checks, ipis_delivered
+from harness.checks.result import CheckResult, Limits, check_id, not_measured
 from harness.errors import GuestUnresponsive, QmpCommandError
 from harness.guest.agent import Agent
 from harness.guest.protocol import CpuOnline, Probe, Tick, parse_cpu_list
@@ -248,7 +240,7 @@ class HotplugObservations:
 
     def _ipis(self) -> CheckResult:
         """Between the agent's CPUs, a plugged or unplugged one included."""
-        return ipis_delivered(self.seen.ipi, len(self.agent_cpus), self.seen)
+        return ipis_delivered(self.seen, len(self.agent_cpus))
 
 
 def _sides(src: bool, dst: bool) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult, Limits
+from harness.checks.result import CheckResult, Limits
 from harness.errors import MigrationFailed, MigrationTimeout
 from harness.scenarios.declare import Scenario, single
 from harness.scenarios.steps import CarriedOn, boot, carried_on

@@ -13,7 +13,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult, Limits, Observations, TickGap, generic_checks
+from harness.checks.generic import Observations, TickGap, generic_checks
+from harness.checks.result import CheckResult, Limits
 from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.protocol import Probe

@@ -43,7 +43,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult, Limits, Observations
+from harness.checks.generic import Observations
+from harness.checks.result import CheckResult, Limits
 from harness.guest.protocol import Probe
 from harness.qemu.memmap import Window, hmp, phb_windows
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant

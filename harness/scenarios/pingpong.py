@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.checks import Observations
+from harness.checks.generic import Observations
 from harness.scenarios.declare import Scenario, single
 from harness.scenarios.steps import boot, hop, observe
 

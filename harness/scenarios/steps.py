@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from harness.checks import CheckResult, Limits, Observations, Progress, TickGap, not_measured
+from harness.checks.generic import Observations, Progress, TickGap
+from harness.checks.result import CheckResult, Limits, not_measured
 from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, IpiReport, LoadMode, Probe, TbStats, Tick, parse_cpu_list

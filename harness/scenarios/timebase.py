@@ -22,7 +22,7 @@ back and jumped no further than the hop's downtime plus the slack
 behind the one sampled just before it under a lock, so none is off by more
 than the reported sampling interval). Then the ticks on schedule after every
 hop, and after the last the generic checks. Under TCG no per-CPU offset can be
-forced (see ``tbchecks`` and the project test), so the non-vacuity test winds
+forced (see ``harness.checks.timebase`` and the project test), so the non-vacuity test winds
 the machine's clock back in the stream (variant data ``rewind_ms``).
 """
 
@@ -33,21 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.checks import (
-    STALL,
-    CheckResult,
-    Limits,
-    Observations,
-    TickGap,
-    generic_checks,
-)
+from harness.checks.generic import STALL, Observations, TickGap, generic_checks
+from harness.checks.result import CheckResult, Limits
+from harness.checks.timebase import HopTimebase, hop_checks, ticks_after
 from harness.errors import ConfigError, GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.protocol import TbStats, TbWarp
 from harness.scenarios.declare import Needs, Scenario, Variant
 from harness.scenarios.steps import STALLED_ANSWER_S, Asker, Before, Hop, boot, observe, tick_gaps
 from harness.stream.clock import rewind_clock
-from harness.tbchecks import HopTimebase, hop_checks, ticks_after
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext

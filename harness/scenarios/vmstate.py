@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult, Limits
+from harness.checks.result import CheckResult, Limits
 from harness.errors import QemuCrashed
 from harness.scenarios.declare import Needs, Scenario, single
 from harness.stream import StaticCheck, static_check, summarise

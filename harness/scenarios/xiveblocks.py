@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult, Limits, Observations
+from harness.checks.generic import Observations
+from harness.checks.result import CheckResult, Limits
 from harness.guest.protocol import Probe
 from harness.qemu.memmap import Block, hmp, ram_blocks, region_types
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant

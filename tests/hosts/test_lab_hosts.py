@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from harness.cell import CellImpossible, CellRecord, run_judged
-from harness.checks import Verdict
+from harness.checks.result import Verdict
 from harness.hosts import sshkeys
 from harness.hosts.netns import NamespacePair
 from harness.hosts.ssh import HostKeyRejected, SshHost

@@ -27,7 +27,7 @@ from harness.builds.model import Build
 from harness.builds.provision import provision
 from harness.builds.spec import PathBuild
 from harness.cell import CellRecord, run_judged
-from harness.checks import Verdict
+from harness.checks.result import Verdict
 from harness.errors import BuildError, HarnessError, HostError, ProductFailure, QemuStartError
 from harness.hosts.base import Host
 from harness.hosts.local import LocalHost

@@ -32,7 +32,7 @@ MATRIX = textwrap.dedent("""
 
 def _body(failing: str) -> str:
     return textwrap.dedent(f"""
-        from harness.checks import CheckResult
+        from harness.checks.result import CheckResult
         from harness.errors import CheckFailed
 
         def test_cell(cell, cell_record):

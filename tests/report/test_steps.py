@@ -6,12 +6,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from harness.cell import CellImpossible, CellRecord
-from harness.checks import CheckResult, not_applicable, not_measured
+from harness.checks.result import CheckResult, not_applicable, not_measured
+from harness.checks.verdict import failure_checks, judge
 from harness.errors import CheckFailed, ChecksFailed, GuestUnresponsive, MigrationFailed
 from harness.matrix.model import Cell, KnownFailure
 from harness.migration.run import MigrationFigures, MigrationResult
 from harness.report.steps import Step, add_to_test, plan
-from harness.verdict import failure_checks, judge
 
 CELL = Cell("qemu-7.2", "qemu-10.0", "pseries-7.2", "baseline", "idle")
 QUERY = {"status": "completed", "total-time": 512, "downtime": 12, "setup-time": 3,

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks import CheckResult, Limits, Observations, generic_checks
+from harness.checks.generic import Observations, generic_checks
+from harness.checks.result import CheckResult, Limits
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
 from harness.scenarios.steps import boot, hop, observe
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness.cell import CellRecord, run_cell, run_judged
-from harness.checks import Verdict
+from harness.checks.result import Verdict
+from harness.checks.verdict import failure_checks, judge
 from harness.errors import ChecksFailed, ProductFailure
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Matrix
@@ -24,7 +25,6 @@ from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Variant
 from harness.scenarios.hotplug import DIMM_MB, HotplugObservations, Plan
 from harness.stream.drc import DRC_STATES
-from harness.verdict import failure_checks, judge
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from harness.cell import CellRecord, run_cell, run_judged
-from harness.checks import Limits, Observations, TickGap, Verdict
+from harness.checks.generic import Observations, TickGap
+from harness.checks.result import Limits, Verdict
 from harness.errors import ChecksFailed
 from harness.guest.protocol import PciDevice, Probe, Tick
 from harness.matrix.load import load_matrix

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from harness.cell import CellRecord, run_judged
-from harness.checks import Verdict
+from harness.checks.result import Verdict
 from harness.errors import ChecksFailed, ProductFailure
 from harness.matrix.load import load_matrix
 from harness.matrix.model import GuestSettings, Matrix

@@ -13,17 +13,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from harness.checks import (
-    CheckResult,
-    Limits,
-    TickGap,
-    check_id,
-    jump_evidence,
-    not_applicable,
-    not_measured,
-    ticks_on_schedule,
-    timebase_jump,
-)
+from harness.checks.generic import TickGap, jump_evidence, missed_tick, ticks_on_schedule, timebase_jump
+from harness.checks.result import CheckResult, Limits, check_id, not_applicable, not_measured
 from harness.guest.protocol import TbStats, TbWarp
 
 
@@ -45,7 +36,7 @@ class HopTimebase:
 
     @property
     def stalled(self) -> bool:
-        return any(g.first_after is None for g in self.gaps)
+        return bool(missed_tick(self.gaps))
 
     def unanswered(self, name: str, what: str, bound: object = "") -> CheckResult:
         """``name`` not measured, caused by this hop's tick check when a CPU stalled, else by
@@ -90,7 +81,7 @@ def never_backwards(hop: HopTimebase, tb_freq: int) -> CheckResult:
 
 def jump_within_bound(hop: HopTimebase, tb_freq: int, limits: Limits) -> CheckResult:
     """The timebase jumped forward across the hop by no more than its downtime plus the slack
-    (the jump every CPU's watcher saw: :func:`harness.checks.timebase_jump`)."""
+    (the jump every CPU's watcher saw: :func:`harness.checks.generic.timebase_jump`)."""
     name = f"timebase forward jump within bound across hop {hop.number}"
     bound_ms = hop.downtime_ms + limits.tb_slack_ms
     bound = bound_ms * tb_freq // 1000

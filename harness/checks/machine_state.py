@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.checks import CheckResult, not_applicable, not_measured
+from harness.checks.result import CheckResult, not_applicable, not_measured
 from harness.machinestate import MachineStateComparison
 from harness.migration.run import MigrationResult
 

@@ -1,107 +1,31 @@
-"""Guest-visible invariants after a migration: named checks, pure functions of observations.
+"""The generic checks of a migration, and the helpers scenarios build their own checks from.
 
 No QEMU here. A scenario composes the generic checks (:func:`generic_checks`,
 leaving out some by name) with its own; every check yields one
-:class:`CheckResult` whose ``invariant`` is the check's name. Per-CPU checks
-look at every CPU and name the ones that broke.
+:class:`~harness.checks.result.CheckResult` whose ``invariant`` is the check's
+name. Per-CPU checks look at every CPU and name the ones that broke. A
+scenario's own checks use the helpers here (:func:`ticks_on_schedule`,
+:func:`ipis_delivered`, :func:`timebase_jump`, :func:`equal`, ...) rather than
+measuring the same thing again.
 """
 
 from __future__ import annotations
 
-import enum
-import re
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 
+from harness.checks.result import (
+    HOST_OVERLOADED,
+    Check,
+    CheckResult,
+    Limits,
+    check_id,
+    not_applicable,
+    not_measured,
+)
 from harness.errors import ConfigError
 from harness.guest.protocol import CpuTbStats, IpiReport, Probe, TbStats, Tick, parse_cpu_list
 from harness.hostload.judge import Judgement, judge
-
-TICK_PERIOD_MS = 250
-"""The agent's per-CPU tick period (guests/golden/PROTOCOL.md)."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds the checks apply, from matrix.yaml ``checks``."""
-
-    tb_slack_ms: int
-    tick_period_ms: int = TICK_PERIOD_MS
-
-    def gap_bound_ms(self, downtime_ms: int) -> int:
-        """The largest allowed gap between two ticks of one CPU across a migration."""
-        return self.tick_period_ms + downtime_ms + self.tb_slack_ms
-
-
-class Verdict(enum.Enum):
-    """A check's verdict. Only PASSED is a pass: a check that measured nothing is NOT_MEASURED
-    (it should have, and could not: the guest was silent, QEMU died, the host starved it) or
-    NOT_APPLICABLE (there is nothing to measure in this cell, e.g. IPIs with one CPU)."""
-
-    PASSED = "passed"
-    FAILED = "failed"
-    NOT_MEASURED = "not measured"
-    NOT_APPLICABLE = "not applicable"
-
-
-HOST_OVERLOADED = "host-overloaded"
-"""The ``cause`` of a check not measured because the host did not give the guest a CPU."""
-
-
-def check_id(name: str) -> str:
-    """A check's id, as known_failures entries name it: its name in lower case, dashes between
-    words, apostrophes dropped (``QEMU's message`` -> ``qemus-message``)."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower().replace("'", "")).strip("-")
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check's result: its name, verdict, bound (``before``), what it measured (``after``)
-    and the evidence it was measured from.
-
-    ``ok`` gives PASSED or FAILED; :func:`not_measured` and :func:`not_applicable` make the
-    other two, with the reason as the evidence.
-    """
-
-    invariant: str
-    ok: bool
-    before: object
-    after: object
-    evidence: str
-    verdict: Verdict = field(default=Verdict.PASSED)
-    cause: str | None = None
-    """For NOT_MEASURED: the id of the check whose failure kept this one from being measured
-    (explained with it), or :data:`HOST_OVERLOADED`; None when nothing in the cell explains it."""
-
-    def __post_init__(self) -> None:
-        if self.verdict in (Verdict.PASSED, Verdict.FAILED):
-            object.__setattr__(self, "verdict", Verdict.PASSED if self.ok else Verdict.FAILED)
-        elif self.ok:
-            raise ValueError(f"check {self.invariant!r}: ok with verdict {self.verdict.value}")
-
-    @property
-    def id(self) -> str:
-        return check_id(self.invariant)
-
-    @property
-    def message(self) -> str:
-        """What a known_failures entry's ``match`` is searched in."""
-        return f"{self.invariant}: before={self.before!r} after={self.after!r}\nevidence: {self.evidence}"
-
-    @property
-    def counts_against(self) -> bool:
-        """Failed or not measured: the cell cannot pass unless something explains it."""
-        return self.verdict in (Verdict.FAILED, Verdict.NOT_MEASURED)
-
-
-def not_measured(name: str, why: str, *, bound: object = "", cause: str | None = None) -> CheckResult:
-    """A check that should have measured and could not, saying why."""
-    return CheckResult(name, False, bound, "not measured", why, Verdict.NOT_MEASURED, cause)
-
-
-def not_applicable(name: str, why: str, *, bound: object = "") -> CheckResult:
-    """A check with nothing to measure in this cell, saying why."""
-    return CheckResult(name, False, bound, "not applicable", why, Verdict.NOT_APPLICABLE)
 
 
 @dataclass(frozen=True)
@@ -132,6 +56,11 @@ class Progress:
     cpu: int
     before: int
     after: int | None
+
+
+def missed_tick(gaps: Iterable[TickGap]) -> list[int]:
+    """The CPUs, in ``gaps``' order, whose first tick after the hop never came."""
+    return [g.cpu for g in gaps if g.first_after is None]
 
 
 STALL = "timer-ticks-on-schedule"
@@ -172,7 +101,7 @@ class Observations:
 
     @property
     def stalled(self) -> bool:
-        return any(g.first_after is None for g in self.tick_gaps)
+        return bool(missed_tick(self.tick_gaps))
 
     def unanswered(self, name: str, what: str, bound: object = "") -> CheckResult:
         """``name`` not measured: the guest did not answer ``what`` (because a CPU missed its tick,
@@ -184,16 +113,13 @@ class Observations:
         return generic_checks(self, limits)
 
 
-Check = Callable[[Observations, Limits], CheckResult]
-
-
 def _status(obs: Observations, limits: Limits) -> CheckResult:
-    return _equal("source is postmigrate", "postmigrate", obs.source_status, "query-status on source")
+    return equal("source is postmigrate", "postmigrate", obs.source_status, "query-status on source")
 
 
 def _running(obs: Observations, limits: Limits) -> CheckResult:
-    return _equal("destination is running", "running", obs.destination_status,
-                  "query-status on destination")
+    return equal("destination is running", "running", obs.destination_status,
+                 "query-status on destination")
 
 
 def ticks_on_schedule(gaps: tuple[TickGap, ...], downtime_ms: int, tb_freq: int,
@@ -270,16 +196,17 @@ def _progress(obs: Observations, limits: Limits) -> CheckResult:
     )
 
 
-def ipis_delivered(ipi: IpiReport | None, cpus: int, obs: Observations) -> CheckResult:
-    """Every ordered pair of ``cpus`` CPUs answered a cross-CPU wake-up (not applicable with
-    one CPU: there is no pair)."""
+def ipis_delivered(obs: Observations, cpus: int) -> CheckResult:
+    """Every ordered pair of ``cpus`` CPUs answered a cross-CPU wake-up in ``obs``'s IPI report
+    (not applicable with one CPU: there is no pair). The generic check counts the CPUs online
+    before the migration; a scenario that changes them (hotplug) counts its own."""
     name = "IPIs delivered between every pair of CPUs"
     expected = cpus * (cpus - 1)
     if cpus < 2:
         return not_applicable(name, f"{cpus} CPU online: no pair of CPUs to send IPIs between")
-    if ipi is None:
+    if obs.ipi is None:
         return obs.unanswered(name, "ipi", f"{expected} pairs answered")
-    pairs = ipi.pairs
+    pairs = obs.ipi.pairs
     lost = [f"{p.from_cpu}->{p.to_cpu}" for p in pairs if p.ticks < 0]
     return CheckResult(
         name, len(pairs) == expected and not lost, f"{expected} pairs answered",
@@ -290,7 +217,7 @@ def ipis_delivered(ipi: IpiReport | None, cpus: int, obs: Observations) -> Check
 
 
 def _ipis(obs: Observations, limits: Limits) -> CheckResult:
-    return ipis_delivered(obs.ipi, len(parse_cpu_list(obs.probe_before.cpus_online)), obs)
+    return ipis_delivered(obs, len(parse_cpu_list(obs.probe_before.cpus_online)))
 
 
 def _tb_backwards(obs: Observations, limits: Limits) -> CheckResult:
@@ -427,7 +354,7 @@ def _same(name: str, field: str, evidence: str) -> Check:
     def check(obs: Observations, limits: Limits) -> CheckResult:
         if obs.probe_after is None:
             return obs.unanswered(name, "probe", getattr(obs.probe_before, field))
-        return _equal(name, getattr(obs.probe_before, field), getattr(obs.probe_after, field), evidence)
+        return equal(name, getattr(obs.probe_before, field), getattr(obs.probe_after, field), evidence)
     return check
 
 
@@ -462,6 +389,6 @@ def generic_checks(obs: Observations, limits: Limits, without: Collection[str] =
     return [check(obs, limits) for name, check in GENERIC.items() if name not in without]
 
 
-def _equal(invariant: str, before: object, after: object, evidence: str) -> CheckResult:
+def equal(invariant: str, before: object, after: object, evidence: str) -> CheckResult:
+    """``invariant`` passes when ``after`` equals ``before``; both shown as they are."""
     return CheckResult(invariant, before == after, before, after, evidence)
-

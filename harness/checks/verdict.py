@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.checks import HOST_OVERLOADED, CheckResult, Verdict, not_measured
+from harness.checks.result import HOST_OVERLOADED, CheckResult, Verdict, not_measured
 from harness.errors import (
     CheckFailed,
     GuestUnresponsive,
