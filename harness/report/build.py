@@ -1,6 +1,11 @@
 """Build the HTML report: Allure 3 over one or more results directories (shards merge), with
 history, categories, the matrix view beside it and what changed since the previous run.
 
+Allure's overview ring counts Allure statuses (a known failure is skipped, a FIXED? cell failed),
+not goldmig's outcomes; the overview says so and gives goldmig's counts twice: in Allure's own
+Variables block (the config's ``variables``, :func:`overview_variables`) and in a goldmig bar on
+top of every page, which also links the matrix view.
+
 Allure appends each report's results to ``reports/history/allure-history.jsonl``
 (its ``historyPath``): a cell's page shows its past runs and the overview a
 trend. Building the report of the same results again does not append them
@@ -16,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from html import escape
@@ -26,8 +32,9 @@ from typing import Any
 from harness.report.categories import categories
 from harness.report.checklist import states
 from harness.report.history import RUNS_FILE, Changes, read_runs, what_changed
-from harness.report.matrix_page import changes_html, render, ring_note
+from harness.report.matrix_page import RING, Ring, changes_html, headline, render, ring_note
 from harness.report.results import RUN_FILE, CellResult, ReportError, read_cells
+from harness.report.summary import OUTCOMES
 from harness.report.tool import allure_command
 
 ALLURE_HISTORY = "allure-history.jsonl"
@@ -40,6 +47,8 @@ HIDDEN_LABELS = ["thread", "framework", "language", "package"]
 _ANALYTICS = re.compile(r'\s*<script async src="https://www\.googletagmanager\.com/.*?</script>\s*<script>.*?'
                         r"</script>", re.S)
 ALLURE_TIMEOUT_S = 600
+RING_VARIABLE = "Allure's ring"
+"""The overview variable that says what the ring's rate divides."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class Built:
     def lines(self) -> list[str]:
         return [f"goldmig report: {_shown(self.index)}, {len(self.cells)} cells; matrix view "
                 f"{_shown(self.matrix)}; built in {self.seconds:.1f} s (Allure {self.allure_seconds:.1f} s)",
+                f"  {headline(self.cells)}; Allure's ring {Ring.of(self.cells).rate()}",
                 "  " + (self.changes.headline() if self.changes else "what changed: the results carry no run "
                         "id (made before goldmig recorded one)")]
 
@@ -81,7 +91,7 @@ def build_report(results: list[Path], out: Path, history: Path) -> Built:
     config = {
         "name": title, "output": str(out), "historyPath": str(history / ALLURE_HISTORY),
         "appendHistory": not already, "historyLimit": HISTORY_RUNS, "hideLabels": HIDDEN_LABELS,
-        "categories": categories(cells),
+        "categories": categories(cells), "variables": overview_variables(cells),
         "plugins": {"awesome": {"options": {"reportName": title, "groupBy": ["parentSuite", "suite"]}}},
     }
     allure_started = time.monotonic()
@@ -91,10 +101,21 @@ def build_report(results: list[Path], out: Path, history: Path) -> Built:
         with appended.open("a") as file:
             file.write(key + "\n")
     index = out / "index.html"
-    _decorate(index, changes, ring_note(cells))
+    _decorate(index, changes, headline(cells), ring_note(cells))
     matrix = out / MATRIX_PAGE
     matrix.write_text(render(cells, changes, title))
     return Built(index, matrix, cells, changes, time.monotonic() - started, allure_seconds)
+
+
+def overview_variables(cells: list[CellResult]) -> dict[str, str]:
+    """Allure's report variables, shown on its overview: goldmig's outcome counts in the run
+    summary's words and order (``goldmig known: 214``), and the statuses the ring's rate divides.
+    Eight, the most the overview shows before its "show more"; short values (longer ones are cut
+    with an ellipsis)."""
+    counts = Counter(c.outcome for c in cells)
+    variables = {f"goldmig {o}": str(counts.get(o, 0)) for o in OUTCOMES}
+    variables[RING_VARIABLE] = f"{RING[0]} / ({' + '.join(RING)})"  # passed / (passed + failed + broken)
+    return variables
 
 
 def _run_of(results: Path) -> dict[str, str] | None:
@@ -145,19 +166,21 @@ def _generate(config: dict[str, Any], results: list[Path]) -> None:
         raise ReportError(f"Allure failed to build {config['output']} (exit {done.returncode}): {said}")
 
 
-def _decorate(index: Path, changes: Changes | None, ring: str) -> None:
+def _decorate(index: Path, changes: Changes | None, summary: str, ring: str) -> None:
     """Drop Allure's Google Analytics tag and put a goldmig bar on top: a link to the matrix view,
-    what Allure's ring counts against goldmig's outcomes, and what changed since the previous run."""
+    goldmig's counts as the run's summary gives them, what Allure's ring counts against them, and
+    what changed since the previous run."""
     html = _ANALYTICS.sub("", index.read_text())
     if "<body>" not in html:
         raise ReportError(f"{index}: Allure wrote no <body>; the report cannot be linked to the matrix view")
-    summary = escape(changes.headline()) if changes else "what changed: unknown (no run id)"
+    changed = escape(changes.headline()) if changes else "what changed: unknown (no run id)"
     bar = ('<div id="goldmig-bar" style="font:13px/1.5 system-ui,sans-serif;padding:6px 16px;'
-           'background:#1f2937;color:#f9fafb"><b>goldmig</b> · '
+           'background:#1f2937;color:#f9fafb"><div><b>goldmig</b> · '
            f'<a id="goldmig-matrix-link" href="{MATRIX_PAGE}" style="color:#93c5fd">matrix view</a> · '
-           f'<span id="goldmig-ring">{escape(ring)}</span> · '
-           '<details style="display:inline"><summary style="display:inline;cursor:pointer">'
-           f'{summary}</summary><div style="background:#fff;color:#1f2937;padding:4px 12px">'
+           f'<b id="goldmig-summary">{escape(summary)}</b> (the run\'s summary)</div>'
+           f'<div id="goldmig-ring" style="color:#d1d5db">{escape(ring)}</div>'
+           '<details><summary style="cursor:pointer">'
+           f'{changed}</summary><div style="background:#fff;color:#1f2937;padding:4px 12px">'
            f"{changes_html(changes)}</div></details></div>")
     index.write_text(html.replace("<body>", "<body>\n" + bar, 1))
 

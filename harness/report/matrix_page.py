@@ -2,20 +2,25 @@
 each square coloured by the cell's outcome (goldmig's, as the run's summary gives it: a fixed
 cell is FIXED?, not FAIL), its short reason and checks on hover, linked to its Allure page.
 
+Above the grids: the run summary's own count line and legend, and what Allure's overview ring
+counts (:class:`Ring`), so that the three views can be told apart and matched.
+
 Plain HTML and CSS (no script), written beside the Allure report's index.html.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
+from dataclasses import dataclass
 from html import escape
 
 from harness.report.history import Changes
-from harness.report.results import OUTCOMES, CellResult
+from harness.report.results import CellResult, summary_outcomes
+from harness.report.summary import _LABEL as LABEL  # the summary's table: one name per outcome, one place
+from harness.report.summary import OUTCOMES, summary_lines
 
-LABEL = {"passed": "PASS", "failed": "FAIL", "broken": "BROKEN", "known": "KNOWN", "fixed": "FIXED?",
-         "flaky": "FLAKY", "skipped": "SKIP"}
 _MEANING = {"passed": "passed", "failed": "QEMU or the guest misbehaved",
             "broken": "the harness or the environment is at fault", "known": "a declared known failure",
             "fixed": "a known failure that passed: review its entry",
@@ -46,15 +51,17 @@ ul.notes { list-style: none; padding: 0; margin: 0 0 8px; font-size: 13px; }
 def render(cells: list[CellResult], changes: Changes | None, title: str) -> str:
     """The whole page."""
     counts = Counter(c.outcome for c in cells)
-    legend = "".join(f'<span class="o-{o}" title="{escape(_MEANING[o])}">{LABEL[o]} {counts.get(o, 0)}</span>'
-                     for o in OUTCOMES)
+    legend = "".join(f'<span class="o-{o}" data-outcome="{o}" title="{escape(_MEANING[o])}">{LABEL[o]} '
+                     f"{counts.get(o, 0)}</span>" for o in OUTCOMES)
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}: "
              f"matrix</title><style>{_STYLE}</style></head><body>",
              f"<h1>{escape(title)}: the matrix</h1>",
-             f'<p class="meta">{len(cells)} cells. <a href="index.html">The Allure report</a> has each '
-             "cell's steps, evidence and history. Hover a square for the reason; click it for the cell.</p>",
+             f'<p id="summary"><b>{escape(headline(cells))}</b> <span class="meta">'
+             "(goldmig's outcomes, counted as the run's summary counts them)</span></p>",
+             f'<p class="legend">{legend}</p>',
              f'<p class="meta" id="ring">{escape(ring_note(cells))}</p>',
-             f'<p class="legend">{legend}</p>', changes_html(changes)]
+             "<p class=\"meta\"><a href=\"index.html\">The Allure report</a> has each cell's steps, evidence "
+             "and history. Hover a square for the reason; click it for the cell.</p>", changes_html(changes)]
     for scenario in sorted({c.id.scenario for c in cells}):
         mine = [c for c in cells if c.id.scenario == scenario]
         builds = sorted({c.id.src for c in mine} | {c.id.dst for c in mine}, key=_natural)
@@ -66,18 +73,70 @@ def render(cells: list[CellResult], changes: Changes | None, title: str) -> str:
     return "\n".join(parts)
 
 
+def headline(cells: list[CellResult]) -> str:
+    """The run summary's first line for these cells (``goldmig: N cells: ...``), made by the
+    summary's own code from the results' outcomes."""
+    return summary_lines(list(summary_outcomes(cells)))[0]
+
+
+RING = ("passed", "failed", "broken")
+"""The Allure statuses in the overview ring's rate, passed / (passed + failed + broken): Allure 3's
+``getSuccessRate`` (core-api, its ``includedInSuccessRate``); skipped and unknown results are
+drawn in the ring but left out of its number."""
+
+
+@dataclass(frozen=True)
+class Ring:
+    """What Allure's overview ring counts: each cell's latest result by its Allure status (Allure
+    counts a cell's earlier runs as retries), with the goldmig outcomes under each status."""
+
+    outcomes: dict[str, Counter[str]]
+    """Allure status -> goldmig outcome -> cells."""
+
+    @classmethod
+    def of(cls, cells: list[CellResult]) -> Ring:
+        outcomes: dict[str, Counter[str]] = {}
+        for c in cells:
+            outcomes.setdefault(c.latest.status, Counter())[c.outcome] += 1
+        return cls(outcomes)
+
+    def count(self, status: str) -> int:
+        return sum(self.outcomes.get(status, Counter()).values())
+
+    @property
+    def percent(self) -> float:
+        """The ring's number as Allure's overview shows it (web-commons ``getPieChartValues``:
+        rounded down to a hundredth; 0 when nothing passed, failed or broke)."""
+        total = sum(self.count(s) for s in RING)
+        return math.floor(self.count("passed") / total * 10000) / 100 if total else 0.0
+
+    def rate(self) -> str:
+        """``64 / (64 + 1 + 0) = 98.46 %``."""
+        passed, failed, broken = (self.count(s) for s in RING)
+        return f"{passed} / ({passed} + {failed} + {broken}) = {self.percent:g} %"
+
+    def statuses(self) -> str:
+        """``64 passed (64 PASS); 1 failed (1 FIXED?); 236 skipped (214 KNOWN, 22 SKIP), not in its
+        rate``."""
+        parts = []
+        for status in (*RING, "skipped", "unknown"):
+            if self.count(status):
+                mine = self.outcomes[status]
+                inner = ", ".join(f"{mine[o]} {LABEL[o]}" for o in OUTCOMES if mine.get(o))
+                parts.append(f"{self.count(status)} {status} ({inner})" + ("" if status in RING
+                                                                           else ", not in its rate"))
+        return "; ".join(parts)
+
+    def note(self) -> str:
+        return (f"Allure's overview ring is passed / (passed + failed + broken) = {self.rate()}, over each "
+                f"cell's latest result by Allure status: {self.statuses() or 'no results'}. Allure counts "
+                "a known failure (an xfail) as skipped and a FIXED? cell (a known failure that now passes, "
+                "which fails the run) as failed; goldmig's own outcomes are the run summary's.")
+
+
 def ring_note(cells: list[CellResult]) -> str:
-    """What Allure's overview ring counts, in goldmig's outcomes: each cell's latest result by
-    Allure status, where a known cell is skipped (an xfail) and a FIXED? one failed."""
-    status = Counter(c.latest.status for c in cells)
-    by = {s: Counter(c.latest.outcome for c in cells if c.latest.status == s) for s in status}
-    parts = []
-    for name in ("passed", "failed", "broken", "skipped", "unknown"):
-        if status.get(name):
-            inner = ", ".join(f"{n} {LABEL.get(o, o)}" for o, n in sorted(by[name].items()))
-            parts.append(f"{status[name]} {name} ({inner})")
-    return ("Allure's overview ring counts each cell's latest result by Allure status: " + "; ".join(parts)
-            + ". The legend here counts goldmig's outcomes, as the run's summary does.")
+    """What Allure's overview ring counts, in goldmig's outcomes (:meth:`Ring.note`)."""
+    return Ring.of(cells).note()
 
 
 def changes_html(changes: Changes | None) -> str:

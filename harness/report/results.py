@@ -8,6 +8,10 @@ failure is an xfail whose reason starts ``known failure:``, a fixed one a
 failure that says ``known failure now passes``. Several results of one cell (``--repeat``) make one
 cell whose outcome is *flaky* when they differ; its Allure page is that of
 the latest result, which Allure shows with the others as retries.
+
+Outcomes, their order and the rule that makes a cell flaky are the run
+summary's (:mod:`harness.report.summary`): the report counts what the
+summary counts.
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.report.checklist import explained, note, parse, unexplained
+from harness.report.summary import OUTCOMES, CellOutcome, CellRuns
 
-OUTCOMES = ("passed", "failed", "broken", "known", "fixed", "flaky", "skipped")
 VERDICT_LABEL = "verdict"
 """An Allure result's label with goldmig's outcome of the cell (passed, failed, known, ...)."""
 CHECKS_LABEL = "checks"
@@ -132,8 +137,8 @@ class CellResult:
 
     @property
     def outcome(self) -> str:
-        outcomes = {r.outcome for r in self.runs}
-        return outcomes.pop() if len(outcomes) == 1 else "flaky"
+        """goldmig's outcome of the cell, by the run summary's rule: its runs' outcome, or flaky."""
+        return CellRuns(self.cell, summary_outcomes([self])).outcome
 
     @property
     def reason(self) -> str:
@@ -147,6 +152,12 @@ class CellResult:
     @property
     def id(self) -> CellId:
         return CellId.parse(self.cell)
+
+
+def summary_outcomes(cells: Iterable[CellResult]) -> tuple[CellOutcome, ...]:
+    """Every result of ``cells`` as the run's summary takes a run (its cell and outcome), oldest
+    first: what :func:`harness.report.summary.summary_lines` counts."""
+    return tuple(CellOutcome(c.cell, r.outcome) for c in cells for r in c.runs)
 
 
 def outcome_of(status: str, message: str) -> str:

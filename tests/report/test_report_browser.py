@@ -141,8 +141,18 @@ def test_overview_failed_cell_and_matrix_render_with_the_run_s_outcomes(served: 
 
     overview = _render(base + "index.html", "overview.png", tmp)
     assert 'id="goldmig-matrix-link" href="matrix.html"' in overview
-    assert "Allure's overview ring counts each cell's latest result by Allure status" in overview
-    assert "4 skipped (3 KNOWN, 1 SKIP)" in html.unescape(overview)
+    shown_text = html.unescape(overview)
+    head = "goldmig: 5 cells: 0 passed, 1 failed, 0 flaky, 3 known, 0 fixed, 0 broken, 1 skipped"
+    assert f'<b id="goldmig-summary">{head}</b>' in shown_text  # the run's summary, on top
+    assert ("Allure's overview ring is passed / (passed + failed + broken) = 0 / (0 + 1 + 0) = 0 %, "
+            "over each cell's latest result by Allure status: 1 failed (1 FAIL); 4 skipped (3 KNOWN, "
+            "1 SKIP), not in its rate.") in shown_text
+    variables = dict(re.findall(r'data-testid="metadata-item-key"[^>]*>([^<]+)</span>.*?'
+                                r'data-testid="metadata-item-value".*?>([^<>]+)</span>', shown_text, re.S))
+    assert {k: v for k, v in variables.items() if k.startswith("goldmig ")} == {  # Allure's Variables block
+        "goldmig passed": "0", "goldmig failed": "1", "goldmig flaky": "0", "goldmig known": "3",
+        "goldmig fixed": "0", "goldmig broken": "0", "goldmig skipped": "1"}
+    assert variables["Allure's ring"] == "passed / (passed + failed + broken)"
     assert "what changed since" in overview and "1 newly failing" in overview
     tree = _tree(overview)
     shown = {c: v for c, v in EXPECTED.items() if "pseries-7.2" in c}  # the pseries-2.7 group starts folded

@@ -3,14 +3,18 @@ history appended, and what changed in the summary of the next run."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from harness.report.history import RUNS_FILE, read_runs
+from harness.report.matrix_page import render
 from harness.report.results import RUN_FILE, read_cells
+from harness.report.summary import read_cells_json
 
 pytest_plugins = ["pytester"]
 
@@ -51,11 +55,11 @@ def reports(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
     return path
 
 
-def _run(pytester: pytest.Pytester, failing: str, results: Path) -> pytest.RunResult:
+def _run(pytester: pytest.Pytester, failing: str, results: Path, *options: str) -> pytest.RunResult:
     pytester.makepyfile(test_cells=_body(failing))
     return pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--matrix",
                                          str(pytester.path / "matrix.yaml"), "--alluredir", str(results),
-                                         "--clean-alluredir")
+                                         "--clean-alluredir", *options)
 
 
 def test_second_run_says_what_changed_and_results_carry_outcomes(pytester: pytest.Pytester,
@@ -103,3 +107,20 @@ def test_second_run_says_what_changed_and_results_carry_outcomes(pytester: pytes
     failed_step = by_cell["a>a/pseries-7.2/baseline-idle"]["steps"][0]  # the body never booted a guest
     assert failed_step["status"] == "failed"
     assert "online CPUs" in failed_step["statusDetails"]["message"]
+
+
+def test_the_matrix_page_of_a_parallel_run_says_what_its_summary_says(pytester: pytest.Pytester,
+                                                                      reports: Path) -> None:
+    """As the nightly runs (xdist workers write the results, the controller the summary): the fixed
+    cell is FIXED? on the matrix page, and every square and the count line are the summary's."""
+    pytester.makefile(".yaml", matrix=MATRIX)
+    results = pytester.path / "allure"
+    run = _run(pytester, "a>a", results, "-n", "2")
+    head = next(line for line in run.stdout.lines if line.startswith("goldmig: 4 cells: "))
+    assert head == "goldmig: 4 cells: 1 passed, 1 failed, 0 flaky, 1 known, 1 fixed, 0 broken, 0 skipped"
+    page = html.unescape(render(read_cells([results]), None, "t"))
+    assert f'<p id="summary"><b>{head}</b>' in page
+    squares = dict(re.findall(r'data-cell="([^"]+)" data-outcome="(\w+)"', page))
+    summary = {c.cell: c.outcome for c in read_cells_json(reports / "cells.json")}
+    assert squares == summary
+    assert summary["b>b/pseries-7.2/baseline-idle"] == "fixed"
