@@ -60,6 +60,14 @@ class TestOneResult:
         assert known.reason == "DECR not migrated"
 
 
+def test_a_cell_that_broke_before_its_title_was_set_is_still_its_cell() -> None:
+    """A cell broken in setup keeps allure-pytest's name for its test: it is the same cell."""
+    for name in ("test_cell[a>b/pseries-7.2/baseline-idle]", "test_cell[a>b/pseries-7.2/baseline-idle#2]"):
+        result = RunResult.from_json(_result(name, "broken", "RuntimeError: setup broke"))
+        assert (result.cell, result.outcome) == ("a>b/pseries-7.2/baseline-idle", "broken")
+    assert RunResult.from_json(_result("libvirt:a>b/m/s", "passed")).cell == "libvirt:a>b/m/s"
+
+
 def test_cell_id_parts() -> None:
     assert CellId.parse("qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle") == CellId(
         "qemu-7.2", "qemu-10.0", "pseries-7.2", "baseline-idle")
