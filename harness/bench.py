@@ -11,11 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.cell import CellRecord, run_cell
 from harness.errors import GoldmigError
 from harness.matrix.model import Matrix
 from harness.paths import reports_root
 from harness.report.summary import read_cells_json
+from harness.runner.cell import CellRecord, run_cell
 
 
 def recording_overhead(matrix: Matrix, cell_id: str, repeat: int) -> list[str]:

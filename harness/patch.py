@@ -14,14 +14,11 @@ from typing import Any
 
 import yaml
 
-from harness.builds.introspect import introspect
-from harness.builds.lab import on_lab_host
 from harness.builds.model import BuildInfo
-from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec, PathBuild
-from harness.hosts.ssh import SshHost
-from harness.matrix.model import LabHost, Matrix
-from harness.placement import lab_target
+from harness.matrix.model import Matrix
+from harness.sites import site_for
+from harness.sites.base import Site
 
 CANDIDATE = "candidate"
 SELECTION = "patch"
@@ -32,12 +29,13 @@ def patch_matrix(
 ) -> dict[str, Any]:
     """The per-patch matrix as YAML data; ``machines`` None means every type both builds share."""
     raw: dict[str, Any] = yaml.safe_load(Path(matrix.source).read_text())
-    candidate_info = _supports(PathBuild(CANDIDATE, binary, firmware), matrix.lab)
+    site = site_for(matrix)
+    candidate_info = _supports(PathBuild(CANDIDATE, binary, firmware), site)
     groups = []
     for name, spec in matrix.builds.items():
         shared = machines
         if shared is None:
-            reference = _supports(spec, matrix.lab)
+            reference = _supports(spec, site)
             shared = [m for m in candidate_info.pseries_versions()
                       if m in set(reference.pseries_versions())]
         groups.append({"name": f"candidate-vs-{name}", "builds": [CANDIDATE, name],
@@ -49,19 +47,14 @@ def patch_matrix(
     return raw
 
 
-def _supports(spec: BuildSpec, lab: tuple[LabHost, LabHost] | None) -> BuildInfo:
+def _supports(spec: BuildSpec, site: Site) -> BuildInfo:
     """What ``spec`` supports where the matrix runs it, asked before any cell starts.
 
-    On a lab, the build must be installed on both hosts (a path on this machine
-    is no use to them): a missing one is refused here, naming the path and the host.
+    The build must be where both sides run it (on a lab, installed on both hosts: a path on
+    this machine is no use to them): a missing one is refused here, naming the path and the host.
     """
-    if lab is None:
-        return introspect(provision(spec))
-    source, destination = lab
-    with SshHost(lab_target(destination)) as host:
-        on_lab_host(spec, host)
-    with SshHost(lab_target(source)) as host:
-        return introspect(on_lab_host(spec, host), host)
+    site.locate(spec, "b")
+    return site.supports(site.locate(spec, "a"), "a")
 
 
 def write_generated_matrix(data: dict[str, Any], path: Path, command: str) -> Path:

@@ -25,11 +25,9 @@ from typing import Any
 
 import pytest
 
-from harness.cell import CellImpossible, CellRecord, run_cell
 from harness.checks.verdict import CellVerdict, checks_json, failure_checks, judge
+from harness.drivers import DRIVERS, driver_kind
 from harness.errors import ConfigError, ProductFailure
-from harness.hosts.netns import sweep_stale
-from harness.libvirt.daemon import sweep_homes
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
@@ -38,7 +36,9 @@ from harness.report.history import Changes, RunEntry, now_iso, record_run
 from harness.report.safe_logger import SpaceSafeFileLogger, install_safe_logger
 from harness.report.stale import StaleEntry, stale_entries, stale_lines
 from harness.report.summary import CellOutcome, by_cell, flaky_cells, summary_lines, write_cells_json
-from harness.rundir import sweep_stale_rundirs
+from harness.runner.cell import CellImpossible, CellRecord, run_cell
+from harness.runner.rundir import sweep_stale_rundirs
+from harness.sites import site_for
 
 _MATRIX_KEY = pytest.StashKey[Matrix]()
 _SAFE_LOGGER_KEY = pytest.StashKey[SpaceSafeFileLogger | None]()
@@ -95,9 +95,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):
         return
     sweep_stale_rundirs()
-    if session.config.stash[_MATRIX_KEY].hosts == "netns":
-        sweep_stale()  # libvirtd and its domains die with their namespaces
-        sweep_homes()  # ... and their private state goes here
+    site = site_for(session.config.stash[_MATRIX_KEY])
+    site.sweep()
+    for name in DRIVERS:
+        driver_kind(name).sweep(site)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -1,8 +1,8 @@
 """Every cell of the matrix: one build pair, one machine type, one scenario."""
 
-from harness.cell import CellRecord
 from harness.matrix.model import Cell, Matrix
 from harness.pytest_plugin import run
+from harness.runner.cell import CellRecord
 
 
 def test_cell(cell: Cell, matrix: Matrix, cell_record: CellRecord) -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from harness import cache, paths
-from harness.cell import CellRecord
 from harness.checks.result import Verdict
 from harness.guest.image import IMAGE_FILES, recipe_key
 from harness.matrix.load import load_matrix
 from harness.matrix.model import KnownFailure
+from harness.runner.cell import CellRecord
 
 USER_CACHE = paths.cache_root()  # read at import, before any test points XDG_CACHE_HOME elsewhere
 

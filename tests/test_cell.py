@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import CellRecord, keeps_stream, run_judged
 from harness.checks.generic import Observations
 from harness.checks.result import Verdict
 from harness.matrix.load import load_matrix
 from harness.matrix.model import GuestSettings
 from harness.paths import REPO_ROOT
+from harness.runner.cell import CellRecord, keeps_stream, run_judged
 
 pytestmark = pytest.mark.slow
 

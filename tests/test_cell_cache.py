@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cell import CellRecord, run_cell
 from harness.errors import GoldmigError, HarnessError, MigrationFailed
 from harness.matrix.load import load_matrix
+from harness.runner.cell import CellRecord, run_cell
 
 pytestmark = [
     pytest.mark.slow,

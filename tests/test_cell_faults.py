@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cell import CellImpossible, CellRecord, run_cell
 from harness.errors import BuildError, MigrationFailed, MigrationTimeout, QemuStartError
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Matrix
+from harness.runner.cell import CellImpossible, CellRecord, run_cell
 
 pytestmark = pytest.mark.slow
 HOST_QEMU = "/usr/bin/qemu-system-ppc64"

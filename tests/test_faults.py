@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cell import CellRecord, run_cell, run_judged
 from harness.checks.result import Verdict
 from harness.errors import QemuCrashed
 from harness.matrix.load import load_matrix
 from harness.paths import REPO_ROOT
+from harness.runner.cell import CellRecord, run_cell, run_judged
 from harness.scenarios import SCENARIOS
 from harness.scenarios.fault import DETECT_S, FaultObservations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.rundir import make_rundir, sweep_stale_rundirs
+from harness.runner.rundir import make_rundir, sweep_stale_rundirs
 
 
 @pytest.fixture

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from harness.checks.machine_state import machine_state_checks
 from harness.checks.result import Verdict
-from harness.libvirt.driver import NOT_READ
+from harness.drivers.libvirt import NOT_READ
 from harness.machinestate import Component, MachineState, compare_all
 from harness.migration.run import MigrationFigures, MigrationResult
+from harness.runner.roles import Hop
 
 FIGURES = MigrationFigures("completed", 400, 30, 1, 1000, 1000, {})
 
@@ -19,9 +20,9 @@ def _state(side: str, decr: str) -> MachineState:
 
 def _hop(source: str = "5507926", destination: str = "5507926", **unread: str) -> MigrationResult:
     if unread:
-        return MigrationResult(FIGURES, None, 0, 0.4, None, unread["why"])
+        return MigrationResult(Hop("src", "dst"), FIGURES, None, 0, 0.4, None, unread["why"])
     state = compare_all(_state("source src", source), _state("destination dst", destination), 12.0)
-    return MigrationResult(FIGURES, None, 0, 0.4, state)
+    return MigrationResult(Hop("src", "dst"), FIGURES, None, 0, 0.4, state)
 
 
 def test_each_field_that_differs_is_a_failed_check_with_both_values() -> None:

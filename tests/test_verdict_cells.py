@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import CellRecord, run_cell
 from harness.errors import ChecksFailed, ProductFailure
 from harness.machinestate import MachineState
 from harness.matrix.load import load_matrix
@@ -18,6 +17,7 @@ from harness.migration import run
 from harness.paths import REPO_ROOT
 from harness.qemu.gdbstub import write_register
 from harness.qemu.process import QemuProcess
+from harness.runner.cell import CellRecord, run_cell
 from harness.scenarios import SCENARIOS
 from harness.scenarios.hotplug import Plan
 

@@ -20,7 +20,7 @@ from harness.hosts.workspace import Workspace, own_filesystem, workspace_for
 from harness.paths import cache_root
 from harness.qemu.monitor import Monitor
 from harness.qemu.output import last_words
-from harness.rundir import make_rundir
+from harness.runner.rundir import make_rundir
 
 _VERSION = re.compile(r"QEMU emulator version (\S+)")
 

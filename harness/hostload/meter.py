@@ -39,12 +39,12 @@ from harness.hosts.local import LocalHost
 from harness.hosts.ssh import SshHost
 
 if TYPE_CHECKING:
-    from harness.qemu.process import QemuProcess
+    from harness.runner.side import Side
 
 NS_PER_MS = 1_000_000
 
 
-def reader_for(process: QemuProcess) -> ThreadReader:
+def reader_for(process: Side) -> ThreadReader:
     """How to read ``process``'s threads: this machine's /proc for a local host and for a
     namespace host (an SSH host in a build root of this machine: same kernel, the sandbox's pid
     namespace mapped with NSpid), over SSH for a host with a kernel of its own (lab hosts)."""
@@ -136,7 +136,7 @@ class WindowState(enum.Enum):
 class StarvationMeter:
     """Measures, window by window, how long one QEMU's vCPU threads waited for a host CPU."""
 
-    def __init__(self, process: QemuProcess, reader: ThreadReader) -> None:
+    def __init__(self, process: Side, reader: ThreadReader) -> None:
         self.role = process.role
         self.reader = reader
         self._process = process
@@ -145,7 +145,7 @@ class StarvationMeter:
         self.attach_cost_ms = 0.0
 
     @classmethod
-    def attach(cls, process: QemuProcess) -> StarvationMeter:
+    def attach(cls, process: Side) -> StarvationMeter:
         """A meter on ``process`` (running: it answers QMP), its vCPU threads found."""
         began = time.monotonic()
         if not process.argv:  # libvirt's QEMU: no command line of ours to find it by

@@ -29,12 +29,12 @@ from harness.machinestate.model import MachineState, MachineStateError
 from harness.machinestate.parse import PARSERS, parse
 
 if TYPE_CHECKING:
-    from harness.qemu.process import QemuProcess
+    from harness.runner.side import Side
 
 COMMANDS: tuple[str, ...] = tuple(PARSERS)
 
 
-def capture(side: QemuProcess, label: str, evidence: Path | None = None) -> MachineState:
+def capture(side: Side, label: str, evidence: Path | None = None) -> MachineState:
     """``side``'s state now, named ``label`` (e.g. ``source src``); the raw texts are also
     written to ``evidence`` when given. QEMU refusing a command raises its QmpCommandError."""
     texts = {command: _hmp(side, command) for command in COMMANDS}
@@ -43,7 +43,7 @@ def capture(side: QemuProcess, label: str, evidence: Path | None = None) -> Mach
     return parse(texts, label)
 
 
-def _hmp(side: QemuProcess, command: str) -> str:
+def _hmp(side: Side, command: str) -> str:
     args: dict[str, Any] = {"command-line": command}
     out = side.monitor.cmd("human-monitor-command", **args)
     if not isinstance(out, str):

@@ -11,9 +11,9 @@ from typing import Any
 import yaml
 
 from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild, PathBuild
+from harness.drivers import DRIVERS
 from harness.errors import ConfigError
 from harness.matrix.model import (
-    DRIVERS,
     Group,
     GuestSettings,
     KnownFailure,
@@ -23,14 +23,11 @@ from harness.matrix.model import (
     Timeouts,
 )
 from harness.scenarios import SCENARIOS
+from harness.sites import SITES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _MACHINE = re.compile(r"^pseries(-\d+\.\d+)?$")
 FIRMWARES = ("auto", "vof", "slof")
-# local: both QEMUs on this machine; netns: each in a network namespace made for
-# the cell, reached over SSH, the stream crossing a veth link; lab: the real
-# remote hosts of the lab: section, over SSH.
-HOSTS = ("local", "netns", "lab")
 ACCELS = ("kvm", "tcg")
 _LAB_KEYS = ("address", "port", "user", "key_file", "known_hosts", "accel", "workdir", "netns")
 # Which cells keep their recorded migration stream; "none" does not record at all.
@@ -114,8 +111,8 @@ def load_matrix(path: Path) -> Matrix:
     if keep not in KEEP_STREAMS:
         raise reports.error("keep_streams", f"{keep!r} is not one of {', '.join(KEEP_STREAMS)}")
     hosts = top.get("hosts", str, "local")
-    if hosts not in HOSTS:
-        raise top.error("hosts", f"{hosts!r} is not one of {', '.join(HOSTS)}")
+    if hosts not in SITES:  # one per module of harness/sites/
+        raise top.error("hosts", f"{hosts!r} is not one of {', '.join(SITES)}")
     lab = _lab(top, builds) if hosts == "lab" else None
     if lab is None and "lab" in top.data:
         raise top.error("lab", f"is only used with `hosts: lab` (hosts is {hosts!r})")
@@ -198,7 +195,7 @@ def _groups(top: _Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
                               "(pseries-X.Y, pseries, or latest-common)")
         refs = tuple(ref for j, name in enumerate(g.names("scenarios"))
                      for ref in _scenario_refs(g, f"scenarios[{j}]", name))
-        drivers = g.names("drivers", DRIVERS) if "drivers" in item else ("qemu",)
+        drivers = g.names("drivers", tuple(DRIVERS)) if "drivers" in item else ("qemu",)
         groups.append(Group(g.get("name", str, required=True), g.names("builds", builds), machines,
                             tuple(dict.fromkeys(refs)), tuple(dict.fromkeys(drivers))))
     if not groups:

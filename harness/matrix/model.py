@@ -9,9 +9,6 @@ from dataclasses import dataclass
 
 from harness.builds.spec import BuildSpec
 
-DRIVERS = ("qemu", "libvirt")
-"""What can run a cell's guest: QEMU command lines and QMP, or libvirt (libvirt-python)."""
-
 
 @dataclass(frozen=True)
 class Timeouts:

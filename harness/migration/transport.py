@@ -15,7 +15,7 @@ from harness.hosts.forward import channel_socket
 from harness.hosts.netns import NamespacePair
 from harness.hosts.ssh import SshHost
 from harness.migration.relay import Relay
-from harness.qemu.process import QemuProcess
+from harness.runner.side import Side
 
 
 class Transport(Protocol):
@@ -127,7 +127,7 @@ class LabTransport:
     """
 
     def __init__(
-        self, dst: QemuProcess, sender: SshHost, receiver: SshHost, address: str, record: bool
+        self, dst: Side, sender: SshHost, receiver: SshHost, address: str, record: bool
     ) -> None:
         self._dst = dst
         self._sender = sender

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.qemu.process import QemuProcess
+    from harness.runner.side import Side
 
 
-def write_register(side: QemuProcess, gdb: Path, thread: int, register: int, value: str) -> None:
+def write_register(side: Side, gdb: Path, thread: int, register: int, value: str) -> None:
     """Set ``register`` (GDB's number) of vCPU ``thread`` (1 for CPU 0) to ``value`` (hex bytes
     in the target's order), through a gdbstub opened on ``gdb`` and closed afterwards."""
     hmp = "human-monitor-command"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.qemu.process import QemuProcess
+    from harness.runner.side import Side
 
 # "0000200100000000-000020013fffffff (prio 0, i/o): alias pci@800000020000001.mmio32-alias
 #  @pci@800000020000001.mmio 0000000080000000-00000000bfffffff" (hw/ppc/spapr_pci.c realize)
@@ -75,7 +75,7 @@ def region_types(mtree: str) -> dict[str, str]:
     return {m[2]: m[1] for line in mtree.splitlines() if (m := _REGION.match(line))}
 
 
-def hmp(side: QemuProcess, command: str, evidence: Path) -> str:
+def hmp(side: Side, command: str, evidence: Path) -> str:
     """Run HMP ``command`` on ``side``; its output is also written to ``evidence``."""
     args: dict[str, Any] = {"command-line": command}
     out = side.monitor.cmd("human-monitor-command", **args)

@@ -19,11 +19,11 @@ import allure
 import allure_commons
 from allure_commons.model2 import Label, Parameter, StatusDetails
 
-from harness.cell import CellRecord
 from harness.report.checklist import against
 from harness.report.results import CHECKS_LABEL, RUN_FILE, VERDICT_LABEL, RunResult
 from harness.report.steps import add_to_test, plan
 from harness.report.summary import CellOutcome
+from harness.runner.cell import CellRecord
 from harness.scenarios import SCENARIOS
 
 

@@ -24,7 +24,7 @@ from harness.scenarios.declare import Scenario, Variant
 from harness.scenarios.steps import boot, hop, observe
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
 
 
 def run(ctx: ScenarioContext, variant: Variant[LoadMode]) -> Observations:

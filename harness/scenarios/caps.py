@@ -40,8 +40,8 @@ from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
 from harness.scenarios.steps import CarriedOn, boot, carried_on
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
-    from harness.qemu.process import QemuProcess
+    from harness.runner.context import ScenarioContext
+    from harness.runner.side import Side
 
 
 SETTLE_S = 10.0
@@ -104,7 +104,7 @@ def run(ctx: ScenarioContext, variant: Variant[str]) -> CapsObservations:
     return CapsObservations(variant.data, outcome, source_status, destination, source)
 
 
-def _settled(src: QemuProcess) -> str:
+def _settled(src: Side) -> str:
     """The source's run state once its migration has ended: the destination's exit can be seen
     before the source's return path reports it (the source then still says finish-migrate)."""
     deadline = time.monotonic() + SETTLE_S
@@ -117,7 +117,7 @@ def _settled(src: QemuProcess) -> str:
     return status
 
 
-def _state(side: QemuProcess) -> str:
+def _state(side: Side) -> str:
     """``side``'s run state, or how it ended: a destination that refused the stream exits."""
     if side.alive():
         try:

@@ -3,7 +3,7 @@
 Declarations are plain frozen data with no runtime behind them, so the
 matrix loader can validate scenario and variant names (and list cells)
 without importing anything that drives QEMU. The run function receives the
-runtime context (:class:`harness.context.ScenarioContext`) when a cell runs.
+runtime context (:class:`harness.runner.context.ScenarioContext`) when a cell runs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from harness.checks.result import CheckResult, Limits
 from harness.qemu.machine import Dimm
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
 
 NAME = re.compile(r"^[a-z][a-z0-9]*$")
 """Scenario names: no dash, so ``scenario-variant`` in a cell id splits unambiguously."""

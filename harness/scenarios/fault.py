@@ -24,8 +24,8 @@ from harness.scenarios.declare import Scenario, Variant
 from harness.scenarios.steps import boot, hop, observe, tick_gaps
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
-    from harness.qemu.process import QemuProcess
+    from harness.runner.context import ScenarioContext
+    from harness.runner.side import Side
 
 BANDWIDTH = 8 << 20
 """bytes/s: slow enough that the migration is still running when the fault comes."""
@@ -76,7 +76,7 @@ class FaultObservations:
 class _Injection:
     """Signals ``target`` once, now or after a delay, and remembers when."""
 
-    def __init__(self, target: QemuProcess, action: str) -> None:
+    def __init__(self, target: Side, action: str) -> None:
         self._target = target
         self._signum = signal.SIGKILL if action == "kill" else signal.SIGSTOP
         self._timer: threading.Timer | None = None

@@ -27,7 +27,7 @@ from harness.scenarios.steps import LATE_MARGIN_S, STALLED_ANSWER_S, STALLED_BEA
 from harness.stream import summarise
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
     from harness.scenarios.declare import Variant
 
 

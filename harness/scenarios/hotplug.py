@@ -27,7 +27,7 @@ come on top, and on 10.0 the guest goes silent, leaving the plug unmeasured.
 
 The source is plugged the way its driver plugs (QMP ``object-add`` and
 ``device_add``, or libvirt's ``virDomainAttachDeviceFlags``, see
-:meth:`harness.qemu.process.QemuProcess.plug_dimm`). The destination gets
+:meth:`harness.qemu.process.Side.plug_dimm`). The destination gets
 the device as libvirt gives it: a DIMM on its command line (under the
 libvirt driver, libvirt puts it there from the definition it migrates); a
 core by ``device_add`` after it started with ``-incoming defer`` and before
@@ -59,8 +59,8 @@ from harness.scenarios.steps import STALLED_ANSWER_S, Asker, Before, Hop, boot, 
 from harness.stream.drc import DRC_STATES, Drc, drcs_in
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
-    from harness.qemu.process import QemuProcess
+    from harness.runner.context import ScenarioContext
+    from harness.runner.side import Side
 
 CORE_ID = "hotplug-core"
 """The QOM id of the plugged core, on both sides."""
@@ -340,7 +340,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         result.figures.downtime_ms, seen)
 
 
-def _free_core(side: QemuProcess) -> dict[str, Any]:
+def _free_core(side: Side) -> dict[str, Any]:
     """A core slot ``side`` can plug (query-hotpluggable-cpus: no qom-path yet)."""
     free = [c for c in side.monitor.cmd("query-hotpluggable-cpus") if "qom-path" not in c]
     if not free:
@@ -348,17 +348,17 @@ def _free_core(side: QemuProcess) -> dict[str, Any]:
     return dict(free[-1])
 
 
-def _slot(side: QemuProcess, core_id: int) -> dict[str, Any]:
+def _slot(side: Side, core_id: int) -> dict[str, Any]:
     """``side``'s own slot for ``core_id``: its core type is its own (its -cpu alias)."""
     return next(dict(c) for c in side.monitor.cmd("query-hotpluggable-cpus")
                 if c["props"].get("core-id") == core_id)
 
 
-def _plug(side: QemuProcess, slot: dict[str, Any]) -> None:
+def _plug(side: Side, slot: dict[str, Any]) -> None:
     side.monitor.cmd("device_add", driver=slot["type"], id=CORE_ID, **slot["props"])
 
 
-def _try_plug(side: QemuProcess, slot: dict[str, Any]) -> str:
+def _try_plug(side: Side, slot: dict[str, Any]) -> str:
     """device_add during the migration: QEMU's refusal, or ``accepted``."""
     try:
         _plug(side, slot)
@@ -381,12 +381,12 @@ def _memory_grown(agent: Agent, before: Before, timeout: float) -> Probe | None:
         time.sleep(0.5)
 
 
-def _populated(side: QemuProcess, core_id: int) -> bool:
+def _populated(side: Side, core_id: int) -> bool:
     return any(c["props"].get("core-id") == core_id and "qom-path" in c
                for c in side.monitor.cmd("query-hotpluggable-cpus"))
 
 
-def _settle(ctx: ScenarioContext, src: QemuProcess, before: Before) -> None:
+def _settle(ctx: ScenarioContext, src: Side, before: Before) -> None:
     """Until the plugged CPU is announced on the source and ticks there."""
     agent = Agent(src.console)
     announced = agent.console.wait_for(CpuOnline, lambda m: m.cpu not in before.cpus, ONLINE_S)
@@ -407,19 +407,19 @@ def _announced(destination: Agent, on_src: tuple[int, ...], before: Before) -> t
     return (message.cpu, "destination") if message else (None, "nowhere")
 
 
-def _deleted(side: QemuProcess, name: str) -> tuple[str, ...]:
+def _deleted(side: Side, name: str) -> tuple[str, ...]:
     events = side.monitor.events()
     gone = any(e["event"] == "DEVICE_DELETED" and e["data"].get("device") == CORE_ID for e in events)
     return (name,) if gone else ()
 
 
-def _wait_deleted(dst: QemuProcess) -> tuple[str, ...]:
+def _wait_deleted(dst: Side) -> tuple[str, ...]:
     event = dst.monitor.wait_event(
         lambda e: e["event"] == "DEVICE_DELETED" and e["data"].get("device") == CORE_ID, ONLINE_S)
     return ("destination",) if event else ()
 
 
-def _kernel_said(side: QemuProcess) -> str:
+def _kernel_said(side: Side) -> str:
     """The guest kernel's watchdog and oops lines on ``side``'s console (QEMU's log of it)."""
     log = side.paths.serial_log
     text = log.read_text(errors="replace") if log.exists() else ""

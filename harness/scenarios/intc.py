@@ -32,7 +32,7 @@ from harness.scenarios.steps import Hop, boot, observe, tick_gaps
 from harness.stream import summarise
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
 
 PROBE_STALLED_S = 3.0
 """How long a guest with a stalled CPU gets to answer the controller probe."""

@@ -18,7 +18,7 @@ from harness.scenarios.declare import Scenario, single
 from harness.scenarios.steps import CarriedOn, boot, carried_on
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
     from harness.scenarios.declare import Variant
 
 BANDWIDTH = 8 << 20  # bytes/s: a 512 MB guest's ~50 MB stream takes ~6 s

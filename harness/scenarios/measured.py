@@ -21,9 +21,9 @@ from harness.guest.protocol import Probe
 from harness.scenarios.steps import Before, Hop, observe, tick_gaps
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
     from harness.migration.run import MigrationResult
-    from harness.qemu.process import QemuProcess
+    from harness.runner.context import ScenarioContext
+    from harness.runner.side import Side
 
 PROBE_STALLED_S = 3.0
 """How long a guest with a stalled CPU gets to answer a probe."""
@@ -41,7 +41,7 @@ class Landed:
         return any(g.first_after is None for g in self.gaps)
 
 
-def land(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before) -> Landed:
+def land(ctx: ScenarioContext, src: Side, dst: Side, before: Before) -> Landed:
     """Migrate ``src`` to ``dst`` and wait for each CPU's next tick there (judged later)."""
     result = ctx.migrate(src, dst)
     with ctx.phase("check"):
@@ -50,7 +50,7 @@ def land(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Befor
     return Landed(result, gaps)
 
 
-def probe_after(dst: QemuProcess, landed: Landed) -> Probe | None:
+def probe_after(dst: Side, landed: Landed) -> Probe | None:
     """The destination's probe; None when a stalled guest does not answer it."""
     try:
         return Agent(dst.console, timeout=PROBE_STALLED_S if landed.stalled else 10.0).probe()
@@ -60,7 +60,7 @@ def probe_after(dst: QemuProcess, landed: Landed) -> Probe | None:
         return None
 
 
-def the_rest(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before,
+def the_rest(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
              landed: Landed) -> Observations:
     """The generic observations after the scenario's own."""
     return observe(ctx, src, dst, before, [Hop(landed.result.figures, landed.gaps)])

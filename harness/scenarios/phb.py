@@ -53,7 +53,7 @@ from harness.scenarios.steps import boot
 from harness.stream.phb import PhbFields, phb_fields
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
 
 BASE_BUID = 0x800000020000000
 """The BUID of PHB index 0 (spapr.c placement); index N has BASE_BUID + N."""

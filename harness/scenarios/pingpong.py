@@ -14,7 +14,7 @@ from harness.scenarios.declare import Scenario, single
 from harness.scenarios.steps import boot, hop, observe
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
     from harness.scenarios.declare import Variant
 
 

@@ -25,10 +25,10 @@ from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, IpiReport, LoadMode, Probe, TbStats, Tick, parse_cpu_list
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
     from harness.hostload.hop import HopWatch
     from harness.migration.run import MigrationFigures
-    from harness.qemu.process import QemuProcess
+    from harness.runner.context import ScenarioContext
+    from harness.runner.side import Side
 
 LATE_MARGIN_S = 1.0
 """How long past the tick-gap bound the harness keeps waiting before it calls a CPU stalled."""
@@ -58,7 +58,7 @@ class Hop:
     gaps: tuple[TickGap, ...]
 
 
-def boot(ctx: ScenarioContext, src: QemuProcess, load: LoadMode = "idle") -> Before:
+def boot(ctx: ScenarioContext, src: Side, load: LoadMode = "idle") -> Before:
     """Run the paused source until every CPU ticks, put the guest in ``load``, probe, reset the
     watchers."""
     agent = Agent(src.console)
@@ -77,7 +77,7 @@ def boot(ctx: ScenarioContext, src: QemuProcess, load: LoadMode = "idle") -> Bef
     return Before(probe, load, cpus)
 
 
-def hop(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before,
+def hop(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
         earlier: Hop | None = None) -> Hop:
     """Migrate ``src`` to ``dst``, then wait for every CPU's next tick on ``dst`` (judged later).
     ``earlier`` is the hop that brought the guest to ``src``, if any."""
@@ -142,7 +142,7 @@ class Asker:
             return None
 
 
-def observe(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before,
+def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
             hops: list[Hop]) -> Observations:
     """What the guest saw, read on ``dst`` after the last hop from ``src``, whether or not every
     CPU ticked on schedule: what the guest does not answer is left None."""
@@ -215,7 +215,7 @@ class CarriedOn:
         ]
 
 
-def carried_on(ctx: ScenarioContext, src: QemuProcess, before: Before) -> CarriedOn:
+def carried_on(ctx: ScenarioContext, src: Side, before: Before) -> CarriedOn:
     """After a failed migration: every CPU's next tick on the source, then (if all ticked) a busy
     beat per CPU, then (if all beat) the watchers' statistics."""
     source = Agent(src.console)

@@ -44,8 +44,8 @@ from harness.scenarios.steps import STALLED_ANSWER_S, Asker, Before, Hop, boot, 
 from harness.stream.clock import rewind_clock
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
-    from harness.qemu.process import QemuProcess
+    from harness.runner.context import ScenarioContext
+    from harness.runner.side import Side
 
 HOP_ROLES = ("dst", "again", "onward")
 """The destination of each hop in turn: the first crosses builds, the others stay on dst's."""
@@ -103,7 +103,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> TimebaseObservations:
     return TimebaseObservations(before.probe.tb_freq, tuple(hops), seen)
 
 
-def _reset(src: QemuProcess, previous: HopTimebase) -> str:
+def _reset(src: Side, previous: HopTimebase) -> str:
     """Reset the watchers before the next hop; why it could not be done (empty: done)."""
     if previous.silence:
         return f"the guest no longer answered after hop {previous.number}"
@@ -114,7 +114,7 @@ def _reset(src: QemuProcess, previous: HopTimebase) -> str:
     return ""
 
 
-def _measure(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: Before, number: int,
+def _measure(ctx: ScenarioContext, src: Side, dst: Side, before: Before, number: int,
              downtime_ms: int, earlier: tuple[TickGap, ...], unreset: str) -> HopTimebase:
     """Right after a hop: every CPU's next tick (waiting at most past the bound), then the
     watchers and the cross-CPU samples, whether or not every CPU ticked. A guest that does not
@@ -133,7 +133,7 @@ def _measure(ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, before: B
     return HopTimebase(number, downtime_ms, gaps, stats, warp, ask.silence)
 
 
-def _load_rewound(ctx: ScenarioContext, stream: Path | None, role: str, rewind_ms: int) -> QemuProcess:
+def _load_rewound(ctx: ScenarioContext, stream: Path | None, role: str, rewind_ms: int) -> Side:
     """A fresh QEMU of the hop's build resumed from the hop's recorded stream with the virtual
     clock ``rewind_ms`` earlier (the hop's own destination runs on, unobserved)."""
     if stream is None:

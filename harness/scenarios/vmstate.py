@@ -20,7 +20,7 @@ from harness.scenarios.declare import Needs, Scenario, single
 from harness.stream import StaticCheck, static_check, summarise
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
     from harness.scenarios.declare import Variant
 
 

@@ -39,7 +39,7 @@ from harness.scenarios.steps import boot
 from harness.stream import summarise
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
 
 DEVICE_TYPES = frozenset({"i/o", "ramd", "romd"})
 """``info mtree`` region types that are device memory, never guest RAM."""

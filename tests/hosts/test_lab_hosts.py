@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cell import CellImpossible, CellRecord, run_judged
 from harness.checks.result import Verdict
 from harness.hosts import sshkeys
 from harness.hosts.netns import NamespacePair
 from harness.hosts.ssh import HostKeyRejected, SshHost
 from harness.matrix.load import load_matrix
 from harness.matrix.model import KnownFailure, Matrix
-from harness.placement import lab_target
+from harness.runner.cell import CellImpossible, CellRecord, run_judged
+from harness.sites.lab import lab_target
 from harness.standin import WORKDIR, lab_section, standin_matrix
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,6 @@ from harness.builds.lab import on_lab_host
 from harness.builds.model import Build
 from harness.builds.provision import provision
 from harness.builds.spec import PathBuild
-from harness.cell import CellRecord, run_judged
 from harness.checks.result import Verdict
 from harness.errors import BuildError, HarnessError, HostError, ProductFailure, QemuStartError
 from harness.hosts.base import Host
@@ -40,6 +39,7 @@ from harness.patch import patch_matrix
 from harness.paths import REPO_ROOT
 from harness.qemu.argv import SidePaths
 from harness.qemu.process import QemuProcess
+from harness.runner.cell import CellRecord, run_judged
 from harness.standin import WORKDIR, standin_matrix
 
 HOST_QEMU = Path("/usr/bin/qemu-system-ppc64")

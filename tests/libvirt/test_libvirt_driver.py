@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import CellRecord, run_cell
 from harness.hosts.netns import NamespacePair, sweep_stale
 from harness.hosts.setns import list_namespaces
 from harness.libvirt.daemon import LibvirtDaemon, LibvirtDaemonError, sweep_homes
 from harness.matrix.load import load_matrix
 from harness.matrix.model import GuestSettings, Matrix
 from harness.paths import REPO_ROOT
+from harness.runner.cell import CellRecord, run_cell
 
 pytestmark = pytest.mark.slow
 
@@ -96,11 +96,11 @@ _KILLED_RUN = textwrap.dedent("""
     from pathlib import Path
     from harness.builds.provision import provision
     from harness.builds.spec import HostPackageBuild
-    from harness.libvirt.driver import open_libvirt
+    from harness.drivers.libvirt import open_libvirt
     rundir = Path(sys.argv[1])
     build = provision(HostPackageBuild("qemu-7.2"))
     stack = ExitStack()
-    placement, driver = open_libvirt((build, build), rundir, [], stack)
+    driver = open_libvirt((build, build), rundir, [], stack)
     dom = driver.daemons["a"].conn.createXML(
         "<domain type='qemu'><name>left</name><memory unit='MiB'>64</memory>"
         "<os><type arch='ppc64' machine='pseries-7.2'>hvm</type></os>"

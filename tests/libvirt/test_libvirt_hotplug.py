@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import CellRecord, run_cell
+from harness.drivers import libvirt as libvirt_driver
 from harness.errors import HarnessError, MigrationFailed
-from harness.libvirt import driver as libvirt_driver
 from harness.libvirt.domain_xml import (
     QEMU_NS,
     DomainFiles,
@@ -26,6 +25,7 @@ from harness.matrix.load import load_matrix
 from harness.matrix.model import Matrix
 from harness.paths import REPO_ROOT
 from harness.qemu.machine import Dimm, MachineSetup
+from harness.runner.cell import CellRecord, run_cell
 from harness.scenarios.hotplug import DIMM, DIMM_MB, HotplugObservations
 
 RELEASES = "libvirt:qemu-7.2>qemu-10.0/latest-common/hotplug-memory-0ms"

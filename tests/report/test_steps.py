@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from harness.cell import CellImpossible, CellRecord
 from harness.checks.result import CheckResult, not_applicable, not_measured
 from harness.checks.verdict import failure_checks, judge
 from harness.errors import CheckFailed, ChecksFailed, GuestUnresponsive, MigrationFailed
 from harness.matrix.model import Cell, KnownFailure
 from harness.migration.run import MigrationFigures, MigrationResult
 from harness.report.steps import Step, add_to_test, plan
+from harness.runner.cell import CellImpossible, CellRecord
+from harness.runner.roles import Hop
 
 CELL = Cell("qemu-7.2", "qemu-10.0", "pseries-7.2", "baseline", "idle")
 QUERY = {"status": "completed", "total-time": 512, "downtime": 12, "setup-time": 3,
@@ -29,7 +30,7 @@ def _record(tmp_path: Path, phases: dict[str, float], files: tuple[str, ...] = (
 
 def _migration(tmp_path: Path) -> MigrationResult:
     stream = tmp_path / "stream-src-dst.bin"
-    return MigrationResult(MigrationFigures.from_query(QUERY), stream, 42_000_000, 0.6)
+    return MigrationResult(Hop("src", "dst"), MigrationFigures.from_query(QUERY), stream, 42_000_000, 0.6)
 
 
 def _named(steps: list[Step] | tuple[Step, ...]) -> dict[str, Step]:

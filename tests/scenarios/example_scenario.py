@@ -16,7 +16,7 @@ from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
 from harness.scenarios.steps import boot, hop, observe
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
 
 
 @dataclass(frozen=True)

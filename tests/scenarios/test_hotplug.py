@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import CellRecord, run_cell, run_judged
 from harness.checks.result import Verdict
 from harness.checks.verdict import failure_checks, judge
 from harness.errors import ChecksFailed, ProductFailure
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Matrix
 from harness.paths import REPO_ROOT
+from harness.runner.cell import CellRecord, run_cell, run_judged
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Variant
 from harness.scenarios.hotplug import DIMM_MB, HotplugObservations, Plan

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from harness.cell import CellRecord, run_cell, run_judged
 from harness.checks.generic import Observations, TickGap
 from harness.checks.result import Limits, Verdict
 from harness.errors import ChecksFailed
@@ -20,6 +19,8 @@ from harness.matrix.model import Matrix
 from harness.migration.run import MigrationFigures, MigrationResult
 from harness.paths import REPO_ROOT
 from harness.qemu.memmap import Block, Window, phb_windows, ram_blocks, region_types
+from harness.runner.cell import CellRecord, run_cell, run_judged
+from harness.runner.roles import Hop
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Variant
 from harness.scenarios.measured import Landed
@@ -119,7 +120,7 @@ def _xive_observations(stream: tuple[Block, ...]) -> XiveBlocksObservations:
         kvm=False, before=_probe_with(), after=_probe_with(), stream_blocks=stream,
         destination_blocks=ram_blocks(RAMBLOCK), source_regions=region_types(MTREE),
         destination_regions=region_types(MTREE),
-        landed=Landed(MigrationResult(figures, None, 0, 0.3), gaps), seen=seen)
+        landed=Landed(MigrationResult(Hop("src", "dst"), figures, None, 0, 0.3), gaps), seen=seen)
 
 
 def test_xiveblocks_device_check_needs_the_destinations_xive_regions() -> None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from harness.cell import CellRecord, run_judged
 from harness.checks.result import Verdict
 from harness.errors import ChecksFailed, ProductFailure
 from harness.matrix.load import load_matrix
 from harness.matrix.model import GuestSettings, Matrix
 from harness.paths import REPO_ROOT
+from harness.runner.cell import CellRecord, run_judged
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Variant
 

@@ -55,7 +55,7 @@ def test_matrix_names_are_validated_without_loading_the_runtime(outside: Path) -
         cells = [c.id for c in load_matrix(Path("matrix.yaml")).select("forward")]
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("qemu", "paramiko")
                        or m.startswith(("harness.qemu.process", "harness.qemu.monitor", "harness.hosts",
-                                        "harness.context", "harness.migration")))
+                                        "harness.runner.context", "harness.migration")))
         print(json.dumps({"cells": cells, "heavy": heavy}))
     """), outside)
     assert done.returncode == 0, done.stderr
@@ -84,7 +84,7 @@ def test_variants_start_the_machine_they_declare_and_skip_where_impossible(outsi
     done = _python(textwrap.dedent("""
         import dataclasses, json
         from pathlib import Path
-        from harness.cell import CellImpossible, CellRecord, run_judged
+        from harness.runner.cell import CellImpossible, CellRecord, run_judged
         from harness.matrix.load import load_matrix
         from harness.paths import REPO_ROOT
         shipped = load_matrix(REPO_ROOT / "matrix.yaml").known_failures

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import CellRecord, run_cell
 from harness.errors import ChecksFailed
 from harness.matrix.load import load_matrix
 from harness.matrix.model import GuestSettings, Matrix
 from harness.paths import REPO_ROOT
+from harness.runner.cell import CellRecord, run_cell
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import Variant
 from harness.scenarios.timebase import Plan, TimebaseObservations

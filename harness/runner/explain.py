@@ -9,6 +9,7 @@ from harness.builds.model import Build
 from harness.errors import HarnessError
 from harness.migration.run import STREAM_PREFIX
 from harness.qemu.machine import MachineSetup
+from harness.runner.roles import Hop
 from harness.save import stopped_machine
 from harness.stream import StreamError, diff, summarise
 from harness.stream.recorder import record_stream
@@ -33,19 +34,19 @@ def summarise_streams(rundir: Path) -> None:
             (rundir / (stream.stem + ".summary.json")).write_text(summary.to_json())
 
 
-def diff_last_hop(rundir: Path, build_of: dict[str, Build], setup: MachineSetup) -> None:
-    """After a failed migration, say what the receiving build cannot load.
+def diff_last_hop(rundir: Path, hop: Hop, builds: tuple[Build, Build], setup: MachineSetup) -> None:
+    """After a failed migration ``hop`` between ``builds`` (sender, receiver), say what the
+    receiving build cannot load.
 
     The recorded stream of a refused migration ends where the destination
     hung up, so it cannot be diffed to the end. Instead, both builds of the
-    last hop save a stopped machine with the cell's machine type and options
+    hop save a stopped machine with the cell's machine type and options
     (recorded once and cached), and those two complete streams are diffed.
     """
-    streams = recorded_streams(rundir)
-    if not streams:
+    stream = rundir / f"{STREAM_PREFIX}{hop.src}-{hop.dst}.bin"
+    if not stream.exists():  # not recording
         return
-    stream = streams[-1]
-    sender, receiver = (build_of[role] for role in stream.stem.removeprefix(STREAM_PREFIX).split("-"))
+    sender, receiver = builds
     out = rundir / (stream.stem + ".diff.txt")
     recipe = stopped_machine(setup)
     try:
@@ -55,4 +56,3 @@ def diff_last_hop(rundir: Path, build_of: dict[str, Build], setup: MachineSetup)
         return
     out.write_text(f"{sender.name} (a) vs {receiver.name} (b), stopped {setup.machine_arg()}:\n"
                    + found.to_text())
-

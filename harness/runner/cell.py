@@ -9,36 +9,29 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from functools import cache
 from pathlib import Path
 
-from harness.builds.introspect import introspect
-from harness.builds.lab import on_lab_host
 from harness.builds.model import Build, BuildInfo, MachineInfo
-from harness.builds.provision import provision
-from harness.builds.spec import BuildSpec
 from harness.checks.machine_state import machine_state_checks
 from harness.checks.result import CheckResult, Limits
 from harness.checks.verdict import CellVerdict, completed, failure_checks, judge
-from harness.context import ScenarioContext
-from harness.driver import Driver, QemuDriver
+from harness.drivers import driver_kind
 from harness.errors import ChecksFailed, HostOverloaded, MigrationFailed, ProductFailure
-from harness.evidence import keep_evidence
-from harness.explain import diff_last_hop, summarise_streams
 from harness.guest.image import GoldenImage, ensure_golden_image
 from harness.hosts.local import LocalHost
-from harness.hosts.ssh import SshHost
-from harness.libvirt.driver import open_libvirt
-from harness.libvirt.driver import refusal as libvirt_refusal
-from harness.libvirt.roots import libvirt_build
-from harness.matrix.model import Cell, LabHost, Matrix, ScenarioRef
+from harness.matrix.model import Cell, Matrix, ScenarioRef
 from harness.migration.run import MigrationResult
-from harness.placement import lab_target, place
 from harness.qemu.machine import MachineSetup, common_properties
-from harness.rundir import make_rundir
+from harness.runner.context import ScenarioContext
+from harness.runner.evidence import keep_evidence
+from harness.runner.explain import diff_last_hop, summarise_streams
+from harness.runner.roles import Hop
+from harness.runner.rundir import make_rundir
+from harness.runner.timing import timed
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Needs, ScenarioResult
-from harness.timing import timed
+from harness.sites import site_for
+from harness.sites.base import Site
 
 
 class CellImpossible(Exception):
@@ -57,29 +50,13 @@ class CellRecord:
     phases: dict[str, float] = field(default_factory=dict)
     observations: ScenarioResult | None = None
     migrations: list[MigrationResult] = field(default_factory=list)
+    hops: list[Hop] = field(default_factory=list)
+    """Every migration attempted, in order; the last is the one that failed, if one did."""
     checks: list[CheckResult] = field(default_factory=list)
     verdict: CellVerdict | None = None
     """The checks judged against the known failures (None: the cell never got to its checks)."""
     not_kept: list[str] = field(default_factory=list)
     """Evidence that could not be kept (a full reports filesystem), one note per file."""
-
-
-@cache
-def _located(spec: BuildSpec, lab: LabHost | None) -> Build:
-    """The build, checked on this machine or on lab host ``lab``; nothing started yet."""
-    if lab is None:
-        return provision(spec)
-    with SshHost(lab_target(lab)) as host:
-        return on_lab_host(spec, host)
-
-
-@cache
-def _supports(build: Build, lab: LabHost | None) -> BuildInfo:
-    """What ``build`` supports, asked where it runs (this starts its QEMU)."""
-    if lab is None:
-        return introspect(build)
-    with SshHost(lab_target(lab)) as host:
-        return introspect(build, host)
 
 
 def resolve_machine(cell: Cell, src: BuildInfo, dst: BuildInfo) -> tuple[MachineInfo, MachineInfo]:
@@ -111,27 +88,22 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
     scenario = SCENARIOS[cell.scenario]
     variant = scenario.variant(cell.variant)
     needs = scenario.needs_of(cell.variant)
+    site = site_for(matrix)
+    driver = driver_kind(cell.driver)
+    specs = (matrix.builds[cell.src], matrix.builds[cell.dst])
     started = time.monotonic()
     try:
-        if matrix.lab and needs.local_builds:
-            raise CellImpossible(f"scenario {cell.scenario} records reference streams with the "
-                                 "builds on this machine; lab builds live on the lab hosts")
-        if cell.driver == "libvirt" and (why := libvirt_refusal(
-                matrix, (matrix.builds[cell.src], matrix.builds[cell.dst]))):
+        if why := site.refusal(cell.scenario, needs.local_builds) or driver.refusal(site, specs):
             raise CellImpossible(why)
         if needs.accel is not None and needs.accel != matrix.accel:
             raise CellImpossible(f"{ScenarioRef(cell.scenario, cell.variant).name} needs accel "
                                  f"{needs.accel}; this matrix runs {matrix.accel}")
         with timed(record.phases, "provision"):
-            src_lab, dst_lab = matrix.lab or (None, None)
             # Both builds are checked before either QEMU starts to say what it supports.
-            src_build = _located(matrix.builds[cell.src], src_lab)
-            dst_build = _located(matrix.builds[cell.dst], dst_lab)
-            src_info, dst_info = _supports(src_build, src_lab), _supports(dst_build, dst_lab)
+            located = site.locate(specs[0], "a"), site.locate(specs[1], "b")
+            src_info, dst_info = site.supports(located[0], "a"), site.supports(located[1], "b")
             image = ensure_golden_image()
-            if cell.driver == "libvirt":  # the same QEMU, in a root that has its release's libvirtd
-                src_build = libvirt_build(matrix.builds[cell.src], src_build)
-                dst_build = libvirt_build(matrix.builds[cell.dst], dst_build)
+            builds = driver.builds(specs, located)
         src_machine, dst_machine = resolve_machine(cell, src_info, dst_info)
         _require(needs, cell, {cell.src: (src_info, src_machine), cell.dst: (dst_info, dst_machine)})
         base = _setup(matrix, image, src_machine, dst_machine)
@@ -144,14 +116,13 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
             "firmware": base.firmware,
             "CPUs": f"{setups['src'].smp} (maxcpus {setups['src'].maxcpus})",
             "guest image": image.image_id,
-            "hosts": (f"lab {matrix.lab[0].address} > {matrix.lab[1].address}" if matrix.lab
-                      else matrix.hosts),
+            "hosts": site.describe(),
             "accel": matrix.accel,
             "driver": cell.driver,
         })
         if setups["dst"] != setups["src"]:
             record.parameters["destination machine"] = setups["dst"].machine_arg()
-        _run_scenario(cell, matrix, record, host, (src_build, dst_build), setups)
+        _run_scenario(cell, matrix, site, record, host, builds, setups)
     finally:
         record.phases["total"] = time.monotonic() - started
 
@@ -215,7 +186,7 @@ def _apply(setup: MachineSetup, change: MachineChange, machine: MachineInfo, bui
 
 
 def _run_scenario(
-    cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost,
+    cell: Cell, matrix: Matrix, site: Site, record: CellRecord, host: LocalHost,
     builds: tuple[Build, Build], setups: dict[str, MachineSetup],
 ) -> None:
     rundir = make_rundir()  # evidence moves to reports/ afterwards, whatever happened
@@ -225,19 +196,13 @@ def _run_scenario(
     limits = Limits(matrix.tb_slack_ms)
     try:
         with ExitStack() as stack:
-            driver: Driver
-            if cell.driver == "libvirt":
-                with timed(record.phases, "libvirt"):
-                    placement, driver = open_libvirt(builds, rundir, readable, stack)
-                record.parameters["driver"] = "libvirt " + " > ".join(
-                    f"{driver.daemons[side].version}" for side in "ab")
-            else:
-                placement = place(matrix, builds, rundir, readable, recording, host, stack)
-                driver = QemuDriver()
+            driver = driver_kind(cell.driver).open(site, builds, rundir, readable, recording, host, stack,
+                                               record.phases)
+            record.parameters["driver"] = driver.label
             ctx = ScenarioContext(
                 builds, setups, scenario.variant(cell.variant), rundir, matrix.timeouts, limits,
-                placement, stack, readable, record_stream=recording,
-                phases=record.phases, migrations=record.migrations, driver=driver,
+                driver, stack, readable, record_stream=recording,
+                phases=record.phases, migrations=record.migrations, hops=record.hops,
             )
             try:
                 record.observations = scenario.run(ctx, ctx.variant)
@@ -245,9 +210,9 @@ def _run_scenario(
                     record.checks = [*record.observations.checks(limits), *completed(record.migrations),
                                      *machine_state_checks(record.migrations)]
             except MigrationFailed:
-                if matrix.lab is None:  # the diff records reference streams on this machine
-                    diff_last_hop(rundir, {"src": builds[0], "dst": builds[1], "back": builds[0],
-                                            "again": builds[1], "onward": builds[1]},
+                if site.builds_here and record.hops:  # the diff records reference streams here
+                    hop = record.hops[-1]
+                    diff_last_hop(rundir, hop, (ctx.build_of(hop.src), ctx.build_of(hop.dst)),
                                   setups["src"])
                 raise
             finally:

@@ -16,23 +16,19 @@ from typing import Any
 
 from harness.builds.model import Build
 from harness.checks.result import Limits
-from harness.driver import Driver, QemuDriver
+from harness.drivers.base import Driver
+from harness.errors import HarnessError
 from harness.hostload.errors import HostLoadError
 from harness.hostload.hop import HopWatch
 from harness.hostload.meter import StarvationMeter
 from harness.hosts.workspace import Workspace, workspace_for
 from harness.matrix.model import Timeouts
 from harness.migration.run import MigrationResult, wait_destination_running
-from harness.placement import Placement
 from harness.qemu.machine import MachineSetup
-from harness.qemu.process import QemuProcess
+from harness.runner.roles import ROLES, Hop, role
+from harness.runner.side import Side
+from harness.runner.timing import timed
 from harness.scenarios.declare import Variant
-from harness.timing import timed
-
-ROLES = ("src", "dst", "back", "again", "onward")
-"""src runs the guest first, dst receives it, back is a return destination on src's side; again
-and onward are further destinations on dst's side (dst's build and set-up), for hops in a row."""
-_DST_SIDE = ("dst", "again", "onward")
 
 
 @dataclass
@@ -50,15 +46,16 @@ class ScenarioContext:
     rundir: Path
     timeouts: Timeouts
     limits: Limits
-    placement: Placement
+    driver: Driver
+    """What starts and migrates the guest (QEMU command lines, or libvirt), and where."""
     stack: ExitStack
     readable: list[Path]
     record_stream: bool = True
     phases: dict[str, float] = field(default_factory=dict)
     migrations: list[MigrationResult] = field(default_factory=list)
-    started: list[QemuProcess] = field(default_factory=list)
-    driver: Driver = field(default_factory=QemuDriver)
-    """What starts and migrates the guest: QEMU command lines, or libvirt."""
+    hops: list[Hop] = field(default_factory=list)
+    """Every migration attempted, in order (``migrations`` has the ones that completed)."""
+    started: list[Side] = field(default_factory=list)
     _workspaces: dict[int, Workspace] = field(default_factory=dict)
     _meters: dict[int, StarvationMeter | None] = field(default_factory=dict)
     _watches: dict[int, HopWatch] = field(default_factory=dict)
@@ -72,37 +69,41 @@ class ScenarioContext:
         """The source's machine set-up (what a cell without per-side changes runs everywhere)."""
         return self.setups["src"]
 
-    def build_of(self, role: str) -> Build:
-        return self.builds[1] if role in _DST_SIDE else self.builds[0]
+    def build_of(self, name: str) -> Build:
+        return self.builds[1] if role(name).like == "dst" else self.builds[0]
 
-    def setup_of(self, role: str) -> MachineSetup:
-        return self.setups["dst"] if role in _DST_SIDE else self.setups["src"]
+    def setup_of(self, name: str) -> MachineSetup:
+        return self.setups[role(name).like]
 
-    def start(self, role: str, build: Build | None = None, *, setup: MachineSetup | None = None,
-              incoming: bool | None = None) -> QemuProcess:
-        """Start QEMU for ``role`` (one of :data:`ROLES`) and connect its QMP and console.
+    def start(self, name: str, build: Build | None = None, *, setup: MachineSetup | None = None,
+              incoming: bool | None = None) -> Side:
+        """Start QEMU for role ``name`` (one of :data:`harness.runner.roles.ROLES`) and connect
+        its QMP and console.
 
         By default a role runs its side's build and set-up; the source starts
         paused (``-S``), every other role waits for an incoming migration.
         """
-        if role not in ROLES:
-            raise ValueError(f"role {role!r} is not one of {ROLES}")
-        build = build or self.build_of(role)
-        setup = setup or self.setup_of(role)
-        incoming = role != "src" if incoming is None else incoming
-        on = self.placement.hosts[role]
+        role(name)
+        build = build or self.build_of(name)
+        setup = setup or self.setup_of(name)
+        incoming = name != "src" if incoming is None else incoming
+        on = self.driver.placement.hosts.get(name)
+        if on is None:
+            raise HarnessError(f"the {self.driver.label} driver does not place role {name} "
+                               f"({ROLES[name].title}); it places {', '.join(self.driver.placement.hosts)}")
         if id(on) not in self._workspaces:
             self._workspaces[id(on)] = self.stack.enter_context(workspace_for(on, self.rundir, self.readable))
         ws = self._workspaces[id(on)]
         staged = replace(setup, kernel=ws.stage(setup.kernel), initrd=ws.stage(setup.initrd))
-        return self.driver.start(self, role, build, staged, ws, incoming)
+        return self.driver.start(self, name, build, staged, ws, incoming)
 
-    def migrate(self, src: QemuProcess, dst: QemuProcess, *, timeout: float | None = None,
+    def migrate(self, src: Side, dst: Side, *, timeout: float | None = None,
                 cut_after_bytes: int | None = None,
                 while_active: Callable[[], None] | None = None) -> MigrationResult:
         """Migrate ``src`` to ``dst`` (recording the stream unless the matrix says none); see
         :func:`harness.migration.run.migrate` for ``cut_after_bytes`` and ``while_active``."""
         windows = tuple(meter.start() for side in (src, dst) if (meter := self._meter(side)))
+        self.hops.append(Hop(src.role, dst.role))
         with self.phase("migrate"):
             result = self.driver.migrate(
                 self, src, dst, timeout=self.timeouts.migrate_s if timeout is None else timeout,
@@ -111,12 +112,12 @@ class ScenarioContext:
         self._watches[id(dst)] = HopWatch(windows)
         return result
 
-    def hop_watch(self, dst: QemuProcess) -> HopWatch | None:
+    def hop_watch(self, dst: Side) -> HopWatch | None:
         """The host's starvation windows on both sides of the hop to ``dst``, still open (the
         tick gaps close them: :func:`harness.scenarios.steps.tick_gaps`); None when not read."""
         return self._watches.pop(id(dst), None)
 
-    def _meter(self, side: QemuProcess) -> StarvationMeter | None:
+    def _meter(self, side: Side) -> StarvationMeter | None:
         if id(side) not in self._meters:
             try:
                 self._meters[id(side)] = StarvationMeter.attach(side)
@@ -124,7 +125,7 @@ class ScenarioContext:
                 self._meters[id(side)] = None
         return self._meters[id(side)]
 
-    def load_stream(self, dst: QemuProcess, stream: Path) -> None:
+    def load_stream(self, dst: Side, stream: Path) -> None:
         """Load a stored stream into ``dst`` (started incoming) as a restore would; returns once
         the guest runs there."""
         dst.monitor.cmd("migrate-incoming", uri=f"exec:cat {stream}")

@@ -1,4 +1,5 @@
-"""The libvirt driver: each namespace host's own libvirtd defines, starts and migrates the guest.
+"""The libvirt driver (``drivers: [libvirt]``): each namespace host's own libvirtd defines,
+starts and migrates the guest.
 
 Side a (source, and a ping-pong's return) and side b (destination) each run
 the libvirtd of their build's Debian release (:mod:`harness.libvirt.roots`)
@@ -28,37 +29,41 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import libvirt
 
 from harness.builds.model import Build
 from harness.builds.spec import BuildSpec, PathBuild
 from harness.errors import HarnessError, MigrationFailed, MigrationTimeout
+from harness.hosts.local import LocalHost
 from harness.hosts.netns import NamespacePair
 from harness.hosts.ssh import SshHost
 from harness.hosts.workspace import Workspace
-from harness.libvirt.daemon import LibvirtDaemon
+from harness.libvirt.daemon import LibvirtDaemon, sweep_homes
 from harness.libvirt.domain_xml import DomainFiles, UnsupportedSetup, domain_xml, for_destination
 from harness.libvirt.errors import libvirt_words
+from harness.libvirt.roots import libvirt_build
 from harness.libvirt.side import LibvirtSide
-from harness.matrix.model import Matrix
 from harness.migration.relay import Relay
 from harness.migration.run import MigrationFigures, MigrationResult, stream_path
 from harness.migration.transport import Transport
 from harness.paths import cache_root
-from harness.placement import Placement
 from harness.qemu.argv import SidePaths
 from harness.qemu.machine import MachineSetup
 from harness.qemu.output import exit_report
-from harness.qemu.process import QemuProcess
+from harness.runner.roles import ROLES, Hop
+from harness.runner.side import Side
+from harness.runner.timing import timed
+from harness.sites.base import Placement, Site
 
 if TYPE_CHECKING:
-    from harness.context import ScenarioContext
+    from harness.runner.context import ScenarioContext
 
 PORT = 4444
 """The migration port: QEMU's on the destination's loopback when recording, else its address."""
-_SIDE_OF = {"src": "a", "dst": "b", "back": "a"}
+ROLES_RUN = ("src", "dst", "back")
+"""The roles it places: hops in a row on the destination's side are not written for it."""
 _FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST
 NOT_READ = "libvirt driver: not read"
 """Why a libvirt hop's result has no machine state. The destination could be held
@@ -67,41 +72,63 @@ libvirt ends the source's QEMU in the Confirm phase of a completed migration, be
 migration call returns, and offers no point in between to read it."""
 
 
-def refusal(matrix: Matrix, specs: tuple[BuildSpec, BuildSpec]) -> str | None:
-    """Why the libvirt driver cannot run a cell of ``matrix`` with these builds, if it cannot."""
-    if matrix.lab is not None:
-        return ("the libvirt driver on lab hosts (their own libvirtd over qemu+ssh://) is not "
-                "written yet")
-    if matrix.hosts != "netns":
-        return f"the libvirt driver runs on namespace hosts (hosts: netns), not hosts: {matrix.hosts}"
-    for spec in specs:
-        if isinstance(spec, PathBuild):
-            return (f"{spec.name} is a path build: the host's libvirtd with a build tree as "
-                    "<emulator> is not written yet for the libvirt driver")
-    return None
-
-
 class LibvirtDriver:
     """Starts roles as domains of their side's daemon and migrates them between daemons."""
 
-    def __init__(self, pair: NamespacePair, daemons: dict[str, LibvirtDaemon]) -> None:
+    name: ClassVar[str] = "libvirt"
+
+    def __init__(self, pair: NamespacePair, daemons: dict[str, LibvirtDaemon], placement: Placement) -> None:
         self.pair = pair
         self.daemons = daemons
-        self.name = f"gm-{uuid.uuid4().hex[:12]}"
+        self.placement = placement
+        self.domain = f"gm-{uuid.uuid4().hex[:12]}"
         self.uuid = str(uuid.uuid4())
 
+    @property
+    def label(self) -> str:
+        return "libvirt " + " > ".join(f"{self.daemons[side].version}" for side in "ab")
+
+    @classmethod
+    def refusal(cls, site: Site, specs: tuple[BuildSpec, BuildSpec]) -> str | None:
+        if site.kind == "lab":
+            return ("the libvirt driver on lab hosts (their own libvirtd over qemu+ssh://) is not "
+                    "written yet")
+        if site.kind != "netns":
+            return f"the libvirt driver runs on namespace hosts (hosts: netns), not hosts: {site.kind}"
+        for spec in specs:
+            if isinstance(spec, PathBuild):
+                return (f"{spec.name} is a path build: the host's libvirtd with a build tree as "
+                        "<emulator> is not written yet for the libvirt driver")
+        return None
+
+    @classmethod
+    def builds(cls, specs: tuple[BuildSpec, BuildSpec], located: tuple[Build, Build]) -> tuple[Build, Build]:
+        """The same QEMU, in a root that has its release's libvirtd."""
+        return libvirt_build(specs[0], located[0]), libvirt_build(specs[1], located[1])
+
+    @classmethod
+    def open(cls, site: Site, builds: tuple[Build, Build], rundir: Path, readable: list[Path],
+             recording: bool, local: LocalHost, stack: ExitStack, phases: dict[str, float]) -> LibvirtDriver:
+        with timed(phases, "libvirt"):
+            return open_libvirt(builds, rundir, readable, stack)
+
+    @classmethod
+    def sweep(cls, site: Site) -> None:
+        if site.kind == "netns":  # libvirtd and its domains die with their namespaces ...
+            sweep_homes()  # ... and their private state goes here
+
     def start(self, ctx: ScenarioContext, role: str, build: Build, setup: MachineSetup,
-              ws: Workspace, incoming: bool) -> QemuProcess:
+              ws: Workspace, incoming: bool) -> Side:
         paths = SidePaths.for_role(ctx.rundir, role)
         xml = ""  # an incoming domain is defined by the source's, when it migrates
         if not incoming:
-            xml = domain_xml(self.name, self.uuid, setup, DomainFiles(paths.console, paths.serial_log))
+            xml = domain_xml(self.domain, self.uuid, setup, DomainFiles(paths.console, paths.serial_log))
             (ctx.rundir / f"{role}-domain.xml").write_text(xml)
         elif _as_migrated(setup) != _as_migrated(ctx.setup_of("src")):
             raise UnsupportedSetup(f"{role} is set up unlike the source, which the libvirt driver "
                                    "cannot say: libvirt defines a destination by the source's definition")
-        daemon = self.daemons[_SIDE_OF[role]]
-        side = LibvirtSide(role, ctx.placement.hosts[role], build, paths, ws, daemon, self.name, xml)
+        daemon = self.daemons[ROLES[role].side]
+        side = LibvirtSide(role, self.placement.hosts[role], build, paths, ws, daemon, self.domain, xml)
         ctx.stack.enter_context(side)
         ctx.started.append(side)
         if incoming:
@@ -111,7 +138,7 @@ class LibvirtDriver:
                 side.start()
         return side
 
-    def migrate(self, ctx: ScenarioContext, src: QemuProcess, dst: QemuProcess, *,
+    def migrate(self, ctx: ScenarioContext, src: Side, dst: Side, *,
                 timeout: float, cut_after_bytes: int | None,
                 while_active: Callable[[], None] | None = None) -> MigrationResult:
         if not (isinstance(src, LibvirtSide) and isinstance(dst, LibvirtSide)):
@@ -121,7 +148,7 @@ class LibvirtDriver:
         if while_active is not None:
             raise HarnessError("an action during the migration is not written for the libvirt driver")
         record = stream_path(ctx.rundir, src, dst) if ctx.record_stream else None
-        label = _SIDE_OF[dst.role]
+        label = ROLES[dst.role].side
         src.migrated_xml = src.require_domain().XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
         dst.xml = for_destination(src.migrated_xml, _files(src), _files(dst), dst.traced)
         (ctx.rundir / f"{dst.role}-domain.xml").write_text(dst.xml)
@@ -147,7 +174,7 @@ class LibvirtDriver:
         if status != "running":
             raise MigrationFailed(f"destination domain is {status!r} after migration, not running")
         figures = _figures(dst, src)
-        return MigrationResult(figures, record, sent or figures.transferred_bytes,
+        return MigrationResult(Hop(src.role, dst.role), figures, record, sent or figures.transferred_bytes,
                                time.monotonic() - started, machine_state_unread=NOT_READ)
 
     def _run(self, src: LibvirtSide, dst: LibvirtSide, params: dict[str, str],
@@ -271,7 +298,7 @@ def _capabilities(build: Build) -> Path:
 
 
 def open_libvirt(builds: tuple[Build, Build], rundir: Path, readable: list[Path],
-                 stack: ExitStack) -> tuple[Placement, LibvirtDriver]:
+                 stack: ExitStack) -> LibvirtDriver:
     """A namespace pair with a libvirtd per side; everything is closed by ``stack``."""
     daemons = {label: LibvirtDaemon(label, rundir, _capabilities(build))
                for label, build in zip("ab", builds, strict=True)}
@@ -289,10 +316,10 @@ def open_libvirt(builds: tuple[Build, Build], rundir: Path, readable: list[Path]
         daemon.configure(pair.side(label).address, pair.workdir / "client_key", pair.workdir / "known_hosts")
         daemon.start(hosts[label])
     _check_route(hosts["a"], daemons["a"], daemons["b"])
-    return Placement({role: hosts[side] for role, side in _SIDE_OF.items()}, _own_routes), \
-        LibvirtDriver(pair, daemons)
+    placement = Placement({role: hosts[ROLES[role].side] for role in ROLES_RUN}, _own_routes)
+    return LibvirtDriver(pair, daemons, placement)
 
 
-def _own_routes(src: QemuProcess, dst: QemuProcess) -> Transport:
+def _own_routes(src: Side, dst: Side) -> Transport:
     raise HarnessError("under the libvirt driver, libvirt migrates (LibvirtDriver.migrate); "
                        "there is no QEMU transport to hand out")
