@@ -1,7 +1,10 @@
 """A QMP monitor on top of ``qemu.qmp``'s sync shim that keeps a transcript.
 
 Every command, reply and event goes to a transcript file (attached to the
-cell's report). Events are queued by qemu.qmp from the moment of connection,
+cell's report), and, abridged, to the ``goldmig.qmp`` logger at DEBUG (the cell's
+``harness.log``, :mod:`harness.celllog`): each command with its arguments, then how
+it was answered (ok, the error class, no answer, connection lost) and how long that
+took; each event. Events are queued by qemu.qmp from the moment of connection,
 so waiting for one after issuing the command that triggers it cannot miss it.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +21,10 @@ from typing import Any
 from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, StateError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from harness.celllog import abridged
 from harness.errors import HarnessError, QemuUnresponsive, QmpCommandError
+
+log = logging.getLogger("goldmig.qmp")
 
 
 class Monitor:
@@ -39,6 +46,8 @@ class Monitor:
         self._qmp: QEMUMonitorProtocol | None = None
         self._t0 = time.monotonic()
         self._backlog: list[dict[str, Any]] = []
+        self._sent: tuple[str, float] = ("", self._t0)
+        """The last command written to the transcript, and when (for its answer's log line)."""
 
     def connect(self, alive: Callable[[], bool], timeout: float) -> None:
         """Connect once QEMU listens; give up early if ``alive()`` turns false."""
@@ -142,5 +151,48 @@ class Monitor:
 
     def _log(self, kind: str, payload: Any) -> None:
         stamp = time.monotonic() - self._t0
+        self._log_line(kind, payload)
         with open(self._transcript, "a") as out:
             out.write(f"{stamp:9.3f} {self.name} {kind} {json.dumps(payload, default=str)}\n")
+
+    def _log_line(self, kind: str, payload: Any) -> None:
+        """A transcript entry as a ``goldmig.qmp`` DEBUG line (:func:`qmp_line`); a command's
+        answer says how long it took since the command was sent."""
+        now = time.monotonic()
+        if kind == "->" and isinstance(payload, dict):
+            self._sent = (str(payload.get("execute", payload.get("libvirt", "?"))), now)
+        if log.isEnabledFor(logging.DEBUG):
+            command, sent = self._sent
+            log.debug("%s", qmp_line(self.name, kind, payload, command, (now - sent) * 1000))
+
+
+def qmp_line(role: str, kind: str, payload: Any, command: str = "", took_ms: float = 0.0) -> str:
+    """One transcript entry as a log line, abridged (:data:`harness.celllog.ABRIDGE_CHARS`):
+
+    ``src -> migrate {"uri": "unix:/tmp/gm-run-1-x/dst.in"}``,
+    ``src <- migrate: ok in 1.4 ms: {}``, ``src <- device_add: error GenericError in 0.9 ms:
+    Duplicate ID 'cpu1'``, ``src event MIGRATION {"status": "active"}``. ``command`` and
+    ``took_ms`` are those of the command an answer (``<-``) answers."""
+    if not isinstance(payload, dict):
+        return f"{role} {kind} {abridged(payload)}"
+    if kind == "->":
+        name = payload.get("execute", payload.get("libvirt", "?"))
+        return f"{role} -> {name} {abridged(payload.get('arguments', {}))}"
+    if kind == "event":
+        return f"{role} event {payload.get('event', '?')} {abridged(payload.get('data', {}))}"
+    if kind != "<-":
+        return f"{role} {kind} {abridged(payload)}"
+    if "return" in payload:
+        said, detail = "ok", abridged(payload["return"])
+    elif isinstance(payload.get("error"), dict):
+        error = payload["error"]
+        said, detail = f"error {error.get('class', '?')}", abridged(str(error.get("desc", "")))
+    elif "libvirt-error" in payload:
+        said, detail = "libvirt error", abridged(str(payload["libvirt-error"]))
+    elif "timeout" in payload:
+        said, detail = "no answer", f"timed out after {payload['timeout']} s"
+    elif "disconnected" in payload:
+        said, detail = "connection lost", abridged(str(payload["disconnected"]))
+    else:
+        said, detail = "answered", abridged(payload)
+    return f"{role} <- {command}: {said} in {took_ms:.1f} ms: {detail}"

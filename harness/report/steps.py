@@ -13,6 +13,9 @@ too, named so); each failed or not measured check says which known_failures
 entry explained it (its key, cells and reason) or that nothing did. A
 failure that ended the scenario early is a check of its own there
 (``migration completes``, ...), followed by what it left unmeasured.
+
+The cell's own files (the harness's log of what it did, :mod:`harness.celllog`) are
+attachments of the test itself, not of a step: :func:`cell_attachments`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import allure_commons
 from allure_commons.model2 import Attachment, Parameter, StatusDetails, TestStepResult
 
 from harness.cell import CellRecord
+from harness.celllog import LOG_NAME
 from harness.checks.result import CheckResult, Verdict
 from harness.checks.verdict import CheckVerdict
 from harness.errors import CheckFailed, ChecksFailed, MigrationFailed, MigrationTimeout
@@ -46,6 +50,8 @@ _ROLE_FILES = (("argv.txt", "command line"), ("qemu.log", "QEMU output"), ("qmp.
                ("serial.log", "serial console"), ("corrupt-lines.txt", "agent lines with a bad CRC"),
                ("info-mtree.txt", "memory map (info mtree)"),
                ("info-ramblock.txt", "RAM blocks (info ramblock)"))
+_CELL_FILES = ((LOG_NAME, "harness log"),)
+"""The cell's files that belong to no one step: attached to the test, named "<what> (<file>)"."""
 
 
 @dataclass(frozen=True)
@@ -303,6 +309,23 @@ def _plain(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def cell_attachments(evidence: Path) -> tuple[Attach, ...]:
+    """The cell's own files found in its evidence directory (``CellRecord.evidence``;
+    :data:`_CELL_FILES`), for :func:`attach_to_test`: ``harness log (harness.log)`` whenever the
+    cell wrote one."""
+    return tuple(Attach(f"{what} ({name})", path) for name, what in _CELL_FILES
+                 if (path := evidence / name).exists())
+
+
+def attach_to_test(test: Any, attachments: tuple[Attach, ...]) -> None:
+    """Attach files to allure-pytest's current test result itself (not to a step), written
+    through Allure's loggers as the steps' are."""
+    for attach in attachments:
+        written = _write(attach)
+        if written is not None:
+            test.attachments.append(written)
 
 
 def add_to_test(test: Any, steps: list[Step]) -> None:

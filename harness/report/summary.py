@@ -3,6 +3,9 @@
 With ``--repeat`` a cell runs several times: the summary gives one line per
 cell with how many runs passed, and a cell whose outcome changed between runs
 is *flaky*.
+
+A failed, broken or flaky cell's line is followed by where its harness log is
+(``log: reports/runs/<cell>/harness.log``, :mod:`harness.celllog`), when the cell wrote one.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from statistics import median
 
+from harness.celllog import LOG_NAME, evidence_dir
 from harness.report.checklist import measured, note
 
 OUTCOMES = ("passed", "failed", "flaky", "known", "fixed", "broken", "skipped")
@@ -32,6 +36,9 @@ class CellOutcome:
     checks: list[dict[str, str]] = field(default_factory=list)
     """Each check's id, verdict, what it measured and the known_failures entry that explained it
     (:func:`harness.checks.verdict.checks_json`)."""
+    attempt: int = 1
+    """Which run of the cell this was (``--repeat``), from 1: where its evidence is
+    (:func:`harness.celllog.evidence_dir`)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,21 @@ class CellRuns:
         reason = f"  {self.reason}" if self.reason else ""
         return f"  {_LABEL[self.outcome]:6} {self.cell:{width}} {time}{count}{checks}{reason}"
 
+    def log(self, reports: Path | None = None) -> Path | None:
+        """The harness log of the run that went wrong (the most telling one when several did),
+        if it was kept: ``<reports>/runs/<cell>/harness.log``; None for a cell that passed."""
+        wrong = [r for r in self.runs if r.outcome in _WENT_WRONG]
+        if not wrong:
+            return None
+        telling = self.telling
+        run = telling if telling is not None and telling in wrong else wrong[0]
+        path = evidence_dir(self.cell, run.attempt, reports) / LOG_NAME
+        return path if path.is_file() else None
+
+
+_WENT_WRONG = ("failed", "broken")
+"""The outcomes whose summary line says where the run's harness log is."""
+
 
 _UNEXPLAINED = "unexplained: "
 """How :func:`harness.checks.verdict.judge` starts a failed cell's reason."""
@@ -108,7 +130,9 @@ def flaky_cells(outcomes: list[CellOutcome]) -> set[str]:
     return {c.cell for c in by_cell(outcomes) if c.outcome == "flaky"}
 
 
-def summary_lines(outcomes: list[CellOutcome]) -> list[str]:
+def summary_lines(outcomes: list[CellOutcome], reports: Path | None = None) -> list[str]:
+    """The summary; ``reports``: where the cells' evidence is (``reports_root()`` by default),
+    for the harness log of each cell that went wrong."""
     cells = by_cell(outcomes)
     counts = Counter(c.outcome for c in cells)
     head = ", ".join(f"{counts.get(k, 0)} {k}" for k in OUTCOMES)
@@ -117,6 +141,8 @@ def summary_lines(outcomes: list[CellOutcome]) -> list[str]:
     width = max((len(c.cell) for c in cells), default=10)
     for c in sorted(cells, key=lambda c: (OUTCOMES.index(c.outcome), c.cell)):
         lines.append(c.line(width))
+        if (log := c.log(reports)) is not None:
+            lines.append(f"  {'':6} log: {_shown(log)}")
     if counts.get("fixed") or counts.get("known") or counts.get("flaky"):
         lines.append("  (known = declared in matrix.yaml known_failures; FIXED? = a known failure "
                      "that now passes: review and remove its entry; FLAKY = the outcome changed "
@@ -126,6 +152,15 @@ def summary_lines(outcomes: list[CellOutcome]) -> list[str]:
     if measured_line:
         lines.append(measured_line)
     return lines
+
+
+def _shown(path: Path) -> str:
+    """``path`` from the current directory when it is under it (``reports/runs/...`` from the
+    checkout), else as it is."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def checks_measured(outcomes: list[CellOutcome]) -> str:
