@@ -28,7 +28,9 @@ from harness.machinestate.model import MachineStateError
 from harness.migration.relay import Relay
 from harness.migration.transport import Transport
 from harness.qemu.output import exit_report
-from harness.qemu.process import PING_S, QemuProcess
+from harness.qemu.process import PING_S
+from harness.runner.roles import Hop
+from harness.runner.side import Side
 
 _FINAL = ("completed", "failed", "cancelled")
 PING_EVERY_S = 2.0
@@ -65,6 +67,8 @@ class MigrationFigures:
 
 @dataclass(frozen=True)
 class MigrationResult:
+    hop: Hop
+    """Which roles this migration went between."""
     figures: MigrationFigures
     stream: Path | None
     stream_bytes: int
@@ -76,13 +80,13 @@ class MigrationResult:
     the destination was not held, the driver cannot read it)."""
 
 
-def held(dst: QemuProcess) -> bool:
+def held(dst: Side) -> bool:
     """``dst`` was started to stay paused after its incoming migration (``-incoming`` and -S)."""
     return "-S" in dst.argv and "-incoming" in dst.argv
 
 
 def migrate(
-    src: QemuProcess, dst: QemuProcess, transport: Transport, *, timeout: float,
+    src: Side, dst: Side, transport: Transport, *, timeout: float,
     record: Path | None = None, cut_after_bytes: int | None = None,
     while_active: Callable[[], None] | None = None, evidence: Path | None = None,
 ) -> MigrationResult:
@@ -115,7 +119,7 @@ def migrate(
 
 
 def _migrate(
-    src: QemuProcess, dst: QemuProcess, transport: Transport, *, timeout: float,
+    src: Side, dst: Side, transport: Transport, *, timeout: float,
     record: Path | None, cut_after_bytes: int | None,
     while_active: Callable[[], None] | None, evidence: Path | None,
 ) -> MigrationResult:
@@ -143,10 +147,10 @@ def _migrate(
     wall = time.monotonic() - started
     log.info("hop %s -> %s: done in %.2f s wall, %d stream bytes%s", src.role, dst.role, wall, sent,
              " recorded" if record is not None else "")
-    return MigrationResult(figures, record, sent, wall, state, unread)
+    return MigrationResult(Hop(src.role, dst.role), figures, record, sent, wall, state, unread)
 
 
-def _machine_state(src: QemuProcess, dst: QemuProcess, deadline: float, live: bool,
+def _machine_state(src: Side, dst: Side, deadline: float, live: bool,
                    evidence: Path | None) -> tuple[MachineStateComparison | None, str | None]:
     """Read the loaded destination (held paused), resume it if the migration was live, then
     read the source; a crash or hang on either side is raised, as anywhere else."""
@@ -188,13 +192,13 @@ def _machine_state(src: QemuProcess, dst: QemuProcess, deadline: float, live: bo
     return compare_all(before, after, hold_ms), None
 
 
-def stream_path(rundir: Path, src: QemuProcess, dst: QemuProcess) -> Path:
+def stream_path(rundir: Path, src: Side, dst: Side) -> Path:
     """Where a hop's stream is recorded: ``stream-<src role>-<dst role>.bin``."""
     return rundir / f"{STREAM_PREFIX}{src.role}-{dst.role}.bin"
 
 
 def _complete(
-    src: QemuProcess, dst: QemuProcess, uri: str, deadline: float, relay: Relay | None,
+    src: Side, dst: Side, uri: str, deadline: float, relay: Relay | None,
     triggers: list[tuple[Callable[[], None], int]], live: bool = True,
 ) -> MigrationFigures:
     src.monitor.cmd("migrate", uri=uri)
@@ -218,7 +222,7 @@ def _complete(
 
 
 def _wait_final(
-    src: QemuProcess, dst: QemuProcess, deadline: float, triggers: list[tuple[Callable[[], None], int]]
+    src: Side, dst: Side, deadline: float, triggers: list[tuple[Callable[[], None], int]]
 ) -> str:
     """Until the migration ends; each trigger ``(action, n)`` runs once, while the migration is
     active and the source has sent at least ``n`` bytes."""
@@ -276,7 +280,7 @@ class _StatusLog:
         return True
 
 
-def wait_destination_running(dst: QemuProcess, timeout: float) -> None:
+def wait_destination_running(dst: Side, timeout: float) -> None:
     """Until ``dst`` runs after an incoming migration (resumed here if it was :func:`held`
     paused after the load); MigrationFailed if it dies instead."""
     deadline = time.monotonic() + timeout
@@ -288,7 +292,7 @@ def wait_destination_running(dst: QemuProcess, timeout: float) -> None:
     log.info("destination %s running", dst.role)
 
 
-def _wait_destination_running(dst: QemuProcess, deadline: float, until: str = "running") -> None:
+def _wait_destination_running(dst: Side, deadline: float, until: str = "running") -> None:
     """Until ``dst`` is in state ``until`` (running; paused after a non-live migration)."""
     while True:
         if not dst.alive():
@@ -306,12 +310,12 @@ def _wait_destination_running(dst: QemuProcess, deadline: float, until: str = "r
         dst.monitor.wait_event(lambda e: e["event"] in ("RESUME", "MIGRATION"), timeout=0.2)
 
 
-def _require_alive(side: QemuProcess, name: str) -> None:
+def _require_alive(side: Side, name: str) -> None:
     if not side.alive():
         raise QemuCrashed(exit_report(f"{name} QEMU {side.ended()} during migration", side.output()))
 
 
-def _exited(side: QemuProcess, name: str, when: str) -> MigrationFailed | QemuCrashed:
+def _exited(side: Side, name: str, when: str) -> MigrationFailed | QemuCrashed:
     """A destination that exited by itself refused the migration; one killed by a signal
     crashed (or was killed), which no known refusal explains."""
     head = f"{name} QEMU {side.ended()} {when}"

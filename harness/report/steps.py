@@ -1,4 +1,4 @@
-"""A cell's Allure steps, built after the fact from its :class:`~harness.cell.CellRecord`.
+"""A cell's Allure steps, built after the fact from its :class:`~harness.runner.cell.CellRecord`.
 
 The runner records phases, QEMU's figures per migration, the checks and the
 evidence files, not a timeline, so the steps are laid out in the order a
@@ -30,13 +30,13 @@ from uuid import uuid4
 import allure_commons
 from allure_commons.model2 import Attachment, Parameter, StatusDetails, TestStepResult
 
-from harness.cell import CellRecord
 from harness.celllog import LOG_NAME
 from harness.checks.result import CheckResult, Verdict
 from harness.checks.verdict import CheckVerdict
 from harness.errors import CheckFailed, ChecksFailed, MigrationFailed, MigrationTimeout
 from harness.matrix.model import KnownFailure
 from harness.migration.run import STREAM_PREFIX, MigrationResult
+from harness.runner.cell import CellRecord
 
 PARAMETER_CHARS = 300
 HOP_OVERHEAD_S = 0.1
