@@ -119,8 +119,9 @@ def error_line(exc: BaseException) -> str:
 
 def abridged(value: object, limit: int = ABRIDGE_CHARS) -> str:
     """``value`` as JSON (a string as it is), cut to ``limit`` characters with the full length
-    said: a log line never carries a whole ``query-migrate`` reply or memory map."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    said: a log line never carries a whole ``query-migrate`` reply or memory map (nor spans
+    lines: an HMP reply's line breaks are shown as ``\\n``)."""
+    text = value.replace("\n", "\\n") if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import GoldmigError
+from harness.errors import ConfigError, GoldmigError
 from harness.paths import REPO_ROOT, reports_root
 from harness.report.summary import CellOutcome, read_cells_json
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(recording_overhead(load_matrix(Path(args.matrix)), args.cell, args.repeat)))
             return 0
         if args.command == "cells":
-            return _pytest(args, ["--collect-only", "-q", *extra])
+            return _cells(args)
         code = _pytest(args, extra)
         if args.command == "bench":
             _print_bench(reports_root() / "cells.json")
@@ -153,6 +153,24 @@ def main(argv: list[str] | None = None) -> int:
     except GoldmigError as exc:
         print(f"goldmig: {exc}", file=sys.stderr)
         return 2
+
+
+def _cells(args: argparse.Namespace) -> int:
+    """Print the selection's cell ids, one per line, in the order a run takes them."""
+    from harness.matrix.load import load_matrix
+    from harness.pytest_plugin import parse_shard, selected_cells
+
+    matrix = load_matrix(Path(args.matrix))
+    selection = args.select or matrix.default_selection
+    if selection not in matrix.selections:
+        raise ConfigError("the command line", "--select", f"{selection!r}: no such selection in "
+                          f"{matrix.source}; choose one of {', '.join(matrix.selections)}")
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as exc:
+        raise ConfigError("the command line", "--shard", str(exc).removeprefix("--shard ")) from None
+    print("\n".join(c.id for c in selected_cells(matrix, selection, shard)))
+    return 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -163,7 +181,7 @@ def _pytest(args: argparse.Namespace, extra: list[str]) -> int:
     reports = reports_root()
     options = [
         str(REPO_ROOT / "suite"), "--matrix", args.matrix,
-        "-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "-q", "-r", "fE",
+        "-p", "no:cacheprovider", "-q", "-r", "fE",
     ]
     if args.select:
         options += ["--select", args.select]

@@ -16,7 +16,6 @@ known_failures entries that explained nothing in a run of all their cells
 from __future__ import annotations
 
 import json
-import re
 import sys
 import uuid
 from collections.abc import Generator, Iterator
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from harness.celllog import evidence_dir
 from harness.checks.verdict import CellVerdict, checks_json, failure_checks, judge
 from harness.drivers import DRIVERS, driver_kind
 from harness.errors import ConfigError, ProductFailure
@@ -72,7 +72,10 @@ def pytest_configure(config: pytest.Config) -> None:
             f"choose one of {', '.join(matrix.selections)}"
         )
     config.option.select = selection
-    config.option.shard = _parse_shard(config.getoption("--shard"))
+    try:
+        config.option.shard = parse_shard(config.getoption("--shard"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"goldmig: {exc}") from None
     if config.getoption("--repeat") < 1:
         raise pytest.UsageError(f"goldmig: --repeat {config.getoption('--repeat')}: "
                                 "give a count of 1 or more")
@@ -81,13 +84,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_SAFE_LOGGER_KEY] = install_safe_logger(config)
 
 
-def _parse_shard(text: str | None) -> tuple[int, int] | None:
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``I/N`` as (I, N); a ValueError saying what is wrong otherwise."""
     if text is None:
         return None
     index, _, count = text.partition("/")
     if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-        raise pytest.UsageError(f"goldmig: --shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
+        raise ValueError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
     return int(index), int(count)
+
+
+def selected_cells(matrix: Matrix, selection: str, shard: tuple[int, int] | None) -> list[Cell]:
+    """The cells of a named selection, or of shard (I, N) of them."""
+    cells = matrix.select(selection)
+    if shard is not None:
+        # Round-robin over the matrix order: stable for a given matrix, and
+        # spreads slow builds across shards.
+        cells = cells[shard[0] - 1::shard[1]]
+    return cells
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -103,13 +117,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cell" in metafunc.fixturenames:
-        matrix = metafunc.config.stash[_MATRIX_KEY]
-        cells = matrix.select(metafunc.config.option.select)
-        shard = metafunc.config.option.shard
-        if shard is not None:
-            # Round-robin over the matrix order: stable for a given matrix, and
-            # spreads slow builds across shards.
-            cells = cells[shard[0] - 1::shard[1]]
+        cells = selected_cells(metafunc.config.stash[_MATRIX_KEY], metafunc.config.option.select,
+                               metafunc.config.option.shard)
         repeat = metafunc.config.getoption("--repeat")
         if repeat == 1:
             metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
@@ -122,6 +131,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 _RUN = "#"
 """Separates a cell id from the run number in the test ids of ``--repeat``."""
+_TO = "-to-"
+"""What ``>`` in a ``-k`` expression stands for: pytest's grammar has no ``>``, cell ids do."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Let ``-k 'qemu-7.2>qemu-10.0'`` select cells (before pytest's own -k deselects)."""
+    if ">" not in (config.option.keyword or ""):
+        return
+    config.option.keyword = config.option.keyword.replace(">", _TO)
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        cell = callspec.params.get("cell") if callspec else None
+        if isinstance(cell, Cell):
+            item.extra_keyword_matches.add(cell.id.replace(">", _TO))
 
 
 @pytest.fixture
@@ -138,9 +162,7 @@ def attempt(request: pytest.FixtureRequest) -> int:
 
 @pytest.fixture
 def cell_record(cell: Cell, attempt: int) -> Iterator[CellRecord]:
-    slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", cell.id)
-    yield CellRecord(cell, reports_root() / "runs" / (slug if attempt == 1 else f"{slug}#{attempt}"),
-                     attempt)
+    yield CellRecord(cell, evidence_dir(cell.id, attempt), attempt)
 
 
 def run(cell: Cell, matrix: Matrix, record: CellRecord) -> None:
@@ -188,7 +210,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                            + "; ".join(f"known_failures entry {', '.join(k.cells)} "
                                        f"(checks {', '.join(k.checks)}): {k.reason}" for k in verdict.fixed)
                            + "; remove or narrow the entry")
-    properties = [("goldmig.cell", cell.id), ("goldmig.outcome", outcome), ("goldmig.reason", reason)]
+    properties = [("goldmig.cell", cell.id), ("goldmig.outcome", outcome), ("goldmig.reason", reason),
+                  ("goldmig.attempt", str(record.attempt if isinstance(record, CellRecord) else 1))]
     if verdict is not None:
         properties.append(("goldmig.checks", json.dumps(checks_json(verdict))))
     report.user_properties.extend(properties)
@@ -242,7 +265,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     phases = json.loads(props.get("goldmig.phases", "{}"))
     outcome = CellOutcome(props["goldmig.cell"], props["goldmig.outcome"], props["goldmig.reason"], phases,
-                          json.loads(props.get("goldmig.checks", "[]")))
+                          json.loads(props.get("goldmig.checks", "[]")),
+                          attempt=int(props.get("goldmig.attempt", "1")))
     _outcomes.append(outcome)
     if getattr(report, "node", None) is None:  # where the test ran (not an xdist controller)
         from harness.report import allure as allure_report

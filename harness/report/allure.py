@@ -21,7 +21,7 @@ from allure_commons.model2 import Label, Parameter, StatusDetails
 
 from harness.report.checklist import against
 from harness.report.results import CHECKS_LABEL, RUN_FILE, VERDICT_LABEL, RunResult
-from harness.report.steps import add_to_test, plan
+from harness.report.steps import add_to_test, attach_to_test, cell_attachments, plan
 from harness.report.summary import CellOutcome
 from harness.runner.cell import CellRecord
 from harness.scenarios import SCENARIOS
@@ -72,6 +72,7 @@ def attach_cell(record: CellRecord, error: BaseException | None) -> None:
     for name, value in record.parameters.items():
         _parameter(test, name, value, excluded=True)
     add_to_test(test, plan(record, error))
+    attach_to_test(test, cell_attachments(record.evidence))
     allure.attach(json.dumps({k: round(v, 3) for k, v in record.phases.items()}, indent=1),
                   name="phase times (s)", attachment_type=allure.attachment_type.JSON)
     if record.not_kept:

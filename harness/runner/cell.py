@@ -6,12 +6,14 @@ plugin turns into Allure results, pass or fail.
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.builds.model import Build, BuildInfo, MachineInfo
+from harness.celllog import cell_log, log_verdict
 from harness.checks.machine_state import machine_state_checks
 from harness.checks.result import CheckResult, Limits
 from harness.checks.verdict import CellVerdict, completed, failure_checks, judge
@@ -32,6 +34,8 @@ from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Needs, ScenarioResult
 from harness.sites import site_for
 from harness.sites.base import Site
+
+_log = logging.getLogger("goldmig.cell")
 
 
 class CellImpossible(Exception):
@@ -190,6 +194,22 @@ def _run_scenario(
     builds: tuple[Build, Build], setups: dict[str, MachineSetup],
 ) -> None:
     rundir = make_rundir()  # evidence moves to reports/ afterwards, whatever happened
+    try:
+        with cell_log(rundir, cell.id):  # closed before the evidence moves
+            _log.info("on %s; %s", site.describe(),
+                      "; ".join(f"{k}: {v}" for k, v in record.parameters.items()))
+            _drive(cell, matrix, site, record, host, builds, setups, rundir)
+    finally:
+        settled = record.verdict is not None and record.verdict.outcome in ("passed", "known")
+        record.not_kept = keep_evidence(rundir, record.evidence,
+                                        keep_stream=keeps_stream(matrix.keep_streams, settled))
+
+
+def _drive(
+    cell: Cell, matrix: Matrix, site: Site, record: CellRecord, host: LocalHost,
+    builds: tuple[Build, Build], setups: dict[str, MachineSetup], rundir: Path,
+) -> None:
+    """Open the driver, run the scenario, judge its checks; raise what the verdict says."""
     readable = sorted({setups["src"].kernel.parent, setups["src"].initrd.parent})
     recording = matrix.keep_streams != "none"
     scenario = SCENARIOS[cell.scenario]
@@ -197,8 +217,10 @@ def _run_scenario(
     try:
         with ExitStack() as stack:
             driver = driver_kind(cell.driver).open(site, builds, rundir, readable, recording, host, stack,
-                                               record.phases)
+                                                   record.phases)
             record.parameters["driver"] = driver.label
+            _log.info("driver %s; roles placed: %s", driver.label, ", ".join(
+                f"{role} on {on.name}" for role, on in driver.placement.hosts.items()))
             ctx = ScenarioContext(
                 builds, setups, scenario.variant(cell.variant), rundir, matrix.timeouts, limits,
                 driver, stack, readable, record_stream=recording,
@@ -222,6 +244,7 @@ def _run_scenario(
                         (rundir / f"{side.role}-corrupt-lines.txt").write_text(
                             "\n".join(side.console.corrupt_lines) + "\n")
         record.verdict = judge(record.checks, matrix.known_failures_for(cell.id))
+        log_verdict(record.verdict)
         if record.verdict.outcome == "broken":
             raise HostOverloaded(record.verdict.reason)
         if any(c.counts_against for c in record.checks):
@@ -231,11 +254,8 @@ def _run_scenario(
             record.checks = [*record.checks, *machine_state_checks(record.migrations),
                              *failure_checks(exc)]
             record.verdict = judge(record.checks, matrix.known_failures_for(cell.id))
+            log_verdict(record.verdict)
         raise
-    finally:
-        settled = record.verdict is not None and record.verdict.outcome in ("passed", "known")
-        record.not_kept = keep_evidence(rundir, record.evidence,
-                                        keep_stream=keeps_stream(matrix.keep_streams, settled))
 
 
 def keeps_stream(policy: str, settled: bool) -> bool:
