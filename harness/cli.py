@@ -11,7 +11,7 @@ import pytest
 
 from harness.errors import ConfigError, GoldmigError
 from harness.paths import REPO_ROOT, reports_root
-from harness.report.summary import CellOutcome, read_cells_json
+from harness.report.run_summary import CellOutcome, read_cells_json
 
 PHASES = ("provision", "boot", "migrate", "check")
 
@@ -107,14 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             return stream_fuzz([*extra, *args.rest])  # leading options land in extra
         if args.command == "save":
             from harness.matrix.load import load_matrix
-            from harness.save import save_stream
+            from harness.stream.golden import save_stream
 
             out = save_stream(load_matrix(Path(args.matrix)), args.build, args.machine, args.file,
                               running=not args.stopped)
             print(f"saved {out} ({out.stat().st_size} bytes)")
             return 0
         if args.command == "standin":
-            from harness.standin import serve
+            from harness.commands.standin import serve
 
             out = args.out or reports_root() / "standin-lab.yaml"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,17 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "faults":
             return _faults(args, extra)
         if args.command == "bench-throughput":
-            from harness.bench import throughput
+            from harness.commands.benchmarks import throughput
 
             print("\n".join(throughput(Path(args.matrix), args.select, args.workers.split(","))))
             return 0
         if args.command == "bench-provisioning":
-            from harness.bench import provisioning
+            from harness.commands.benchmarks import provisioning
 
             print("\n".join(provisioning(args.suite)))
             return 0
         if args.command == "bench-recording":
-            from harness.bench import recording_overhead
+            from harness.commands.benchmarks import recording_overhead
             from harness.matrix.load import load_matrix
 
             print("\n".join(recording_overhead(load_matrix(Path(args.matrix)), args.cell, args.repeat)))
@@ -221,8 +221,8 @@ def _finish_junit(partial: Path, final: Path) -> None:
 
 
 def _patch(args: argparse.Namespace, extra: list[str]) -> int:
+    from harness.commands.patch import patch_matrix, write_generated_matrix
     from harness.matrix.load import load_matrix
-    from harness.patch import patch_matrix, write_generated_matrix
 
     matrix = load_matrix(Path(args.matrix))
     data = patch_matrix(matrix, args.candidate.resolve(), args.firmware.resolve(),
@@ -235,9 +235,9 @@ def _patch(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _faults(args: argparse.Namespace, extra: list[str]) -> int:
-    from harness.faults import faults_matrix, table
+    from harness.commands.fault_campaign import faults_matrix, table
+    from harness.commands.patch import write_generated_matrix
     from harness.matrix.load import load_matrix
-    from harness.patch import write_generated_matrix
 
     data = faults_matrix(load_matrix(Path(args.matrix)), args.build, args.machine)
     args.matrix = str(write_generated_matrix(data, reports_root() / "faults-matrix.yaml", "faults"))

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-from harness.celllog import evidence_dir
 from harness.checks.verdict import CellVerdict, checks_json, failure_checks, judge
 from harness.drivers import DRIVERS, driver_kind
 from harness.errors import ConfigError, ProductFailure
@@ -33,10 +32,11 @@ from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
 from harness.report.checklist import CheckStates, states
 from harness.report.history import Changes, RunEntry, now_iso, record_run
+from harness.report.run_summary import CellOutcome, by_cell, flaky_cells, summary_lines, write_cells_json
 from harness.report.safe_logger import SpaceSafeFileLogger, install_safe_logger
 from harness.report.stale import StaleEntry, stale_entries, stale_lines
-from harness.report.summary import CellOutcome, by_cell, flaky_cells, summary_lines, write_cells_json
 from harness.runner.cell import CellImpossible, CellRecord, run_cell
+from harness.runner.celllog import evidence_dir
 from harness.runner.rundir import sweep_stale_rundirs
 from harness.sites import site_for
 

@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from harness.celllog import (
+from harness.checks.result import CheckResult
+from harness.checks.verdict import judge
+from harness.errors import ChecksFailed, QmpCommandError
+from harness.migration import run as migration_run
+from harness.qemu.monitor import Monitor, qmp_line
+from harness.report.allure_steps import attach_to_test, cell_attachments
+from harness.report.run_summary import CellOutcome, summary_lines
+from harness.runner.celllog import (
     LOG_NAME,
     QuietFileHandler,
     abridged,
@@ -27,13 +34,6 @@ from harness.celllog import (
     evidence_dir,
     log_verdict,
 )
-from harness.checks.result import CheckResult
-from harness.checks.verdict import judge
-from harness.errors import ChecksFailed, QmpCommandError
-from harness.migration import run as migration_run
-from harness.qemu.monitor import Monitor, qmp_line
-from harness.report.steps import attach_to_test, cell_attachments
-from harness.report.summary import CellOutcome, summary_lines
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (\S+) (goldmig(?:\.\w+)*) (\w+): (.*)$")
 

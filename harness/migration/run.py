@@ -7,7 +7,7 @@ then it is resumed (a live migration) or left paused for the caller (the source 
 The source, in ``postmigrate`` with its CPUs as they were at the stop, is read afterwards.
 
 Each hop's phases go to the ``goldmig.migration`` logger at INFO (the cell's ``harness.log``,
-:mod:`harness.celllog`): its start, the source's status as it changes, QEMU's figures at the
+:mod:`harness.runner.celllog`): its start, the source's status as it changes, QEMU's figures at the
 end, the destination held, read and resumed, and a failure with its message.
 """
 
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.celllog import error_line
 from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed, QmpCommandError
 from harness.machinestate.capture import capture
 from harness.machinestate.compare import MachineStateComparison, compare_all
@@ -29,6 +28,7 @@ from harness.migration.relay import Relay
 from harness.migration.transport import Transport
 from harness.qemu.output import exit_report
 from harness.qemu.process import PING_S
+from harness.runner.celllog import error_line
 from harness.runner.roles import Hop
 from harness.runner.side import Side
 

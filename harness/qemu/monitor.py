@@ -2,7 +2,7 @@
 
 Every command, reply and event goes to a transcript file (attached to the
 cell's report), and, abridged, to the ``goldmig.qmp`` logger at DEBUG (the cell's
-``harness.log``, :mod:`harness.celllog`): each command with its arguments, then how
+``harness.log``, :mod:`harness.runner.celllog`): each command with its arguments, then how
 it was answered (ok, the error class, no answer, connection lost) and how long that
 took; each event. Events are queued by qemu.qmp from the moment of connection,
 so waiting for one after issuing the command that triggers it cannot miss it.
@@ -21,8 +21,8 @@ from typing import Any
 from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, StateError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from harness.celllog import abridged
 from harness.errors import HarnessError, QemuUnresponsive, QmpCommandError
+from harness.runner.celllog import abridged
 
 log = logging.getLogger("goldmig.qmp")
 
@@ -167,7 +167,7 @@ class Monitor:
 
 
 def qmp_line(role: str, kind: str, payload: Any, command: str = "", took_ms: float = 0.0) -> str:
-    """One transcript entry as a log line, abridged (:data:`harness.celllog.ABRIDGE_CHARS`):
+    """One transcript entry as a log line, abridged (:data:`harness.runner.celllog.ABRIDGE_CHARS`):
 
     ``src -> migrate {"uri": "unix:/tmp/gm-run-1-x/dst.in"}``,
     ``src <- migrate: ok in 1.4 ms: {}``, ``src <- device_add: error GenericError in 0.9 ms:

@@ -19,10 +19,10 @@ import allure
 import allure_commons
 from allure_commons.model2 import Label, Parameter, StatusDetails
 
+from harness.report.allure_steps import add_to_test, attach_to_test, cell_attachments, plan
 from harness.report.checklist import against
 from harness.report.results import CHECKS_LABEL, RUN_FILE, VERDICT_LABEL, RunResult
-from harness.report.steps import add_to_test, attach_to_test, cell_attachments, plan
-from harness.report.summary import CellOutcome
+from harness.report.run_summary import CellOutcome
 from harness.runner.cell import CellRecord
 from harness.scenarios import SCENARIOS
 

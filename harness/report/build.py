@@ -34,7 +34,7 @@ from harness.report.checklist import states
 from harness.report.history import RUNS_FILE, Changes, read_runs, what_changed
 from harness.report.matrix_page import RING, Ring, changes_html, headline, render, ring_note
 from harness.report.results import RUN_FILE, CellResult, ReportError, read_cells
-from harness.report.summary import OUTCOMES
+from harness.report.run_summary import OUTCOMES
 from harness.report.tool import allure_command
 
 ALLURE_HISTORY = "allure-history.jsonl"

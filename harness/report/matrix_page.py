@@ -18,8 +18,8 @@ from html import escape
 
 from harness.report.history import Changes
 from harness.report.results import CellResult, summary_outcomes
-from harness.report.summary import _LABEL as LABEL  # the summary's table: one name per outcome, one place
-from harness.report.summary import OUTCOMES, summary_lines
+from harness.report.run_summary import _LABEL as LABEL  # the summary's table: one name per outcome, one place
+from harness.report.run_summary import OUTCOMES, summary_lines
 
 _MEANING = {"passed": "passed", "failed": "QEMU or the guest misbehaved",
             "broken": "the harness or the environment is at fault", "known": "a declared known failure",

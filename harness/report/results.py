@@ -10,7 +10,7 @@ cell whose outcome is *flaky* when they differ; its Allure page is that of
 the latest result, which Allure shows with the others as retries.
 
 Outcomes, their order and the rule that makes a cell flaky are the run
-summary's (:mod:`harness.report.summary`): the report counts what the
+summary's (:mod:`harness.report.run_summary`): the report counts what the
 summary counts.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.report.checklist import explained, note, parse, unexplained
-from harness.report.summary import OUTCOMES, CellOutcome, CellRuns
+from harness.report.run_summary import OUTCOMES, CellOutcome, CellRuns
 
 VERDICT_LABEL = "verdict"
 """An Allure result's label with goldmig's outcome of the cell (passed, failed, known, ...)."""
@@ -161,7 +161,7 @@ class CellResult:
 
 def summary_outcomes(cells: Iterable[CellResult]) -> tuple[CellOutcome, ...]:
     """Every result of ``cells`` as the run's summary takes a run (its cell and outcome), oldest
-    first: what :func:`harness.report.summary.summary_lines` counts."""
+    first: what :func:`harness.report.run_summary.summary_lines` counts."""
     return tuple(CellOutcome(c.cell, r.outcome) for c in cells for r in c.runs)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.matrix.model import KnownFailure, Matrix
-from harness.report.summary import CellOutcome
+from harness.report.run_summary import CellOutcome
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.builds.model import Build, BuildInfo, MachineInfo
-from harness.celllog import cell_log, log_verdict
 from harness.checks.machine_state import machine_state_checks
 from harness.checks.result import CheckResult, Limits
 from harness.checks.verdict import CellVerdict, completed, failure_checks, judge
@@ -24,6 +23,7 @@ from harness.hosts.local import LocalHost
 from harness.matrix.model import Cell, Matrix, ScenarioRef
 from harness.migration.run import MigrationResult
 from harness.qemu.machine import MachineSetup, common_properties
+from harness.runner.celllog import cell_log, log_verdict
 from harness.runner.context import ScenarioContext
 from harness.runner.evidence import keep_evidence
 from harness.runner.explain import diff_last_hop, summarise_streams

@@ -10,8 +10,8 @@ from harness.errors import HarnessError
 from harness.migration.run import STREAM_PREFIX
 from harness.qemu.machine import MachineSetup
 from harness.runner.roles import Hop
-from harness.save import stopped_machine
 from harness.stream import StreamError, diff, summarise
+from harness.stream.golden import stopped_machine
 from harness.stream.recorder import record_stream
 
 

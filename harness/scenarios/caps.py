@@ -21,8 +21,9 @@ Variants, one per capability that TCG lets us vary (tried on QEMU 7.2 and
 64k), fwnmi and ail-mode-3 (default on; destination off), nested-hv (source
 on; default off). Left out: cap-rpt-invalidate ("No H_RPT_INVALIDATE support
 in TCG"), cap-dawr1 ("DAWR1 supported only on POWER10 and later CPUs"),
-cap-cfpc/sbbc/ibs/ccf-assist/htm (TCG cannot provide the higher values, see
-DESIGN.md), cap-nested-papr (10.0 only and exclusive with nested-hv; needs a
+cap-cfpc/sbbc/ibs/ccf-assist/htm (TCG cannot provide the higher values: every TCG
+guest starts with cfpc/sbbc/ibs=broken, ccf-assist=off and htm=off, as
+harness/qemu/machine.py sets them), cap-nested-papr (10.0 only and exclusive with nested-hv; needs a
 POWER10 guest to mean anything). ail-mode-3 exists only in 10.0, so its cells
 on other builds are skipped by the seam; nested-hv needs QEMU 7.0 on both sides
 (5.2's TCG says "No Nested KVM-HV support in TCG"), skipped by its Needs.

@@ -87,7 +87,7 @@ def _shown(ticks: dict[int, int | None]) -> str:
 
 
 def run(ctx: ScenarioContext, variant: Variant[None]) -> GoldenLoadObservations:
-    from harness.save import golden_stream  # records with a local build: runtime only
+    from harness.stream.golden import golden_stream  # records with a local build: runtime only
 
     with ctx.phase("provision"):
         stream = golden_stream(ctx.builds[0], ctx.setup, ctx.rundir)

@@ -40,7 +40,7 @@ class VmstateObservations:
 
 def run(ctx: ScenarioContext, variant: Variant[None]) -> VmstateObservations:
     # These record and dump with the builds on this machine: runtime only.
-    from harness.save import stopped_machine
+    from harness.stream.golden import stopped_machine
     from harness.stream.recorder import RecordError, dump_vmstate, record_stream
 
     source, destination = ctx.builds

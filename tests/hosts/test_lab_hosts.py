@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from harness.checks.result import Verdict
+from harness.commands.standin import WORKDIR, lab_section, standin_matrix
 from harness.hosts import sshkeys
 from harness.hosts.netns import NamespacePair
 from harness.hosts.ssh import HostKeyRejected, SshHost
@@ -24,7 +25,6 @@ from harness.matrix.load import load_matrix
 from harness.matrix.model import KnownFailure, Matrix
 from harness.runner.cell import CellImpossible, CellRecord, run_judged
 from harness.sites.lab import lab_target
-from harness.standin import WORKDIR, lab_section, standin_matrix
 
 pytestmark = pytest.mark.slow
 

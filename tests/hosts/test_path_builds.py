@@ -27,6 +27,8 @@ from harness.builds.model import Build
 from harness.builds.provision import provision
 from harness.builds.spec import PathBuild
 from harness.checks.result import Verdict
+from harness.commands.patch import patch_matrix
+from harness.commands.standin import WORKDIR, standin_matrix
 from harness.errors import BuildError, HarnessError, HostError, ProductFailure, QemuStartError
 from harness.hosts.base import Host
 from harness.hosts.local import LocalHost
@@ -35,12 +37,10 @@ from harness.hosts.ssh import SshHost
 from harness.hosts.workspace import workspace_for
 from harness.matrix.load import load_matrix
 from harness.matrix.model import KnownFailure
-from harness.patch import patch_matrix
 from harness.paths import REPO_ROOT
 from harness.qemu.argv import SidePaths
 from harness.qemu.process import QemuProcess
 from harness.runner.cell import CellRecord, run_judged
-from harness.standin import WORKDIR, standin_matrix
 
 HOST_QEMU = Path("/usr/bin/qemu-system-ppc64")
 HOST_FIRMWARE = Path("/usr/share/qemu")

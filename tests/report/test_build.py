@@ -11,7 +11,7 @@ import pytest
 from harness.report.build import ALLURE_HISTORY, build_report
 from harness.report.history import RUNS_FILE, RunEntry, append_run
 from harness.report.results import RUN_FILE, ReportError
-from harness.report.summary import CellOutcome, summary_lines
+from harness.report.run_summary import CellOutcome, summary_lines
 from harness.report.tool import allure_command, pinned_version
 
 

@@ -12,7 +12,7 @@ import pytest
 from harness.report.history import Change, Changes
 from harness.report.matrix_page import Ring, render, ring_note
 from harness.report.results import CellResult, RunResult, read_cells
-from harness.report.summary import OUTCOMES, CellOutcome, by_cell, summary_lines
+from harness.report.run_summary import OUTCOMES, CellOutcome, by_cell, summary_lines
 
 
 def _cell(cell: str, *outcomes: str, reason: str = "") -> CellResult:
@@ -123,7 +123,7 @@ def _results(directory: Path, runs: list[tuple[str, str, str, str]], verdicts: b
 @pytest.mark.parametrize("verdicts", [True, False], ids=["verdict labels", "older results, without them"])
 def test_each_square_and_the_legend_are_the_run_summary_s(tmp_path: Path, verdicts: bool) -> None:
     """One cell of each outcome (a fixed one among them) read back from Allure results: every
-    square, the legend's counts and the count line are what harness/report/summary.py makes of the
+    square, the legend's counts and the count line are what harness/report/run_summary.py makes of the
     same runs."""
     page = render(read_cells([_results(tmp_path / "results", RUNS, verdicts)]), None, "nightly")
     runs = [CellOutcome(cell, outcome) for cell, outcome, _, _ in RUNS]

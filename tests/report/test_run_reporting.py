@@ -14,7 +14,7 @@ import pytest
 from harness.report.history import RUNS_FILE, read_runs
 from harness.report.matrix_page import render
 from harness.report.results import RUN_FILE, read_cells
-from harness.report.summary import read_cells_json
+from harness.report.run_summary import read_cells_json
 
 pytest_plugins = ["pytester"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Matrix
+from harness.report.run_summary import CellOutcome
 from harness.report.stale import stale_entries, stale_lines
-from harness.report.summary import CellOutcome
 
 MATRIX = textwrap.dedent("""
     builds:

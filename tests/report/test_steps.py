@@ -10,7 +10,7 @@ from harness.checks.verdict import failure_checks, judge
 from harness.errors import CheckFailed, ChecksFailed, GuestUnresponsive, MigrationFailed
 from harness.matrix.model import Cell, KnownFailure
 from harness.migration.run import MigrationFigures, MigrationResult
-from harness.report.steps import Step, add_to_test, plan
+from harness.report.allure_steps import Step, add_to_test, plan
 from harness.runner.cell import CellImpossible, CellRecord
 from harness.runner.roles import Hop
 
@@ -65,6 +65,7 @@ def test_a_passing_cell_reads_as_provision_boot_hop_checks(tmp_path: Path) -> No
 def test_a_refused_stream_fails_the_hop_with_qemus_words_and_the_diff(tmp_path: Path) -> None:
     record = _record(tmp_path, {"provision": 0.1, "boot": 2.5, "migrate": 0.4, "check": 0.2},
                      ("stream-src-dst.summary.txt", "stream-src-dst.diff.txt"))
+    record.hops.append(Hop("src", "dst"))  # attempted (ScenarioContext.migrate), never completed
     error = MigrationFailed("destination QEMU exited with code 1 during migration: cpu/slb: incoming "
                             "version_id 2 is too new for local version_id 1")
     steps = plan(record, error)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.report.summary import CellOutcome, read_cells_json, summary_lines, write_cells_json
+from harness.report.run_summary import CellOutcome, read_cells_json, summary_lines, write_cells_json
 
 TICKS = {"id": "timer-ticks-on-schedule", "name": "timer ticks on schedule", "verdict": "failed",
          "measured": "gaps: CPU 0 none", "explained_by": "3f2a9c1e07", "entry": "*>qemu-7.2/*/baseline-idle"}

@@ -19,8 +19,8 @@ import pytest
 
 from harness import cache
 from harness.qemu.machine import MachineSetup
-from harness.save import golden_stream
 from harness.stream import corpus, diff, iter_records, summarise
+from harness.stream.golden import golden_stream
 from harness.stream.recorder import dump_vmstate
 from harness.stream.records import RamData, SectionHeader, SectionKind
 

@@ -13,41 +13,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-import libfdt
 import pytest
 from streamgen import StreamWriter, device, field, full_stream, vmdesc
 
 from harness.paths import REPO_ROOT
 from harness.stream.errors import StreamError
 from harness.stream.fdt import FdtError, summarise_fdt
+from harness.stream.fuzz.gen import small_fdt
 from harness.stream.summary import summarise
-
-
-def small_tree() -> bytes:
-    """A small packed pseries-like device tree (617 bytes)."""
-    sw = libfdt.FdtSw()
-    sw.finish_reservemap()
-    with sw.add_node(""):
-        sw.property_string("model", "IBM pSeries (emulated by qemu)")
-        sw.property_string("compatible", "qemu,pseries")
-        with sw.add_node("cpus"), sw.add_node("PowerPC,POWER9@0"):
-            sw.property_string("device_type", "cpu")
-            sw.property_u32("reg", 0)
-            sw.property("ibm,ppc-interrupt-server#s", struct.pack(">II", 0, 1))
-            sw.property_u32("cpu-version", 0x4E1200)
-        with sw.add_node("memory@0"):
-            sw.property_string("device_type", "memory")
-            sw.property("reg", struct.pack(">QQ", 0, 512 << 20))
-        with sw.add_node("interrupt-controller"):
-            sw.property("compatible", b"ibm,power9-xive\0IBM,ppc-xicp\0")
-        with sw.add_node("pci@800000020000000"):
-            sw.property_string("device_type", "pci")
-            sw.property("reg", struct.pack(">QQ", 0x800000020000000, 0x1000))
-            sw.property_u32("ibm,index", 0)
-            sw.property("ranges", struct.pack(">7I", 0x1000000, 0, 0, 0x2000, 0, 0, 0x10000))
-    fdt = sw.as_fdt()
-    fdt.pack()
-    return bytes(fdt.as_bytearray())
 
 
 class TestDeviceTree:
@@ -60,7 +33,7 @@ class TestDeviceTree:
         In a child process, so that a regression fails this test instead of
         killing pytest.
         """
-        tree = small_tree()
+        tree = small_fdt()
         bad = tree[:68] + tree[72:] + bytes(4)
         code = (
             "import sys\n"
@@ -79,14 +52,14 @@ class TestDeviceTree:
         pylibfdt decodes names as UTF-8 and reported the failure as a
         SystemError that escaped summarise(). Minimised: one name byte 0xff.
         """
-        tree = small_tree()
+        tree = small_fdt()
         strings = int.from_bytes(tree[12:16], "big")
         bad = tree[:strings] + b"\xff" + tree[strings + 1 :]
         with pytest.raises(FdtError, match="not ASCII"):
             summarise_fdt(bad)
 
     def test_a_bad_tree_leaves_a_note_in_the_summary(self) -> None:
-        tree = small_tree()
+        tree = small_fdt()
         strings = int.from_bytes(tree[12:16], "big")
         summary = summarise(io.BytesIO(spapr_stream(tree[:strings] + b"\xff" + tree[strings + 1 :])))
         assert summary.spapr is not None and summary.spapr.fdt is None

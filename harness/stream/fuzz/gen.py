@@ -299,7 +299,7 @@ class _Generator:
                          "fields": [_field(f"mig.caps[0x{n:02x}]", "uint8", 1)]})
             w.subsection(f"spapr/cap/{cap}", 1).u8(rng.choice((0, 1, 2, 3, 16, 255)))
         if rng.random() < 0.5:
-            blob = rng.choice(self.fdts) if self.fdts and rng.random() < 0.3 else _small_fdt()
+            blob = rng.choice(self.fdts) if self.fdts and rng.random() < 0.3 else small_fdt()
             subs.append({"vmsd_name": "spapr_dtb", "version": 1, "fields": [
                 _field("fdt_initial_size", "uint32", 4), _field("fdt_size", "uint32", 4),
                 _field("fdt_blob", "buffer", len(blob))]})
@@ -313,8 +313,9 @@ class _Generator:
 
 
 @functools.cache
-def _small_fdt() -> bytes:
-    """A small pseries-like device tree: every kind of node the summariser looks at."""
+def small_fdt() -> bytes:
+    """A small pseries-like device tree: every kind of node the summariser looks at (also the
+    tree the fuzz regression tests corrupt)."""
     import libfdt
 
     sw = libfdt.FdtSw()

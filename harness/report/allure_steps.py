@@ -14,7 +14,7 @@ entry explained it (its key, cells and reason) or that nothing did. A
 failure that ended the scenario early is a check of its own there
 (``migration completes``, ...), followed by what it left unmeasured.
 
-The cell's own files (the harness's log of what it did, :mod:`harness.celllog`) are
+The cell's own files (the harness's log of what it did, :mod:`harness.runner.celllog`) are
 attachments of the test itself, not of a step: :func:`cell_attachments`.
 """
 
@@ -30,22 +30,19 @@ from uuid import uuid4
 import allure_commons
 from allure_commons.model2 import Attachment, Parameter, StatusDetails, TestStepResult
 
-from harness.celllog import LOG_NAME
 from harness.checks.result import CheckResult, Verdict
 from harness.checks.verdict import CheckVerdict
 from harness.errors import CheckFailed, ChecksFailed, MigrationFailed, MigrationTimeout
 from harness.matrix.model import KnownFailure
 from harness.migration.run import STREAM_PREFIX, MigrationResult
 from harness.runner.cell import CellRecord
+from harness.runner.celllog import LOG_NAME
+from harness.runner.roles import ROLES, Hop
 
 PARAMETER_CHARS = 300
 HOP_OVERHEAD_S = 0.1
 """Migrate-phase time a completed migration spends outside QEMU's own timing (QMP set-up, the
 relay; 10 to 50 ms measured), so that three hops do not read as a fourth that did not complete."""
-_ROLES = {"src": "source", "dst": "destination", "back": "return destination",
-          "again": "second destination", "onward": "third destination"}
-_HOPS = (("src", "dst"), ("dst", "back"))
-"""The roles of each hop, in order, when no recorded stream names them."""
 _ROLE_FILES = (("argv.txt", "command line"), ("qemu.log", "QEMU output"), ("qmp.log", "QMP transcript"),
                ("serial.log", "serial console"), ("corrupt-lines.txt", "agent lines with a bad CRC"),
                ("info-mtree.txt", "memory map (info mtree)"),
@@ -139,49 +136,36 @@ def _status(error: BaseException | None) -> str:
 def _qemu_steps(record: CellRecord) -> list[Step]:
     """One step per QEMU the cell started, with that process's own files."""
     steps = []
-    for role, title in _ROLES.items():
-        files = [Attach(f"{title} {what}", path) for suffix, what in _ROLE_FILES
-                 if (path := record.evidence / f"{role}-{suffix}").exists()]
+    for name, role in ROLES.items():
+        files = [Attach(f"{role.title} {what}", path) for suffix, what in _ROLE_FILES
+                 if (path := record.evidence / f"{name}-{suffix}").exists()]
         if files:
-            build = record.cell.dst if role == "dst" else record.cell.src
-            steps.append(Step(f"{title} QEMU ({build})", "passed", attachments=tuple(files)))
+            build = record.cell.dst if role.like == "dst" else record.cell.src
+            steps.append(Step(f"{role.title} QEMU ({build})", "passed", attachments=tuple(files)))
     return steps
 
 
 def _hops(record: CellRecord, ended: _Ended) -> list[Step]:
     """A step per recorded migration with QEMU's figures, and the hop that failed, if one did."""
-    recorded = {p.name.split(".", 1)[0] for p in record.evidence.glob(f"{STREAM_PREFIX}*.txt")}
     steps = []
     for number, migration in enumerate(record.migrations, 1):
-        roles = _roles(migration, number)
-        recorded.discard(f"{STREAM_PREFIX}{roles[0]}-{roles[1]}")
-        steps.append(Step(_hop_name(number, roles, migration), "passed", seconds=migration.wall_s,
-                          parameters=_figures(migration), attachments=_stream_files(record, roles)))
+        steps.append(Step(_hop_name(number, migration), "passed", seconds=migration.wall_s,
+                          parameters=_figures(migration), attachments=_stream_files(record, migration.hop)))
     number = len(record.migrations) + 1
     spent = max(record.phases.get("migrate", 0.0) - sum(m.wall_s for m in record.migrations), 0.0)
     if ended.where == "migration":
-        left = sorted(recorded)  # the failed hop's stream was recorded up to where it broke
-        src, dst = left[-1].removeprefix(STREAM_PREFIX).split("-", 1) if left else _HOPS[min(number, 2) - 1]
-        steps.append(Step(f"migration {number}: {_ROLES.get(src, src)} to {_ROLES.get(dst, dst)}",
-                          *ended.at("migration"), seconds=spent,
-                          attachments=_stream_files(record, (src, dst))))
+        hop = record.hops[number - 1] if len(record.hops) >= number else None  # attempted, not completed
+        steps.append(Step(f"migration {number}" + (f": {hop.title}" if hop else ""), *ended.at("migration"),
+                          seconds=spent, attachments=_stream_files(record, hop) if hop else ()))
     elif spent > 0.05 + HOP_OVERHEAD_S * len(record.migrations):
         steps.append(Step(f"migration {number}: did not complete (QEMU's figures not recorded; the "
                           "checks say what the scenario expected)", "passed", seconds=spent))
     return steps
 
 
-def _roles(migration: MigrationResult, number: int) -> tuple[str, str]:
-    if migration.stream is not None:
-        src, _, dst = migration.stream.stem.removeprefix(STREAM_PREFIX).partition("-")
-        if src in _ROLES and dst in _ROLES:
-            return src, dst
-    return _HOPS[min(number, 2) - 1]
-
-
-def _hop_name(number: int, roles: tuple[str, str], migration: MigrationResult) -> str:
+def _hop_name(number: int, migration: MigrationResult) -> str:
     f = migration.figures
-    return (f"migration {number}: {_ROLES[roles[0]]} to {_ROLES[roles[1]]} ({f.status}, "
+    return (f"migration {number}: {migration.hop.title} ({f.status}, "
             f"{f.total_time_ms} ms total, {f.downtime_ms} ms downtime)")
 
 
@@ -199,8 +183,8 @@ def _figures(migration: MigrationResult) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _stream_files(record: CellRecord, roles: tuple[str, str]) -> tuple[Attach, ...]:
-    stem = f"{STREAM_PREFIX}{roles[0]}-{roles[1]}"
+def _stream_files(record: CellRecord, hop: Hop) -> tuple[Attach, ...]:
+    stem = f"{STREAM_PREFIX}{hop.src}-{hop.dst}"
     found = [Attach(f"stream summary ({stem})", record.evidence / f"{stem}.summary.txt"),
              Attach("stream diff: what the receiving build cannot load, worst first",
                     record.evidence / f"{stem}.diff.txt")]

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.errors import GoldmigError
 from harness.matrix.model import Matrix
 from harness.paths import reports_root
-from harness.report.summary import read_cells_json
+from harness.report.run_summary import read_cells_json
 from harness.runner.cell import CellRecord, run_cell
 
 

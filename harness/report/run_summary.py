@@ -5,7 +5,7 @@ cell with how many runs passed, and a cell whose outcome changed between runs
 is *flaky*.
 
 A failed, broken or flaky cell's line is followed by where its harness log is
-(``log: reports/runs/<cell>/harness.log``, :mod:`harness.celllog`), when the cell wrote one.
+(``log: reports/runs/<cell>/harness.log``, :mod:`harness.runner.celllog`), when the cell wrote one.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from statistics import median
 
-from harness.celllog import LOG_NAME, evidence_dir
 from harness.report.checklist import measured, note
+from harness.runner.celllog import LOG_NAME, evidence_dir
 
 OUTCOMES = ("passed", "failed", "flaky", "known", "fixed", "broken", "skipped")
 REASON_CHARS = 160
@@ -38,7 +38,7 @@ class CellOutcome:
     (:func:`harness.checks.verdict.checks_json`)."""
     attempt: int = 1
     """Which run of the cell this was (``--repeat``), from 1: where its evidence is
-    (:func:`harness.celllog.evidence_dir`)."""
+    (:func:`harness.runner.celllog.evidence_dir`)."""
 
 
 @dataclass(frozen=True)
