@@ -22,9 +22,8 @@ import pytest
 from harness import cache
 from harness.builds import debian
 from harness.builds.debian import ensure_suite_root
+from harness.builds.host_package import HostPackageBuild
 from harness.builds.introspect import introspect
-from harness.builds.provision import provision
-from harness.builds.spec import HostPackageBuild
 from harness.errors import CacheError
 
 
@@ -37,7 +36,7 @@ def _private(private_cache: Path) -> None:
 @pytest.mark.skipif(not os.access("/usr/bin/qemu-system-ppc64", os.X_OK),
                     reason="needs the host's QEMU 7.2 (make setup)")
 def test_damaged_introspection_is_asked_again(private_cache: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    build = provision(HostPackageBuild("qemu-7.2"))
+    build = HostPackageBuild("qemu-7.2").provision()
     info = introspect(build)
     (entry,) = (private_cache / "introspect").glob("qemu-7.2-????????????????.json")
     entry.write_text(entry.read_text().replace('"pseries-7.2"', '"pseries-7.3"'))

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from harness.builds.model import BuildInfo
-from harness.builds.spec import BuildSpec, PathBuild
+from harness.builds.path_build import PathBuild
+from harness.builds.spec import BuildSpec
 from harness.matrix.model import Matrix
 from harness.sites import site_for
 from harness.sites.base import Site

@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import libvirt
 
+from harness.builds.debian_suite import DebianSuiteBuild
+from harness.builds.host_package import HostPackageBuild
 from harness.builds.model import Build
-from harness.builds.spec import BuildSpec, PathBuild
+from harness.builds.spec import BuildSpec
 from harness.errors import HarnessError, MigrationFailed, MigrationTimeout
 from harness.hosts.local import LocalHost
 from harness.hosts.netns import NamespacePair
@@ -96,9 +98,10 @@ class LibvirtDriver:
         if site.kind != "netns":
             return f"the libvirt driver runs on namespace hosts (hosts: netns), not hosts: {site.kind}"
         for spec in specs:
-            if isinstance(spec, PathBuild):
-                return (f"{spec.name} is a path build: the host's libvirtd with a build tree as "
-                        "<emulator> is not written yet for the libvirt driver")
+            if not isinstance(spec, (HostPackageBuild, DebianSuiteBuild)):
+                return (f"{spec.name} is a {spec.kind} build: the libvirt driver runs kind host and "
+                        "kind debian builds, whose Debian release has a libvirtd (the host's libvirtd "
+                        "with a build tree as <emulator> is not written yet)")
         return None
 
     @classmethod

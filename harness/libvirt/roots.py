@@ -29,8 +29,10 @@ from harness.builds.debian import (
     package_version,
     suite_root_path,
 )
+from harness.builds.debian_suite import DebianSuiteBuild
+from harness.builds.host_package import HostPackageBuild
 from harness.builds.model import Build
-from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild
+from harness.builds.spec import BuildSpec
 from harness.cache import damage, seal, sums_path
 from harness.errors import BuildError, CacheError
 

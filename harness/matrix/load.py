@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild, PathBuild
+from harness.builds.kinds import BUILD_KINDS, build_kind
+from harness.builds.spec import BuildSpec
 from harness.drivers import DRIVERS
 from harness.errors import ConfigError
 from harness.matrix.model import (
@@ -22,6 +21,7 @@ from harness.matrix.model import (
     ScenarioRef,
     Timeouts,
 )
+from harness.matrix.reader import Reader
 from harness.scenarios import SCENARIOS
 from harness.sites import SITES
 
@@ -34,55 +34,6 @@ _LAB_KEYS = ("address", "port", "user", "key_file", "known_hosts", "accel", "wor
 KEEP_STREAMS = ("failed", "all", "none")
 
 
-class _Reader:
-    """Typed access to a YAML mapping that reports errors as file: key: problem."""
-
-    def __init__(self, source: str, data: Any, path: str) -> None:
-        self.source = source
-        self.path = path
-        if not isinstance(data, dict):
-            raise self.error("", f"must be a mapping, got {type(data).__name__}")
-        self.data: dict[str, Any] = data
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        full = f"{self.path}.{key}" if self.path and key else (self.path or key)
-        return ConfigError(self.source, full, problem)
-
-    def only(self, *allowed: str) -> None:
-        for key in self.data:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
-                raise self.error(str(key), f"unknown key{hint}")
-
-    def sub(self, key: str, default: Any = None) -> _Reader:
-        value = self.data.get(key, {} if default is None else default)
-        return _Reader(self.source, value, f"{self.path}.{key}" if self.path else key)
-
-    def get(self, key: str, kind: type, default: Any = ..., required: bool = False) -> Any:
-        if key not in self.data:
-            if required or default is ...:
-                raise self.error(key, "is required")
-            return default
-        value = self.data[key]
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-            raise self.error(key, f"must be a {kind.__name__}, got {value!r}")
-        return value
-
-    def names(self, key: str, known: Collection[str] | None = None) -> tuple[str, ...]:
-        value = self.get(key, list, required=True)
-        if not value:
-            raise self.error(key, "must not be empty")
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise self.error(f"{key}[{i}]", f"must be a string, got {item!r}")
-            if known is not None and item not in known:
-                close = difflib.get_close_matches(item, list(known), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-                raise self.error(f"{key}[{i}]", f"{item!r} is not defined; {hint}")
-        return tuple(value)
-
-
 def load_matrix(path: Path) -> Matrix:
     """Parse and validate ``path``; raises :class:`ConfigError` on any problem."""
     source = str(path)
@@ -92,7 +43,7 @@ def load_matrix(path: Path) -> Matrix:
         raise ConfigError(source, "", "file not found; pass --matrix with the right path") from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"is not valid YAML: {exc}") from None
-    top = _Reader(source, data, "")
+    top = Reader(source, data, "")
     top.only("builds", "guest", "checks", "timeouts", "groups", "selections",
              "default_selection", "known_failures", "reports", "hosts", "lab")
     builds = _builds(top.sub("builds"))
@@ -120,7 +71,7 @@ def load_matrix(path: Path) -> Matrix:
                   groups, selections, default, _known(top, source), keep, hosts, lab)
 
 
-def _lab(top: _Reader, builds: dict[str, BuildSpec]) -> tuple[LabHost, LabHost]:
+def _lab(top: Reader, builds: dict[str, BuildSpec]) -> tuple[LabHost, LabHost]:
     """The lab's source and destination hosts; builds must be ones a lab host can have."""
     if "lab" not in top.data:
         raise top.error("lab", "is required with `hosts: lab`: give lab.source and "
@@ -150,14 +101,12 @@ def _lab(top: _Reader, builds: dict[str, BuildSpec]) -> tuple[LabHost, LabHost]:
         raise r.error("destination.accel", f"is {hosts[1].accel} but the source's is "
                       f"{hosts[0].accel}; both sides of a migration use the same accelerator")
     for name, spec in builds.items():
-        if isinstance(spec, DebianSuiteBuild):
-            raise top.error(f"builds.{name}", "is a Debian suite root on this machine, which lab "
-                            "hosts do not have; with `hosts: lab` use kind host (the lab host's own "
-                            "QEMU) or kind path (a build installed at that path on the lab hosts)")
+        if why := spec.lab_refusal():
+            raise top.error(f"builds.{name}", why)
     return hosts[0], hosts[1]
 
 
-def _builds(r: _Reader) -> dict[str, BuildSpec]:
+def _builds(r: Reader) -> dict[str, BuildSpec]:
     if not r.data:
         raise r.error("", "must define at least one build")
     builds: dict[str, BuildSpec] = {}
@@ -166,27 +115,17 @@ def _builds(r: _Reader) -> dict[str, BuildSpec]:
             raise r.error(str(name), "build names are letters, digits and . _ + - (e.g. qemu-7.2)")
         b = r.sub(name)
         kind = b.get("kind", str, required=True)
-        if kind == "host":
-            b.only("kind", "binary")
-            builds[name] = HostPackageBuild(name, b.get("binary", str, "/usr/bin/qemu-system-ppc64"))
-        elif kind == "debian":
-            b.only("kind", "suite", "mirror")
-            builds[name] = DebianSuiteBuild(name, b.get("suite", str, required=True),
-                                            b.get("mirror", str, "http://deb.debian.org/debian"))
-        elif kind == "path":
-            b.only("kind", "binary", "firmware")
-            builds[name] = PathBuild(name, Path(b.get("binary", str, required=True)),
-                                     Path(b.get("firmware", str, required=True)))
-        else:
-            raise b.error("kind", f"{kind!r} is not a build kind; use host, debian or path")
+        if kind not in BUILD_KINDS:  # one per module of harness/builds/
+            raise b.error("kind", f"{kind!r} is not a build kind; use {', '.join(BUILD_KINDS)}")
+        builds[name] = build_kind(kind).from_matrix(name, b)
     return builds
 
 
-def _groups(top: _Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
+def _groups(top: Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
     raw = top.get("groups", list, required=True)
     groups = []
     for i, item in enumerate(raw):
-        g = _Reader(top.source, item, f"groups[{i}]")
+        g = Reader(top.source, item, f"groups[{i}]")
         g.only("name", "builds", "machines", "scenarios", "drivers")
         machines = g.names("machines")
         for j, machine in enumerate(machines):
@@ -203,7 +142,7 @@ def _groups(top: _Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
     return tuple(groups)
 
 
-def _scenario_refs(g: _Reader, key: str, name: str) -> tuple[ScenarioRef, ...]:
+def _scenario_refs(g: Reader, key: str, name: str) -> tuple[ScenarioRef, ...]:
     """``scenario`` (all its variants) or ``scenario-variant`` (that one)."""
     scenario, _, variant = name.partition("-")
     declared = SCENARIOS.get(scenario)
@@ -218,7 +157,7 @@ def _scenario_refs(g: _Reader, key: str, name: str) -> tuple[ScenarioRef, ...]:
     return tuple(ScenarioRef(scenario, v) for v in chosen)
 
 
-def _selections(r: _Reader) -> dict[str, tuple[str, ...]]:
+def _selections(r: Reader) -> dict[str, tuple[str, ...]]:
     selections = {}
     for name in r.data:
         selections[str(name)] = r.names(str(name))
@@ -233,7 +172,7 @@ SMP = (1, 16)
 MAXCPUS = (1, 64)
 
 
-def _guest(r: _Reader) -> GuestSettings:
+def _guest(r: Reader) -> GuestSettings:
     r.only("cpu", "memory_mb", "smp", "maxcpus", "firmware", "devices")
     default = GuestSettings()
     firmware = r.get("firmware", str, default.firmware)
@@ -254,14 +193,14 @@ def _guest(r: _Reader) -> GuestSettings:
     )
 
 
-def _in_range(r: _Reader, key: str, default: int, bounds: tuple[int, int], what: str) -> int:
+def _in_range(r: Reader, key: str, default: int, bounds: tuple[int, int], what: str) -> int:
     value: int = r.get(key, int, default)
     if not bounds[0] <= value <= bounds[1]:
         raise r.error(key, f"{value} is out of range: {what}, from {bounds[0]} to {bounds[1]}")
     return value
 
 
-def _timeouts(r: _Reader) -> Timeouts:
+def _timeouts(r: Reader) -> Timeouts:
     r.only("boot_s", "migrate_s", "beat_s")
     d = Timeouts()
     return Timeouts(float(r.get("boot_s", int, d.boot_s)), float(r.get("migrate_s", int, d.migrate_s)),
@@ -271,7 +210,7 @@ def _timeouts(r: _Reader) -> Timeouts:
 _CHECK_ID = re.compile(r"^[a-z0-9*?][a-z0-9*?-]*$")
 
 
-def _check_ids(k: _Reader) -> tuple[str, ...]:
+def _check_ids(k: Reader) -> tuple[str, ...]:
     """``check``: one check id or a list of them (globs allowed), as the report names checks."""
     if "check" not in k.data:
         raise k.error("check", "missing: name the check(s) this entry explains, e.g. "
@@ -286,10 +225,10 @@ def _check_ids(k: _Reader) -> tuple[str, ...]:
     return ids
 
 
-def _known(top: _Reader, source: str) -> tuple[KnownFailure, ...]:
+def _known(top: Reader, source: str) -> tuple[KnownFailure, ...]:
     known = []
     for i, item in enumerate(top.get("known_failures", list, [])):
-        k = _Reader(source, item, f"known_failures[{i}]")
+        k = Reader(source, item, f"known_failures[{i}]")
         k.only("cells", "check", "match", "reason", "evidence", "intermittent")
         checks = _check_ids(k)
         match = k.get("match", str, required=True)

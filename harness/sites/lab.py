@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from harness.builds.introspect import introspect
-from harness.builds.lab import on_lab_host
 from harness.builds.model import Build, BuildInfo
 from harness.builds.spec import BuildSpec
 from harness.hosts.local import LocalHost
@@ -37,7 +36,7 @@ def lab_target(lab: LabHost) -> SshTarget:
 @cache
 def _installed(spec: BuildSpec, lab: LabHost) -> Build:
     with SshHost(lab_target(lab)) as host:
-        return on_lab_host(spec, host)
+        return spec.on_lab_host(host)
 
 
 @cache

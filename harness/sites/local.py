@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 from harness.builds.introspect import introspect
 from harness.builds.model import Build, BuildInfo
-from harness.builds.provision import provision
 from harness.builds.spec import BuildSpec
 from harness.hosts.local import LocalHost
 from harness.migration.transport import LocalTransport
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 @cache
 def provisioned(spec: BuildSpec) -> Build:
     """The build on this machine (provisioned once per process)."""
-    return provision(spec)
+    return spec.provision()
 
 
 @cache

@@ -13,10 +13,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from harness.builds.debian_suite import DebianSuiteBuild
+from harness.builds.host_package import HostPackageBuild
 from harness.builds.introspect import introspect
 from harness.builds.model import Build
-from harness.builds.provision import provision
-from harness.builds.spec import BuildSpec, DebianSuiteBuild, HostPackageBuild
+from harness.builds.spec import BuildSpec
 from harness.paths import cache_root
 from harness.stream.recorder import (
     GuestBoot,
@@ -38,7 +39,7 @@ _FILL_ADDRESS = 0x10000000  # above the kernel/firmware area
 
 def reference_build(label: str) -> Build:
     """The reference build ``label`` ("5.2", "7.2", "10.0"), provisioned (debootstrap on first use)."""
-    return provision(REFERENCE_BUILDS[label])
+    return REFERENCE_BUILDS[label].provision()
 
 
 def golden_boot() -> GuestBoot:

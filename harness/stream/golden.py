@@ -8,7 +8,6 @@ from pathlib import Path
 
 from harness.builds.introspect import introspect
 from harness.builds.model import Build
-from harness.builds.provision import provision
 from harness.errors import ConfigError
 from harness.matrix.model import Matrix
 from harness.qemu.machine import MachineSetup, common_properties
@@ -42,7 +41,7 @@ def save_stream(matrix: Matrix, build_name: str, machine_name: str, out: Path, r
     if build_name not in matrix.builds:
         raise ConfigError(matrix.source, "builds", f"no build {build_name!r}; the matrix has "
                           f"{', '.join(matrix.builds)}")
-    build = provision(matrix.builds[build_name])
+    build = matrix.builds[build_name].provision()
     machine = introspect(build).machine(machine_name)
     if machine is None:
         raise ConfigError("command line", "MACHINE", f"{build_name} has no machine type {machine_name}")

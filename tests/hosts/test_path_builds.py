@@ -22,10 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.builds.lab import on_lab_host
 from harness.builds.model import Build
-from harness.builds.provision import provision
-from harness.builds.spec import PathBuild
+from harness.builds.path_build import PathBuild
 from harness.checks.result import Verdict
 from harness.commands.patch import patch_matrix
 from harness.commands.standin import WORKDIR, standin_matrix
@@ -79,7 +77,7 @@ def _qemus_mentioning(text: str) -> list[str]:
 
 class TestWhatAPathBuildNeeds:
     def test_its_tree_and_where_its_firmware_links_point(self, tree: Path) -> None:
-        build = provision(_spec(tree))
+        build = _spec(tree).provision()
 
         assert build.binary == str(tree / "src/build/qemu-system-ppc64")
         assert build.own_dirs == (tree / "src/build", tree / "src/pc-bios")
@@ -92,13 +90,13 @@ class TestWhatAPathBuildNeeds:
         monkeypatch.setenv("LD_LIBRARY_PATH", str(tree / "lib"))  # as an rpath would
         (tree / "link").symlink_to(tree / "src/build/qemu-system-ppc64")
 
-        build = provision(_spec(tree, "link"))
+        build = _spec(tree, "link").provision()
 
         assert build.binary == str(tree / "src/build/qemu-system-ppc64")
         assert build.own_dirs == (tree / "lib", tree / "src/build", tree / "src/pc-bios")
 
     def test_nothing_under_usr_which_every_view_shows(self, tree: Path) -> None:
-        build = provision(PathBuild("mine", tree / "src/build/qemu-system-ppc64", HOST_FIRMWARE))
+        build = PathBuild("mine", tree / "src/build/qemu-system-ppc64", HOST_FIRMWARE).provision()
 
         assert build.own_dirs == (tree / "src/build",)
 
@@ -109,14 +107,14 @@ class TestWhatAPathBuildNeeds:
 
         with pytest.raises(BuildError, match=rf"build 'mine': binary {spec.binary} does not exist "
                                              r"or is not an executable file; fix `binary:`"):
-            provision(spec)
+            spec.provision()
 
 
 class TestNamespaceHosts:
     def test_see_a_build_tree_in_tmp_on_its_side_only(
         self, tree: Path, rundir: Path, trixie: Build
     ) -> None:
-        build = provision(_spec(tree))
+        build = _spec(tree).provision()
         with NamespacePair(Path("/"), trixie.root, writable=[rundir],
                            side_readable=(build.own_dirs, ())) as pair:
             a, b = pair.host("a"), pair.host("b")
@@ -130,7 +128,7 @@ class TestNamespaceHosts:
     def test_refuse_a_build_their_view_lacks_before_starting_it(
         self, tree: Path, rundir: Path
     ) -> None:
-        build = provision(_spec(tree))
+        build = _spec(tree).provision()
         with NamespacePair(Path("/"), writable=[rundir]) as pair:
             host = pair.host("a")
             with pytest.raises(HostError, match=rf"{pair.a.netns} cannot see {tree / 'src/build'} "
@@ -229,7 +227,7 @@ def test_a_lab_host_refuses_a_path_build_it_does_not_have(
     with pytest.raises(BuildError, match=rf"{spec.binary} is not an executable on lab host "
                                          rf"{standin.a.netns}; a lab host runs a path build from its "
                                          r"own filesystem, which cannot see this machine's"):
-        on_lab_host(spec, standin.host("a"))
+        spec.on_lab_host(standin.host("a"))
 
 
 @pytest.fixture(params=["local", "namespace", "lab"])

@@ -94,11 +94,10 @@ _KILLED_RUN = textwrap.dedent("""
     import sys, time
     from contextlib import ExitStack
     from pathlib import Path
-    from harness.builds.provision import provision
-    from harness.builds.spec import HostPackageBuild
+    from harness.builds.host_package import HostPackageBuild
     from harness.drivers.libvirt import open_libvirt
     rundir = Path(sys.argv[1])
-    build = provision(HostPackageBuild("qemu-7.2"))
+    build = HostPackageBuild("qemu-7.2").provision()
     stack = ExitStack()
     driver = open_libvirt((build, build), rundir, [], stack)
     dom = driver.daemons["a"].conn.createXML(

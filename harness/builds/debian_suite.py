@@ -1,0 +1,42 @@
+"""``kind: debian``: QEMU from a Debian suite, run from a debootstrap root filesystem made on
+this machine (:mod:`harness.builds.debian`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from harness.builds.debian import ensure_suite_root, package_version
+from harness.builds.model import Build
+from harness.errors import BuildError
+
+if TYPE_CHECKING:
+    from harness.hosts.ssh import SshHost
+    from harness.matrix.reader import Reader
+
+
+@dataclass(frozen=True)
+class DebianSuiteBuild:
+    kind: ClassVar[str] = "debian"
+    name: str
+    suite: str
+    mirror: str = "http://deb.debian.org/debian"
+
+    @classmethod
+    def from_matrix(cls, name: str, entry: Reader) -> DebianSuiteBuild:
+        entry.only("kind", "suite", "mirror")
+        return cls(name, entry.get("suite", str, required=True),
+                   entry.get("mirror", str, "http://deb.debian.org/debian"))
+
+    def provision(self) -> Build:
+        root = ensure_suite_root(self.suite, self.mirror)
+        return Build(self.name, root, "/usr/bin/qemu-system-ppc64", package=package_version(root))
+
+    def on_lab_host(self, host: SshHost) -> Build:
+        raise BuildError(f"build {self.name!r} is a Debian suite root on this machine; "
+                         "lab hosts run kind host or kind path builds")
+
+    def lab_refusal(self) -> str | None:
+        return ("is a Debian suite root on this machine, which lab hosts do not have; with "
+                "`hosts: lab` use kind host (the lab host's own QEMU) or kind path (a build "
+                "installed at that path on the lab hosts)")
