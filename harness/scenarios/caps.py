@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from harness.checks.generic import equal
 from harness.checks.result import CheckResult, Limits
 from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
@@ -75,8 +76,8 @@ class CapsObservations:
                         and not self.destination_state.startswith("was killed"),
                         "not running, and not crashed", self.destination_state,
                         "query-status on destination, or how its process ended"),
-            CheckResult("source runs the guest again", self.source_status == "running", "running",
-                        self.source_status, "query-status on source after the failed migration"),
+            equal("source runs the guest again", "running", self.source_status,
+                  "query-status on source after the failed migration"),
             *self.source.checks(),
         ]
 

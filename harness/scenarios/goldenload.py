@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks.generic import STALL
+from harness.checks.generic import STALL, equal
 from harness.checks.result import CheckResult, Limits, not_measured
 from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, Probe, TbStats, Tick
@@ -67,8 +67,8 @@ class GoldenLoadObservations:
         late = "; ".join(f"CPU {cpu}: no tick within {self.waited_ms} ms of the destination resuming"
                          for cpu, n in self.ticks.items() if n is None)
         return [
-            CheckResult("destination is running", self.destination_status == "running", "running",
-                        self.destination_status, "query-status on destination after loading the stream"),
+            equal("destination is running", "running", self.destination_status,
+                  "query-status on destination after loading the stream"),
             CheckResult("timer ticks on schedule", bool(self.ticks) and not stalled,
                         f"a tick on every CPU within {self.waited_ms} ms of the destination resuming",
                         _shown(self.ticks),

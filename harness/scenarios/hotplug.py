@@ -48,14 +48,23 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from harness.checks.generic import Observations, TickGap, generic_checks, ipis_delivered
+from harness.checks.generic import Observations, TickGap, generic_checks, ipis_delivered, missed_tick
 from harness.checks.result import CheckResult, Limits, check_id, not_measured
 from harness.errors import GuestUnresponsive, QmpCommandError
 from harness.guest.agent import Agent
 from harness.guest.protocol import CpuOnline, Probe, Tick, parse_cpu_list
 from harness.qemu.machine import Dimm
 from harness.scenarios.declare import MachineChange, Scenario, Variant
-from harness.scenarios.steps import STALLED_ANSWER_S, Asker, Before, Hop, boot, observe, tick_gaps
+from harness.scenarios.steps import (
+    STALLED_ANSWER_S,
+    Asker,
+    Before,
+    Hop,
+    boot,
+    observe,
+    probe_after,
+    tick_gaps,
+)
 from harness.stream.drc import DRC_STATES, Drc, drcs_in
 
 if TYPE_CHECKING:
@@ -74,8 +83,6 @@ ONLINE_S = 20.0
 unplug); long enough for the guest kernel's watchdog to name a CPU that locked up meanwhile."""
 KERNEL_WORDS = ("watchdog:", "Oops:")
 """Guest kernel console lines kept as a cell's evidence (a CPU locked up, a kernel exception)."""
-PROBE_STALLED_S = 3.0
-"""How long a guest with a stalled CPU gets to answer the probe."""
 SWITCHOVER_MS = 60000
 """downtime-limit for the racing migrations: any remaining RAM fits, so QEMU stops the source at
 its first convergence check (about 100 ms after ``migrate``) instead of after its iterations."""
@@ -178,8 +185,7 @@ class HotplugObservations:
                         f"after device_add; DRCs in the stream: {_drcs(self.drcs)}; guest kernel on "
                         f"the destination: {self.kernel_said or 'nothing'}; CPUs present in the guest "
                         f"after: {self.probe_after.cpus_present if self.probe_after else 'no answer'}; "
-                        f"CPUs that missed their tick after the migration: "
-                        f"{[g.cpu for g in self.gaps if g.first_after is None]}"),
+                        f"CPUs that missed their tick after the migration: {missed_tick(self.gaps)}"),
             self._online(),
         ]
         if self.ticked_on_source:  # one ticking on the source is in 'ticks on schedule'
@@ -193,7 +199,7 @@ class HotplugObservations:
                 name, self.new_cpu_ticked, "a tick", "ticked" if self.new_cpu_ticked else "no tick",
                 f"first tick of the CPU brought online on the destination; guest kernel there: "
                 f"{self.kernel_said or 'nothing'}; CPUs that missed their tick after the migration: "
-                f"{[g.cpu for g in self.gaps if g.first_after is None]}"))
+                f"{missed_tick(self.gaps)}"))
         return checks
 
     def _unplug_checks(self) -> list[CheckResult]:
@@ -302,7 +308,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
             ticked = ticked + tuple(c for c in new_on_src if source.latest(Tick, cpu=c) is not None)
         gaps = tick_gaps(source, destination, ticked, ctx.limits, result.figures.downtime_ms,
                          watch=ctx.hop_watch(dst))
-        stalled = any(g.first_after is None for g in gaps)
+        stalled = bool(missed_tick(gaps))
         new_cpu, announced_on, new_ticked, ticked_on_src = None, "nowhere", False, False
         if stalled and plan.action in ("plug", "unplug", "memory"):
             # a CPU missed its tick: wake the guest (console input is an interrupt) so that it can
@@ -329,13 +335,13 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         # A CPU stuck in a plug or unplug can hold the guest's console input path: a short probe.
         stuck = stalled or (plan.action == "plug" and not new_ticked) or (
             plan.action == "unplug" and "destination" not in deleted)
-        probe_after = _probe(destination, stuck)
+        probed = probe_after(dst, stuck)
     cpus = tuple(sorted({*before.cpus, *((new_cpu,) if new_cpu is not None and new_ticked else ())}))
     seen = observe(ctx, src, dst, Before(before.probe, before.load, cpus), [Hop(result.figures, gaps)])
     return HotplugObservations(
         plan, before, new_cpu, announced_on, ticked_on_src, new_ticked, core_src, core_dst, mem_after,
         deleted,
-        refusal[0] if refusal else None, migrate_after, drcs, probe_after, _kernel_said(dst),
+        refusal[0] if refusal else None, migrate_after, drcs, probed, _kernel_said(dst),
         tuple(sorted({*source.online_cpus(), *destination.online_cpus()})), gaps,
         result.figures.downtime_ms, seen)
 
@@ -425,17 +431,6 @@ def _kernel_said(side: Side) -> str:
     text = log.read_text(errors="replace") if log.exists() else ""
     return "; ".join(line.split("] ", 1)[-1].strip() for line in text.splitlines()
                      if any(word in line for word in KERNEL_WORDS))
-
-
-def _probe(agent: Agent, stuck: bool) -> Probe | None:
-    """The destination's probe; None if it cannot answer while a CPU is ``stuck`` (the checks then
-    say so; otherwise a silent guest is the failure)."""
-    try:
-        return Agent(agent.console, timeout=PROBE_STALLED_S if stuck else 10.0).probe()
-    except GuestUnresponsive:
-        if not stuck:
-            raise
-        return None
 
 
 def _variant(name: str, plan: Plan, description: str) -> Variant[Plan]:

@@ -22,20 +22,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks.generic import Observations, TickGap, generic_checks
+from harness.checks.generic import Observations, TickGap, generic_checks, missed_tick
 from harness.checks.result import CheckResult, Limits
-from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.protocol import Probe
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
-from harness.scenarios.steps import Hop, boot, observe, tick_gaps
+from harness.scenarios.steps import Hop, boot, observe, probe_after, tick_gaps
 from harness.stream import summarise
 
 if TYPE_CHECKING:
     from harness.runner.context import ScenarioContext
 
-PROBE_STALLED_S = 3.0
-"""How long a guest with a stalled CPU gets to answer the controller probe."""
 DUAL = "negotiated"
 """A variant's expected controller when the guest chooses it at CAS (ic-mode=dual)."""
 
@@ -91,13 +88,8 @@ def run(ctx: ScenarioContext, variant: Variant[str]) -> IntcObservations:
     with ctx.phase("check"):
         gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus, ctx.limits,
                          result.figures.downtime_ms, watch=ctx.hop_watch(dst))
-        stalled = any(g.first_after is None for g in gaps)
-        try:  # the controller first: measured whatever follows, if the guest can still answer
-            after: Probe | None = Agent(dst.console, timeout=PROBE_STALLED_S if stalled else 10.0).probe()
-        except GuestUnresponsive:
-            if not stalled:
-                raise
-            after = None
+        # the controller first: measured whatever follows, if the guest can still answer
+        after = probe_after(dst, bool(missed_tick(gaps)))
         stream_intc = None
         if result.stream is not None:
             spapr = summarise(result.stream).as_dict().get("spapr") or {}

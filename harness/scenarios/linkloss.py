@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from harness.checks.generic import equal
 from harness.checks.result import CheckResult, Limits
 from harness.errors import MigrationFailed, MigrationTimeout
 from harness.scenarios.declare import Scenario, single
@@ -38,8 +39,8 @@ class LinkLossObservations:
             CheckResult("migration did not complete over a dead link",
                         not self.migration_outcome.startswith("completed"), "failed or cancelled",
                         self.migration_outcome, "QEMU's migration status after the cut"),
-            CheckResult("source runs the guest again", self.source_status == "running", "running",
-                        self.source_status, "query-status on source after the failed migration"),
+            equal("source runs the guest again", "running", self.source_status,
+                  "query-status on source after the failed migration"),
             CheckResult("destination is not running", not self.destination_running, False,
                         self.destination_running, "query-status on destination"),
             *self.source.checks(),

@@ -13,21 +13,15 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks.generic import Observations, TickGap, generic_checks
+from harness.checks.generic import Observations, TickGap, generic_checks, missed_tick
 from harness.checks.result import CheckResult, Limits
-from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
-from harness.guest.protocol import Probe
 from harness.scenarios.steps import Before, Hop, observe, tick_gaps
 
 if TYPE_CHECKING:
     from harness.migration.run import MigrationResult
     from harness.runner.context import ScenarioContext
     from harness.runner.side import Side
-
-PROBE_STALLED_S = 3.0
-"""How long a guest with a stalled CPU gets to answer a probe."""
-
 
 @dataclass(frozen=True)
 class Landed:
@@ -38,7 +32,7 @@ class Landed:
 
     @property
     def stalled(self) -> bool:
-        return any(g.first_after is None for g in self.gaps)
+        return bool(missed_tick(self.gaps))
 
 
 def land(ctx: ScenarioContext, src: Side, dst: Side, before: Before) -> Landed:
@@ -48,16 +42,6 @@ def land(ctx: ScenarioContext, src: Side, dst: Side, before: Before) -> Landed:
         gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus, ctx.limits,
                          result.figures.downtime_ms, watch=ctx.hop_watch(dst))
     return Landed(result, gaps)
-
-
-def probe_after(dst: Side, landed: Landed) -> Probe | None:
-    """The destination's probe; None when a stalled guest does not answer it."""
-    try:
-        return Agent(dst.console, timeout=PROBE_STALLED_S if landed.stalled else 10.0).probe()
-    except GuestUnresponsive:
-        if not landed.stalled:
-            raise
-        return None
 
 
 def the_rest(ctx: ScenarioContext, src: Side, dst: Side, before: Before,

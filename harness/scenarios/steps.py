@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from harness.checks.generic import Observations, Progress, TickGap
+from harness.checks.generic import Observations, Progress, TickGap, missed_tick
 from harness.checks.result import CheckResult, Limits, not_measured
 from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
@@ -37,6 +37,8 @@ STALLED_ANSWER_S = 2.0
 STALLED_BEAT_S = 2.0
 """How long a CPU that missed its tick gets to show a busy beat (a running spinner beats several
 times a second)."""
+PROBE_STALLED_S = 3.0
+"""How long a guest with a stalled CPU gets to answer a probe."""
 
 T = TypeVar("T")
 
@@ -118,6 +120,18 @@ def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: 
     return tuple(dataclasses.replace(g, starved_ms=host.of_cpu(g.cpu), host=host.describe()) for g in gaps)
 
 
+def probe_after(dst: Side, stalled: bool) -> Probe | None:
+    """The destination's probe, with a short timeout while a CPU is ``stalled``; None when the
+    guest then does not answer (the checks say so). A guest silent with no CPU stalled is the
+    failure: :class:`GuestUnresponsive` is raised."""
+    try:
+        return Agent(dst.console, timeout=PROBE_STALLED_S if stalled else 10.0).probe()
+    except GuestUnresponsive:
+        if not stalled:
+            raise
+        return None
+
+
 def to_busy(agent: Agent) -> bool:
     """Switch the guest to load mode busy (for :class:`Asker`, which needs an answer)."""
     agent.set_load("busy")
@@ -147,7 +161,7 @@ def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
     """What the guest saw, read on ``dst`` after the last hop from ``src``, whether or not every
     CPU ticked on schedule: what the guest does not answer is left None."""
     source = Agent(src.console)
-    stalled = sorted({g.cpu for h in hops for g in h.gaps if g.first_after is None})
+    stalled = sorted(set(missed_tick(g for h in hops for g in h.gaps)))
     ask = Asker(Agent(dst.console, timeout=STALLED_ANSWER_S if stalled else 10.0))
     woken = (f"CPUs {stalled} missed their tick; the harness then sent the agent its next command "
              "over the console (an interrupt to the guest) to measure the rest") if stalled else ""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.checks.generic import STALL, Observations, TickGap, generic_checks
+from harness.checks.generic import STALL, Observations, TickGap, generic_checks, missed_tick
 from harness.checks.result import CheckResult, Limits
 from harness.checks.timebase import HopTimebase, hop_checks, ticks_after
 from harness.errors import ConfigError, GuestUnresponsive
@@ -124,7 +124,7 @@ def _measure(ctx: ScenarioContext, src: Side, dst: Side, before: Before, number:
     with ctx.phase("check"):
         gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus, ctx.limits, downtime_ms,
                          earlier, ctx.hop_watch(dst))
-        stalled = any(g.first_after is None for g in gaps)
+        stalled = bool(missed_tick(gaps))
         ask = Asker(Agent(dst.console, timeout=STALLED_ANSWER_S if stalled else 10.0))
         if unreset:
             return HopTimebase(number, downtime_ms, gaps, None, None, unreset)

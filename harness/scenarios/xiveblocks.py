@@ -29,13 +29,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.checks.generic import Observations
+from harness.checks.generic import Observations, equal
 from harness.checks.result import CheckResult, Limits
 from harness.guest.protocol import Probe
 from harness.qemu.memmap import Block, hmp, ram_blocks, region_types
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
-from harness.scenarios.measured import Landed, land, own_first, probe_after, the_rest
-from harness.scenarios.steps import boot
+from harness.scenarios.measured import Landed, land, own_first, the_rest
+from harness.scenarios.steps import boot, probe_after
 from harness.stream import summarise
 
 if TYPE_CHECKING:
@@ -66,8 +66,8 @@ class XiveBlocksObservations:
         expected = tuple(sorted(b for b in self.destination_blocks if b.name not in device))
         sent = tuple(sorted(self.stream_blocks)) if self.stream_blocks is not None else None
         own = [
-            CheckResult("guest uses XIVE", self.before.intc == "XIVE", "XIVE", self.before.intc,
-                        "/proc/interrupts on the source (ic-mode=xive)"),
+            equal("guest uses XIVE", "XIVE", self.before.intc,
+                  "/proc/interrupts on the source (ic-mode=xive)"),
             CheckResult("stream's RAM blocks are the destination's", bool(expected) and sent == expected,
                         _show(expected), _show(sent) if sent is not None else "no recorded stream",
                         "destination's info ramblock (less device regions) vs the stream's block list "
@@ -84,8 +84,8 @@ class XiveBlocksObservations:
         if self.kvm:
             own.append(self._remapped())
         if self.after is not None:
-            own.append(CheckResult("guest keeps XIVE", self.after.intc == "XIVE", "XIVE", self.after.intc,
-                                   "/proc/interrupts on the destination"))
+            own.append(equal("guest keeps XIVE", "XIVE", self.after.intc,
+                             "/proc/interrupts on the destination"))
         return own_first(own, self.seen, limits)
 
     def _remapped(self) -> CheckResult:
@@ -111,7 +111,7 @@ def run(ctx: ScenarioContext, variant: Variant[bool]) -> XiveBlocksObservations:
     with ctx.phase("check"):
         destination_blocks = ram_blocks(hmp(dst, "info ramblock", ctx.rundir / "dst-info-ramblock.txt"))
         destination_regions = region_types(hmp(dst, "info mtree", ctx.rundir / "dst-info-mtree.txt"))
-        after = probe_after(dst, landed)
+        after = probe_after(dst, landed.stalled)
         stream_blocks = None
         if landed.result.stream is not None:
             ram = summarise(landed.result.stream).ram
