@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from harness.checks.verdict import CellVerdict, checks_json, failure_checks, judge
-from harness.drivers import DRIVERS, driver_kind
+from harness.drivers import DRIVERS
 from harness.errors import ConfigError, ProductFailure
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
@@ -112,7 +112,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     site = site_for(session.config.stash[_MATRIX_KEY])
     site.sweep()
     for name in DRIVERS:
-        driver_kind(name).sweep(site)
+        DRIVERS.load(name).sweep(site)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.builds.kinds import BUILD_KINDS, register_build_kind
+from harness.builds.kinds import BUILD_KINDS
 from harness.errors import ConfigError
 from harness.matrix.load import load_matrix
 from harness.paths import REPO_ROOT
@@ -25,8 +25,8 @@ def _matrix(tmp_path: Path, toy: dict[str, str]) -> Path:
 
 @pytest.fixture
 def toy_kind(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(BUILD_KINDS, "toy", "")  # removed again after the test
-    register_build_kind("toy", "toy_build:ToyBuild")  # tests/ is on sys.path: tests/toy_build.py
+    # registered for this test only; tests/ is on sys.path: tests/toy_build.py
+    monkeypatch.setitem(BUILD_KINDS, "toy", "toy_build:ToyBuild")
 
 
 @pytest.mark.usefixtures("toy_kind")

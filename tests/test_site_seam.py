@@ -13,7 +13,7 @@ from harness.matrix.load import load_matrix
 from harness.matrix.model import GuestSettings
 from harness.paths import REPO_ROOT
 from harness.runner.cell import CellRecord, run_judged
-from harness.sites import SITES, register_site
+from harness.sites import SITES
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +22,8 @@ CELL = "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle"
 
 @pytest.fixture
 def toy_matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setitem(SITES, "toy", "")  # removed again after the test
-    register_site("toy", "toy_site:ToySite")  # tests/ is on sys.path: tests/toy_site.py
+    # registered for this test only; tests/ is on sys.path: tests/toy_site.py
+    monkeypatch.setitem(SITES, "toy", "toy_site:ToySite")
     raw = yaml.safe_load((REPO_ROOT / "matrix.yaml").read_text())
     raw["hosts"] = "toy"
     path = tmp_path / "matrix.yaml"

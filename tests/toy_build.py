@@ -1,5 +1,5 @@
 """A toy build kind, the way a new one is added: this module plus one line of registration
-(``register_build_kind("toy", "toy_build:ToyBuild")``). It is the host's own QEMU under the
+(``BUILD_KINDS["toy"] = "toy_build:ToyBuild"``). It is the host's own QEMU under the
 name the matrix gives it, with a ``note:`` key of its own."""
 
 from __future__ import annotations

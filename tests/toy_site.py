@@ -1,5 +1,5 @@
 """A toy site kind, the way a new one is added: this module plus one line of registration
-(``register_site("toy", "toy_site:ToySite")``). Every role runs on this machine, as with
+(``SITES["toy"] = "toy_site:ToySite"``). Every role runs on this machine, as with
 ``hosts: local``, through a host that writes down each QEMU it starts."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import ClassVar
 from harness.builds.model import Build
 from harness.hosts.base import Process
 from harness.hosts.local import LocalHost
-from harness.matrix.model import Matrix
 from harness.migration.transport import LocalTransport
 from harness.runner.roles import ROLES
 from harness.sites.base import Placement
@@ -37,10 +36,6 @@ class NotingHost(LocalHost):
 @dataclass(frozen=True)
 class ToySite(OnThisMachine):
     kind: ClassVar[str] = "toy"
-
-    @classmethod
-    def from_matrix(cls, matrix: Matrix) -> ToySite:
-        return cls()
 
     def describe(self) -> str:
         return "toy (this machine, spawns noted)"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.builds.kinds import BUILD_KINDS, build_kind
+from harness.builds.kinds import BUILD_KINDS
 from harness.builds.spec import BuildSpec
 from harness.drivers import DRIVERS
 from harness.errors import ConfigError
@@ -117,7 +117,7 @@ def _builds(r: Reader) -> dict[str, BuildSpec]:
         kind = b.get("kind", str, required=True)
         if kind not in BUILD_KINDS:  # one per module of harness/builds/
             raise b.error("kind", f"{kind!r} is not a build kind; use {', '.join(BUILD_KINDS)}")
-        builds[name] = build_kind(kind).from_matrix(name, b)
+        builds[name] = BUILD_KINDS.load(kind).from_matrix(name, b)
     return builds
 
 

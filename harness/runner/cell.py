@@ -16,7 +16,7 @@ from harness.builds.model import Build, BuildInfo, MachineInfo
 from harness.checks.machine_state import machine_state_checks
 from harness.checks.result import CheckResult, Limits
 from harness.checks.verdict import CellVerdict, completed, failure_checks, judge
-from harness.drivers import driver_kind
+from harness.drivers import DRIVERS
 from harness.errors import ChecksFailed, HostOverloaded, MigrationFailed, ProductFailure
 from harness.guest.image import GoldenImage, ensure_golden_image
 from harness.hosts.local import LocalHost
@@ -93,7 +93,7 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
     variant = scenario.variant(cell.variant)
     needs = scenario.needs_of(cell.variant)
     site = site_for(matrix)
-    driver = driver_kind(cell.driver)
+    driver = DRIVERS.load(cell.driver)
     specs = (matrix.builds[cell.src], matrix.builds[cell.dst])
     started = time.monotonic()
     try:
@@ -216,7 +216,7 @@ def _drive(
     limits = Limits(matrix.tb_slack_ms)
     try:
         with ExitStack() as stack:
-            driver = driver_kind(cell.driver).open(site, builds, rundir, readable, recording, host, stack,
+            driver = DRIVERS.load(cell.driver).open(site, builds, rundir, readable, recording, host, stack,
                                                    record.phases)
             record.parameters["driver"] = driver.label
             _log.info("driver %s; roles placed: %s", driver.label, ", ".join(

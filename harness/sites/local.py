@@ -6,7 +6,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from harness.builds.introspect import introspect
 from harness.builds.model import Build, BuildInfo
@@ -36,7 +36,15 @@ def introspected(build: Build) -> BuildInfo:
 class OnThisMachine:
     """What every site whose builds are on this machine shares: locating and asking them here."""
 
+    kind: ClassVar[str]
     builds_here: ClassVar[bool] = True
+
+    @classmethod
+    def from_matrix(cls, matrix: Matrix) -> Self:
+        return cls()
+
+    def describe(self) -> str:
+        return self.kind
 
     def locate(self, spec: BuildSpec, side: SideName) -> Build:
         return provisioned(spec)
@@ -54,13 +62,6 @@ class OnThisMachine:
 @dataclass(frozen=True)
 class LocalSite(OnThisMachine):
     kind: ClassVar[str] = "local"
-
-    @classmethod
-    def from_matrix(cls, matrix: Matrix) -> LocalSite:
-        return cls()
-
-    def describe(self) -> str:
-        return self.kind
 
     def place(self, builds: tuple[Build, Build], rundir: Path, readable: list[Path], recording: bool,
               local: LocalHost, stack: ExitStack) -> Placement:

@@ -18,19 +18,12 @@ from harness.sites.base import Placement
 from harness.sites.local import OnThisMachine
 
 if TYPE_CHECKING:
-    from harness.matrix.model import Matrix
+    pass
 
 
 @dataclass(frozen=True)
 class NamespaceSite(OnThisMachine):
     kind: ClassVar[str] = "netns"
-
-    @classmethod
-    def from_matrix(cls, matrix: Matrix) -> NamespaceSite:
-        return cls()
-
-    def describe(self) -> str:
-        return self.kind
 
     def place(self, builds: tuple[Build, Build], rundir: Path, readable: list[Path], recording: bool,
               local: LocalHost, stack: ExitStack) -> Placement:
