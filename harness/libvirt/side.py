@@ -12,6 +12,10 @@ would change devices behind libvirt's back (:data:`LIBVIRTS_OWN`) is
 refused. Any other QMP command goes to QEMU through
 ``libvirt_qemu.qemuMonitorCommand``. QMP events are libvirt's, not ours,
 under this driver.
+
+:class:`LibvirtSide` implements :class:`harness.runner.side.Side` as
+:class:`harness.qemu.process.QemuProcess` does, sharing its functions, not
+its class: nothing of a process of ours is here.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import libvirt
@@ -33,10 +38,11 @@ from harness.libvirt.daemon import LibvirtDaemon
 from harness.libvirt.domain_xml import dimm_aliases, dimm_xml
 from harness.libvirt.errors import libvirt_words
 from harness.qemu.argv import SidePaths
+from harness.qemu.console import Console
 from harness.qemu.machine import Dimm
 from harness.qemu.monitor import Monitor
 from harness.qemu.output import exit_report
-from harness.qemu.process import QemuProcess, State
+from harness.qemu.process import State, enable_traces, lists_memory_device, require_new
 
 STATUS: dict[tuple[int, int | None], str] = {
     (libvirt.VIR_DOMAIN_RUNNING, None): "running",
@@ -135,13 +141,22 @@ def _status(dom: libvirt.virDomain) -> dict[str, str]:
             "libvirt": f"{_STATE_NAMES.get(state, state)} (reason {reason})"}
 
 
-class LibvirtSide(QemuProcess):
+class LibvirtSide:
     """A role's domain on ``daemon``: defined and started paused (source), or arriving by
-    migration (destination, :meth:`expect_incoming`); destroyed when the cell ends."""
+    migration (destination, :meth:`expect_incoming`); destroyed when the cell ends (a context
+    manager)."""
 
     def __init__(self, role: str, host: Host, build: Build, paths: SidePaths,
                  workspace: Workspace, daemon: LibvirtDaemon, name: str, xml: str) -> None:
-        super().__init__(role, host, build, [], paths, workspace)
+        self.role = role
+        self.host = host
+        self.build = build
+        self.argv: list[str] = []
+        """Empty: libvirt started this QEMU (:class:`harness.hostload.meter.StarvationMeter`
+        reads that)."""
+        self.paths = paths
+        self.workspace = workspace
+        self.state = State.NEW
         self.daemon = daemon
         self.name = name
         self.xml = xml
@@ -152,12 +167,14 @@ class LibvirtSide(QemuProcess):
         self.migrated_xml: str | None = None
         """The live definition this side's domain last migrated with (libvirt ends its QEMU)."""
         self.domain_monitor = DomainMonitor(self)
-        self.monitor = self.domain_monitor
+        self.monitor: Monitor = self.domain_monitor
+        # No on_quiet: a silent guest is not asked about here (no query-status ping of
+        # harness.qemu.process.hang_check), as it never was under this driver.
+        self.console = Console(role, paths.console, on_closed=self.lost)
 
     def start(self, timeout: float = 30.0) -> None:
         """Define the domain and start it paused, then connect the console."""
-        if self.state is not State.NEW:
-            raise HarnessError(f"{self.role}: start() called in state {self.state.value}")
+        require_new(self.role, self.state)
         self.state = State.RUNNING
         try:
             self.domain = self.daemon.conn.defineXML(self.xml)
@@ -230,9 +247,6 @@ class LibvirtSide(QemuProcess):
         return QemuCrashed(exit_report(f"{self.role} domain ({self.build.name}) {self.ended()}",
                                        self.output()))
 
-    def _crash(self) -> QemuCrashed | None:
-        return self.lost()
-
     def send_signal(self, signum: int) -> None:
         raise HarnessError("fault injection by signal is not written for the libvirt driver")
 
@@ -242,7 +256,7 @@ class LibvirtSide(QemuProcess):
         if self.domain is None:
             self.traced = patterns
         else:
-            super().trace(patterns)
+            enable_traces(self.monitor, patterns)
 
     def plug_dimm(self, dimm: Dimm) -> None:
         """``virDomainAttachDeviceFlags``, live, as libvirt users plug memory: libvirt makes the
@@ -258,7 +272,7 @@ class LibvirtSide(QemuProcess):
         """QEMU's view while the domain runs; for a source libvirt ended after the migration,
         whether the definition it migrated with had the DIMM."""
         if self.alive():
-            return super().has_dimm(dimm)
+            return lists_memory_device(self.monitor, self.dimm_id(dimm))
         return self.migrated_xml is not None and self.dimm_id(dimm) in dimm_aliases(self.migrated_xml)
 
     def output(self) -> str:
@@ -278,3 +292,14 @@ class LibvirtSide(QemuProcess):
             except libvirt.libvirtError:
                 pass  # the daemon's own stop destroys what is left
         self.state = State.STOPPED
+
+    def __enter__(self) -> LibvirtSide:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,4 +1,10 @@
-"""One QEMU process: started, watched, and always stopped (a context manager)."""
+"""One QEMU process: started, watched, and always stopped (a context manager).
+
+Also what every side (:class:`harness.runner.side.Side`) does the same way, whoever started
+its QEMU: the lifecycle :class:`State` and its start guard, trace events and memory devices
+asked over its monitor (:func:`enable_traces`, :func:`lists_memory_device`), and the console's
+question for a silent guest (:func:`hang_check`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import enum
 import signal as signal_module
 import subprocess
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from harness.builds.model import Build
 from harness.errors import HarnessError, QemuCrashed, QemuStartError, QemuUnresponsive
@@ -36,6 +42,51 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
+def require_new(role: str, state: State) -> None:
+    """A side starts once: ``start()`` in any other state than NEW is the harness's error."""
+    if state is not State.NEW:
+        raise HarnessError(f"{role}: start() called in state {state.value}")
+
+
+def enable_traces(monitor: Monitor, patterns: tuple[str, ...]) -> None:
+    """Turn on QEMU trace events ``patterns`` (trace-event-set-state, one command each)."""
+    for name in patterns:
+        monitor.cmd("trace-event-set-state", name=name, enable=True)
+
+
+def lists_memory_device(monitor: Monitor, device_id: str) -> bool:
+    """QEMU lists a memory device of id ``device_id`` (query-memory-devices)."""
+    return any(d.get("data", {}).get("id") == device_id for d in monitor.cmd("query-memory-devices"))
+
+
+class Watched(Protocol):
+    """What :func:`hang_check` asks of a side."""
+
+    role: str
+    build: Build
+    state: State
+    monitor: Monitor
+
+    def alive(self) -> bool: ...
+
+    def lost(self) -> QemuCrashed | None: ...
+
+
+def hang_check(side: Watched) -> QemuCrashed | QemuUnresponsive | None:
+    """The guest said nothing in time (a console's ``on_quiet``): is its QEMU dead (the side's
+    :meth:`~Watched.lost`), or alive but not answering query-status within :data:`PING_S`?"""
+    if side.state is not State.RUNNING or not side.monitor.connected:
+        return None
+    if not side.alive():
+        return side.lost()
+    try:
+        side.monitor.cmd("query-status", timeout=PING_S)
+    except QemuUnresponsive as exc:
+        return QemuUnresponsive(f"{side.role} QEMU ({side.build.name}) hangs: the guest was "
+                                f"silent and {exc}")
+    return None
+
+
 class QemuProcess:
     """A QEMU with its QMP monitor and console connected; killed on exit, whatever happens."""
 
@@ -58,12 +109,12 @@ class QemuProcess:
         self.workspace = workspace
         self.state = State.NEW
         self._process: Process | None = None
-        self.monitor = Monitor(role, paths.qmp, paths.transcript, on_lost=self._crash)
-        self.console = Console(role, paths.console, on_closed=self._crash, on_quiet=self._hung)
+        self.monitor = Monitor(role, paths.qmp, paths.transcript, on_lost=self.lost)
+        self.console = Console(role, paths.console, on_closed=self.lost,
+                               on_quiet=lambda: hang_check(self))
 
     def start(self, timeout: float = 30.0) -> None:
-        if self.state is not State.NEW:
-            raise HarnessError(f"{self.role}: start() called in state {self.state.value}")
+        require_new(self.role, self.state)
         ws = self.workspace
         self._process = self.host.spawn(
             self.build, self.argv, writable=ws.writable, readable=ws.readable,
@@ -84,7 +135,7 @@ class QemuProcess:
                 start_failure(who, exitcode, str(exc), output), self.argv, exitcode, output
             ) from exc
 
-    def _crash(self) -> QemuCrashed | None:
+    def lost(self) -> QemuCrashed | None:
         """QMP or the console dropped: if QEMU exited (give it a moment), that is the finding,
         whatever the harness was waiting for."""
         if self._process is None or self.state is State.STOPPED:
@@ -96,23 +147,9 @@ class QemuProcess:
         return QemuCrashed(exit_report(f"{self.role} QEMU ({self.build.name}) {self.ended()}",
                                        self.output()))
 
-    def _hung(self) -> QemuCrashed | QemuUnresponsive | None:
-        """The guest said nothing in time: is its QEMU dead, or alive but not answering QMP?"""
-        if self._process is None or self.state is not State.RUNNING or not self.monitor.connected:
-            return None
-        if not self.alive():
-            return self._crash()
-        try:
-            self.monitor.cmd("query-status", timeout=PING_S)
-        except QemuUnresponsive as exc:
-            return QemuUnresponsive(f"{self.role} QEMU ({self.build.name}) hangs: the guest was "
-                                    f"silent and {exc}")
-        return None
-
     def trace(self, patterns: tuple[str, ...]) -> None:
         """Turn on QEMU trace events (into its output, kept as evidence)."""
-        for name in patterns:
-            self.monitor.cmd("trace-event-set-state", name=name, enable=True)
+        enable_traces(self.monitor, patterns)
 
     def plug_dimm(self, dimm: Dimm) -> None:
         """Hotplug ``dimm`` over QMP as libvirt would: its memory backend, then the pc-dimm on it."""
@@ -123,8 +160,7 @@ class QemuProcess:
 
     def has_dimm(self, dimm: Dimm) -> bool:
         """QEMU lists ``dimm`` among its memory devices (query-memory-devices)."""
-        return any(d.get("data", {}).get("id") == self.dimm_id(dimm)
-                   for d in self.monitor.cmd("query-memory-devices"))
+        return lists_memory_device(self.monitor, self.dimm_id(dimm))
 
     def dimm_id(self, dimm: Dimm) -> str:
         """QEMU's id of ``dimm`` on this side."""
