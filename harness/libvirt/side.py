@@ -24,7 +24,6 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import libvirt
@@ -42,7 +41,7 @@ from harness.qemu.console import Console
 from harness.qemu.machine import Dimm
 from harness.qemu.monitor import Monitor
 from harness.qemu.output import exit_report
-from harness.qemu.process import State, enable_traces, lists_memory_device, require_new
+from harness.qemu.process import State, StoppedOnExit, enable_traces, lists_memory_device, require_new
 
 STATUS: dict[tuple[int, int | None], str] = {
     (libvirt.VIR_DOMAIN_RUNNING, None): "running",
@@ -141,7 +140,7 @@ def _status(dom: libvirt.virDomain) -> dict[str, str]:
             "libvirt": f"{_STATE_NAMES.get(state, state)} (reason {reason})"}
 
 
-class LibvirtSide:
+class LibvirtSide(StoppedOnExit):
     """A role's domain on ``daemon``: defined and started paused (source), or arriving by
     migration (destination, :meth:`expect_incoming`); destroyed when the cell ends (a context
     manager)."""
@@ -292,14 +291,3 @@ class LibvirtSide:
             except libvirt.libvirtError:
                 pass  # the daemon's own stop destroys what is left
         self.state = State.STOPPED
-
-    def __enter__(self) -> LibvirtSide:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

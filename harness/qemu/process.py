@@ -12,7 +12,7 @@ import enum
 import signal as signal_module
 import subprocess
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from harness.builds.model import Build
 from harness.errors import HarnessError, QemuCrashed, QemuStartError, QemuUnresponsive
@@ -87,7 +87,21 @@ def hang_check(side: Watched) -> QemuCrashed | QemuUnresponsive | None:
     return None
 
 
-class QemuProcess:
+class StoppedOnExit:
+    """A side as a context manager: leaving it stops the side, whatever happened."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class QemuProcess(StoppedOnExit):
     """A QEMU with its QMP monitor and console connected; killed on exit, whatever happens."""
 
     def __init__(
@@ -206,14 +220,3 @@ class QemuProcess:
         if self._process is not None:
             self.host.kill(self._process)
         self.state = State.STOPPED
-
-    def __enter__(self) -> QemuProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
