@@ -3,7 +3,8 @@
 
 APT_PACKAGES := qemu-system-ppc gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross \
 	debootstrap bubblewrap cpio gzip openssh-server iproute2 python3-venv \
-	libvirt-daemon libvirt-daemon-driver-qemu libvirt-dev pkg-config gcc python3-dev
+	libvirt-daemon libvirt-daemon-driver-qemu libvirt-dev pkg-config gcc python3-dev \
+	ninja-build libglib2.0-dev libfdt-dev libpixman-1-dev flex bison ccache device-tree-compiler dpkg-dev
 TEST_APT_PACKAGES := chromium
 VENV := .venv
 BIN := $(VENV)/bin

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,14 +34,32 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--repeat", type=int, default=1, metavar="N",
                            help="run each cell N times; the summary gives pass counts and flaky cells")
     sub.add_parser("guest", help="build (or find cached) the golden guest and print its identity")
-    patch = sub.add_parser("patch", help="pit a candidate build against every reference build")
+    patch = sub.add_parser("patch", help="a per-patch job: the candidate against its base, cell by "
+                           "cell and check by check, with every reference build (without a base: "
+                           "against the known failures)")
     patch.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
-    patch.add_argument("--candidate", required=True, type=Path, help="the candidate's qemu-system-ppc64")
-    patch.add_argument("--firmware", required=True, type=Path, help="its firmware dir (pc-bios)")
+    patch.add_argument("--tree", type=Path, default=None,
+                       help="a QEMU source tree: the base is the tree as it is, the candidate the "
+                            "tree plus --series (both built here, cached)")
+    patch.add_argument("--series", type=Path, nargs="+", default=[], metavar="PATCH",
+                       help="the patch series, in order (git format-patch files or an mbox)")
+    patch.add_argument("--configure", action="append", default=[], metavar="ARG",
+                       help="an extra configure argument for --tree builds (repeatable)")
+    patch.add_argument("--base", default=None,
+                       help="a ready base: a build name of the matrix, or a qemu-system-ppc64 path")
+    patch.add_argument("--candidate", default=None,
+                       help="a ready candidate: a build name of the matrix, or a qemu-system-ppc64 path")
+    patch.add_argument("--firmware", type=Path, default=None,
+                       help="SLOF and VOF for a path build, or for a tree without them (pc-bios)")
     patch.add_argument("--machines", default=None,
-                       help="comma-separated machine types (default: every type both builds share)")
-    patch.add_argument("--scenarios", default="baseline-idle",
-                       help="comma-separated scenarios or scenario-variants (default: baseline-idle)")
+                       help="comma-separated machine types (default: the newest both builds share, "
+                            "and pseries-7.2 for baseline)")
+    patch.add_argument("--scenarios", default=None,
+                       help="comma-separated scenarios or scenario-variants (default: one of each "
+                            "family a patch can break)")
+    patch.add_argument("--again", type=int, default=2, metavar="N",
+                       help="runs more of each cell pair whose checks differ, to tell a flaky check "
+                            "from a break (default 2)")
     patch.add_argument("-n", "--workers", default="0")
     faults = sub.add_parser("faults", help="the fault campaign (kill/stop each side at boot, "
                             "mid-migration, during checks) on one build, with a table")
@@ -65,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     save.add_argument("file", type=Path)
     save.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
     save.add_argument("--stopped", action="store_true", help="a stopped machine, no guest running")
+    build = sub.add_parser("build", help="provision a build of the matrix (a source build: compile "
+                           "it, or find it cached) and print where its QEMU is")
+    build.add_argument("build", help="build name in the matrix")
+    build.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
+    source = sub.add_parser("source", help="fetch and unpack a Debian suite's QEMU source package "
+                            "(a tree for `kind: source`) and print where it is")
+    source.add_argument("suite", help="Debian suite, e.g. trixie")
     standin = sub.add_parser("standin", help="stand-in lab hosts and a matrix for them, until Ctrl-C")
     standin.add_argument("--out", type=Path, default=None,
                          help="where to write their matrix (default: reports/standin-lab.yaml)")
@@ -112,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
             out = save_stream(load_matrix(Path(args.matrix)), args.build, args.machine, args.file,
                               running=not args.stopped)
             print(f"saved {out} ({out.stat().st_size} bytes)")
+            return 0
+        if args.command == "build":
+            return _build(args)
+        if args.command == "source":
+            from harness.builds.debian_source import qemu_source
+
+            print(qemu_source(args.suite))
             return 0
         if args.command == "standin":
             from harness.commands.standin import serve
@@ -173,11 +206,31 @@ def _cells(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace) -> int:
+    """Provision one build of the matrix on this machine and say what it is."""
+    import time
+
+    from harness.matrix.load import load_matrix
+
+    matrix = load_matrix(Path(args.matrix))
+    if args.build not in matrix.builds:
+        raise ConfigError(matrix.source, "builds", f"no build {args.build!r}; the matrix has "
+                          f"{', '.join(matrix.builds)}")
+    started = time.monotonic()
+    build = matrix.builds[args.build].provision()
+    print(f"{build.name}: {build.root / build.binary.lstrip('/')}"
+          + (f"\n  firmware {build.firmware_dir}" if build.firmware_dir else "")
+          + (f"\n  {build.package}" if build.package else "")
+          + f"\n  ready in {time.monotonic() - started:.1f} s")
+    return 0
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _pytest(args: argparse.Namespace, extra: list[str]) -> int:
+def _pytest(args: argparse.Namespace, extra: list[str], fresh: bool = True) -> int:
+    """Run the suite; ``fresh`` False adds to the run's Allure results instead of replacing them."""
     reports = reports_root()
     options = [
         str(REPO_ROOT / "suite"), "--matrix", args.matrix,
@@ -192,8 +245,9 @@ def _pytest(args: argparse.Namespace, extra: list[str]) -> int:
     if getattr(args, "workers", "0") != "0":
         options += ["-n", args.workers]
     if "--collect-only" not in extra:
-        options += ["--alluredir", str(reports / "allure-results"), "--clean-alluredir",
+        options += ["--alluredir", str(reports / "allure-results"),
                     "--junitxml", str(reports / JUNIT_PARTIAL)]
+        options += ["--clean-alluredir"] if fresh else []
         (reports / "cells.json").unlink(missing_ok=True)
     code = int(pytest.main([*options, *extra]))
     if "--collect-only" not in extra:
@@ -221,17 +275,32 @@ def _finish_junit(partial: Path, final: Path) -> None:
 
 
 def _patch(args: argparse.Namespace, extra: list[str]) -> int:
-    from harness.commands.patch import patch_matrix, write_generated_matrix
+    from harness.commands.patch import build_entry, patch_matrix, source_entries, write_generated_matrix
     from harness.matrix.load import load_matrix
 
     matrix = load_matrix(Path(args.matrix))
-    data = patch_matrix(matrix, args.candidate.resolve(), args.firmware.resolve(),
-                        args.machines.split(",") if args.machines else None,
-                        args.scenarios.split(","))
+    base: dict[str, Any] | None
+    if args.tree is not None:
+        if args.base or args.candidate:
+            raise ConfigError("the command line", "--tree", "builds the base and the candidate; "
+                              "give --base and --candidate only without it")
+        base, candidate = source_entries(args.tree, args.series, args.configure, args.firmware)
+    elif args.candidate is not None:
+        candidate = build_entry(matrix, args.candidate, args.firmware)
+        base = build_entry(matrix, args.base, args.firmware) if args.base else None
+    else:
+        raise ConfigError("the command line", "--tree/--candidate", "give a source tree (--tree, with "
+                          "--series) or a ready candidate (--candidate, with --base to compare)")
+    data = patch_matrix(matrix, candidate, base, args.machines.split(",") if args.machines else None,
+                        args.scenarios.split(",") if args.scenarios else None)
     args.matrix = str(write_generated_matrix(data, reports_root() / "patch-matrix.yaml", "patch"))
-    args.select = None
-    args.shard = None
-    return _pytest(args, extra)
+    args.select = args.shard = None
+    code = _pytest(args, extra)
+    if base is None:
+        return code
+    from harness.commands.patch_job import judge_against_base
+
+    return judge_against_base(args, extra, lambda again: _pytest(args, [*extra, *again], fresh=False))
 
 
 def _faults(args: argparse.Namespace, extra: list[str]) -> int:

@@ -105,7 +105,11 @@ def selected_cells(matrix: Matrix, selection: str, shard: tuple[int, int] | None
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Remove run directories, namespaces and sshds left by runs that were killed outright."""
+    """Start the run's record afresh (a second run in one process, as ``goldmig patch`` makes,
+    reports only its own cells); remove run directories, namespaces and sshds left by runs
+    that were killed outright."""
+    for kept in (_outcomes, _environment, _changes, _stale):
+        kept.clear()
     if hasattr(session.config, "workerinput"):
         return
     sweep_stale_rundirs()

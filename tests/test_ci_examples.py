@@ -29,6 +29,7 @@ GOLDMIG_DIR = "goldmig"
 SAMPLES: Mapping[str, str] = {
     "CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "4", "CI_PROJECT_DIR": "/builds/qemu/qemu",
     "matrix.shard": "2", "strategy.job-total": "4", "GITHUB_WORKSPACE": "/__w/qemu/qemu",
+    "CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "master", "GITHUB_BASE_REF": "master",
 }
 """A sample value for each CI variable a goldmig or make command may use."""
 
@@ -425,14 +426,15 @@ class TestPerPatch:
         assert len(jobs) == 1, f"{pipeline.path}: want one {pipeline.change_event} job with `goldmig patch`"
         return jobs[0]
 
-    def test_builds_qemu_then_patches_then_reports(self, kind: str) -> None:
+    def test_makes_the_series_then_patches_against_the_base_then_reports(self, kind: str) -> None:
         job = self.job(kind)
         lines = list(job.lines)
         [(patch, args)] = subcommand_calls(job, "patch")
         [(report, _)] = subcommand_calls(job, "report")
-        build = [i for i, line in enumerate(lines) if "./configure --target-list=ppc64-softmmu" in line]
-        assert build and build[0] < lines.index(patch.line) < lines.index(report.line)
-        assert args.candidate.name == "qemu-system-ppc64" and args.firmware.name == "pc-bios"
+        series = [i for i, line in enumerate(lines) if "git format-patch -o /tmp/goldmig-series" in line]
+        assert series and series[0] < lines.index(patch.line) < lines.index(report.line)
+        assert str(args.tree) == "/tmp/goldmig-base" and [str(p) for p in args.series] == [
+            "/tmp/goldmig-series/*.patch"]
         assert args.workers == "auto"
         assert "schedule" not in job.events
 

@@ -15,5 +15,6 @@ BUILD_KINDS: Registry[BuildSpec] = Registry({
     "host": "harness.builds.host_package:HostPackageBuild",
     "debian": "harness.builds.debian_suite:DebianSuiteBuild",
     "path": "harness.builds.path_build:PathBuild",
+    "source": "harness.builds.source_build:SourceBuild",
 })
 """Every build kind: its ``kind:`` name -> ``module:class``."""

@@ -21,18 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.builds.debian_source import DEFAULT_MIRROR, download_qemu_source
 from harness.cache import ensure_dir
-from harness.errors import HarnessError
+from harness.errors import BuildError, HarnessError
 from harness.paths import cache_root
 
 PEER_SUITE = "trixie"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SCRIPTS = {
     "analyze": "scripts/analyze-migration.py",
     "static_checker": "scripts/vmstate-static-checker.py",
 }
-_APT_TIMEOUT_S = 600
 
 
 class PeerError(HarnessError):
@@ -83,7 +81,10 @@ def _fetch(suite: str, mirror: str, root: Path) -> None:
             raise PeerError(f"fetching QEMU's scripts needs {tool}, which is not installed")
     with tempfile.TemporaryDirectory(prefix="gm-peer-", dir=root.parent) as tmp:
         work = Path(tmp)
-        _apt_source(suite, mirror, work)
+        try:
+            download_qemu_source(suite, mirror, work)
+        except BuildError as exc:
+            raise PeerError(str(exc)) from exc
         dsc = _one(work / "src", "*.dsc")
         version = dsc.stem.split("_", 1)[1]
         out = work / "out"
@@ -96,35 +97,6 @@ def _fetch(suite: str, mirror: str, root: Path) -> None:
         (out / "peer.json").write_text(json.dumps({"suite": suite, "version": version}) + "\n")
         shutil.rmtree(root, ignore_errors=True)
         out.rename(root)
-
-
-def _apt_source(suite: str, mirror: str, work: Path) -> None:
-    """``apt-get source --download-only qemu/<suite>`` with a private deb-src-only list."""
-    state = work / "apt"
-    (state / "lists" / "partial").mkdir(parents=True)
-    (state / "cache" / "archives" / "partial").mkdir(parents=True)
-    sources = state / "sources.list"
-    sources.write_text(f"deb-src [signed-by={KEYRING}] {mirror} {suite} main\n")
-    options = [
-        "-o", f"Dir::Etc::SourceList={sources}",
-        "-o", "Dir::Etc::SourceParts=/nonexistent",
-        "-o", f"Dir::State::Lists={state / 'lists'}",
-        "-o", f"Dir::Cache={state / 'cache'}",
-        "-o", "APT::Sandbox::User=root",
-    ]
-    src = work / "src"
-    src.mkdir()
-    for args in (["update"], ["source", "--download-only", f"qemu/{suite}"]):
-        argv = ["apt-get", "-q", *options, *args]
-        try:
-            proc = subprocess.run(argv, cwd=src, capture_output=True, text=True, timeout=_APT_TIMEOUT_S)
-        except subprocess.TimeoutExpired as exc:
-            raise PeerError(f"{' '.join(argv)} did not finish in {_APT_TIMEOUT_S}s") from exc
-        if proc.returncode != 0:
-            raise PeerError(
-                f"{' '.join(argv)} exited {proc.returncode}; is {mirror} reachable?\n"
-                + (proc.stdout + proc.stderr).strip()[-2000:]
-            )
 
 
 def _one(directory: Path, pattern: str) -> Path:

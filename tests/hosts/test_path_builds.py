@@ -275,7 +275,8 @@ class TestPatchCandidate:
         with pytest.raises(BuildError, match=rf"binary {missing} does not exist or is not an "
                                              r"executable file; fix `binary:` in matrix.yaml "
                                              r"\(goldmig patch: --candidate\)"):
-            patch_matrix(matrix, missing, tree / "src/build/pc-bios", ["pseries-7.2"], ["baseline"])
+            patch_matrix(matrix, _path_entry(missing, tree / "src/build/pc-bios"), None, ["pseries-7.2"],
+                         ["baseline"])
         assert _qemus_mentioning(str(tree)) == []
 
     def test_on_a_lab_it_must_be_installed_on_the_lab_hosts(
@@ -287,15 +288,21 @@ class TestPatchCandidate:
         with pytest.raises(BuildError, match=rf"{binary} is not an executable on lab host "
                                              rf"destination:{standin.b.address}; a lab host runs "
                                              r"a path build from its own filesystem"):
-            patch_matrix(load_matrix(path), binary, tree / "src/build/pc-bios", ["pseries-7.2"],
-                         ["baseline"])
+            patch_matrix(load_matrix(path), _path_entry(binary, tree / "src/build/pc-bios"), None,
+                         ["pseries-7.2"], ["baseline"])
 
     def test_on_a_lab_an_installed_one_is_asked_there(
         self, tmp_path: Path, standin: NamespacePair
     ) -> None:
         path = tmp_path / "lab.yaml"
         path.write_text(yaml.safe_dump(standin_matrix(standin, ["baseline"], ["pseries-7.2"])))
-        data = patch_matrix(load_matrix(path), HOST_QEMU, HOST_FIRMWARE, None, ["baseline"])
+        data = patch_matrix(load_matrix(path), _path_entry(HOST_QEMU, HOST_FIRMWARE), None, None,
+                            ["baseline"])
 
         (group,) = data["groups"]
         assert "pseries-10.0" in group["machines"], "the stand-ins' QEMU 10.0, not this machine's 7.2"
+
+
+def _path_entry(binary: Path, firmware: Path) -> dict[str, str]:
+    """A path candidate as ``goldmig patch --candidate BIN --firmware DIR`` declares it."""
+    return {"kind": "path", "binary": str(binary), "firmware": str(firmware)}

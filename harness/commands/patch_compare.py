@@ -1,0 +1,139 @@
+"""A per-patch job's verdict: each candidate cell against its base twin, check by check.
+
+The candidate's cell ``qemu-7.2>candidate/pseries-9.2/baseline-idle`` has the twin
+``qemu-7.2>base/pseries-9.2/baseline-idle``. A check that passed with the base and failed or
+was not measured with the candidate **breaks**; the reverse **fixes**; failing both ways is
+the **same failure**, passing both the **same pass**. A check whose verdict differs between
+runs of one build is **flaky**, never a break. Known failures play no part where the base
+ran: the base is the reference. A candidate cell whose base twin could not run (skipped) is
+judged alone, by its own outcome.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from xml.etree import ElementTree
+
+from harness.report.run_summary import CellOutcome
+
+CANDIDATE = "candidate"
+BASE = "base"
+FAILING = frozenset({"failed", "not measured"})
+CHANGES = ("breaks", "fixes", "flaky", "same failure", "same pass")
+
+
+@dataclass(frozen=True)
+class CheckChange:
+    cell: str
+    """The candidate's cell."""
+    check: str
+    change: str
+    """One of :data:`CHANGES`, or ``alone`` for a candidate cell whose base could not run."""
+    base: tuple[str, ...]
+    """The check's verdicts with the base, one per run."""
+    candidate: tuple[str, ...]
+    measured: str
+    """What the candidate's last run measured."""
+
+    def line(self) -> str:
+        return (f"{self.change.upper():13} {self.cell}: {self.check}: base {_runs(self.base)}, "
+                f"candidate {_runs(self.candidate)}: {self.measured[:160]}")
+
+
+def _runs(verdicts: tuple[str, ...]) -> str:
+    """A check's verdicts over runs: ``failed x3``; ``no such check`` where a build never made
+    it (the machine state names only the fields that differ)."""
+    if not verdicts:
+        return "no such check"
+    if len(set(verdicts)) > 1:
+        return "/".join(verdicts)
+    return verdicts[0] + (f" x{len(verdicts)}" if len(verdicts) > 1 else "")
+
+
+def twin(cell: str) -> str | None:
+    """The base twin of a candidate cell id (None for a cell without the candidate)."""
+    driver, sep, rest = cell.rpartition(":")
+    pair, _, tail = rest.partition("/")
+    src, _, dst = pair.partition(">")
+    if CANDIDATE not in (src, dst):
+        return None
+    swapped = ">".join(BASE if b == CANDIDATE else b for b in (src, dst))
+    return f"{driver}{sep}{swapped}/{tail}"
+
+
+def compare(outcomes: Iterable[CellOutcome]) -> list[CheckChange]:
+    """Every check of every candidate cell against its twin (all runs of each, ``--repeat``)."""
+    verdicts: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    measured: dict[tuple[str, str], str] = {}
+    ran: dict[str, list[str]] = defaultdict(list)
+    for o in outcomes:
+        ran[o.cell].append(o.outcome)
+        for item in o.checks:
+            verdicts[o.cell][item["id"]].append(item["verdict"])
+            measured[(o.cell, item["id"])] = item.get("measured", "")
+    changes = []
+    for cell in sorted(ran):
+        base_cell = twin(cell)
+        if base_cell is None:
+            continue
+        mine, theirs = verdicts[cell], verdicts.get(base_cell, {})
+        alone = base_cell not in ran or all(o == "skipped" for o in ran[base_cell])
+        for check in sorted(set(mine) | set(theirs)):
+            base, cand = tuple(theirs.get(check, ())), tuple(mine.get(check, ()))
+            change = "alone" if alone else _change(base, cand)
+            if change is not None:
+                changes.append(CheckChange(cell, check, change, base, cand, measured.get((cell, check), "")))
+    return changes
+
+
+def _change(base: tuple[str, ...], cand: tuple[str, ...]) -> str | None:
+    judged = [v for v in (*base, *cand) if v != "not applicable"]
+    if not judged:
+        return None
+    base_fails = {v in FAILING for v in base if v != "not applicable"}
+    cand_fails = {v in FAILING for v in cand if v != "not applicable"}
+    if len(base_fails) > 1 or len(cand_fails) > 1:
+        return "flaky"
+    if not base_fails or not cand_fails:  # measured on one side only (a check the other lacks)
+        return "breaks" if cand_fails == {True} else "fixes" if base_fails == {True} else "same pass"
+    if base_fails == cand_fails:
+        return "same failure" if True in base_fails else "same pass"
+    return "breaks" if True in cand_fails else "fixes"
+
+
+def differing(changes: Iterable[CheckChange]) -> list[str]:
+    """The candidate cells with a break or a fix: the ones to run again before calling it."""
+    return sorted({c.cell for c in changes if c.change in ("breaks", "fixes")})
+
+
+def summary(changes: list[CheckChange], alone: dict[str, str]) -> list[str]:
+    """The job's lines: the counts first, then every break, fix and flaky check, then the
+    candidate cells judged alone (``alone``: cell -> outcome) that did not pass."""
+    count = {name: sum(c.change == name for c in changes) for name in CHANGES}
+    pairs = len({c.cell for c in changes if c.change != "alone"})
+    lines = [f"goldmig patch: breaks {count['breaks']}, fixes {count['fixes']} (flaky {count['flaky']}, "
+             f"same failure {count['same failure']}, same pass {count['same pass']}; checks of {pairs} "
+             f"cell pairs, candidate against base)"]
+    lines += [c.line() for c in changes if c.change in ("breaks", "fixes", "flaky")]
+    lines += [f"ALONE         {cell}: {outcome} (its base twin could not run; judged by the known "
+              "failures)" for cell, outcome in sorted(alone.items()) if outcome not in ("passed", "known")]
+    return lines
+
+
+def write_junit(changes: list[CheckChange], path: str) -> None:
+    """One testcase per cell and check whose verdict differs from the base (a break is a
+    failure, a flaky check a skip), so CI shows exactly what the patch changed."""
+    shown = [c for c in changes if c.change in ("breaks", "fixes", "flaky")]
+    suite = ElementTree.Element("testsuite", name="goldmig patch", tests=str(len(shown)),
+                                failures=str(sum(c.change == "breaks" for c in shown)))
+    for c in shown:
+        case = ElementTree.SubElement(suite, "testcase", classname=c.cell, name=c.check)
+        if c.change == "breaks":
+            ElementTree.SubElement(case, "failure", message=c.line()).text = c.measured
+        elif c.change == "flaky":
+            ElementTree.SubElement(case, "skipped", message=c.line())
+        else:
+            ElementTree.SubElement(case, "system-out").text = c.line()
+    ElementTree.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)

@@ -1,0 +1,81 @@
+"""A per-patch job's verdict, check by check against the base twin (no QEMU: cells.json-like
+outcomes in, changes out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from xml.etree import ElementTree
+
+from harness.commands.patch_compare import compare, differing, summary, twin, write_junit
+from harness.report.run_summary import CellOutcome
+
+CELL = "qemu-7.2>candidate/pseries-9.2/baseline-idle"
+TWIN = "qemu-7.2>base/pseries-9.2/baseline-idle"
+
+
+def _run(cell: str, outcome: str = "known", attempt: int = 1, **verdicts: str) -> CellOutcome:
+    checks = [{"id": check.replace("_", "-"), "verdict": verdict.replace("_", " "),
+               "measured": f"{check} seen"} for check, verdict in verdicts.items()]
+    return CellOutcome(cell, outcome, checks=checks, attempt=attempt)
+
+
+def test_the_twin_swaps_the_candidate_for_the_base_on_either_side_and_keeps_the_driver() -> None:
+    assert twin(CELL) == TWIN
+    assert twin("candidate>candidate/latest-common/timebase") == "base>base/latest-common/timebase"
+    assert twin("libvirt:candidate>qemu-10.0/pseries-7.2/baseline-idle") == \
+        "libvirt:base>qemu-10.0/pseries-7.2/baseline-idle"
+    assert twin(TWIN) is None
+
+
+def test_each_check_is_judged_against_the_base() -> None:
+    changes = compare([
+        _run(TWIN, machine_state_cpu_0_ctr="passed", timer_ticks="failed", answers="passed",
+             decr="failed"),
+        _run(CELL, machine_state_cpu_0_ctr="failed", timer_ticks="failed", answers="passed",
+             decr="passed"),
+    ])
+    got = {c.check: c.change for c in changes}
+    assert got == {"machine-state-cpu-0-ctr": "breaks", "timer-ticks": "same failure",
+                   "answers": "same pass", "decr": "fixes"}
+    assert differing(changes) == [CELL]
+
+
+def test_not_measured_with_the_candidate_breaks_a_check_the_base_passed() -> None:
+    changes = compare([_run(TWIN, ipis="passed"), _run(CELL, ipis="not_measured")])
+    assert [(c.check, c.change) for c in changes] == [("ipis", "breaks")]
+
+
+def test_a_check_that_differs_between_runs_of_one_build_is_flaky_not_a_break() -> None:
+    changes = compare([
+        _run(TWIN, ticks="passed"), _run(TWIN, attempt=2, ticks="failed"),
+        _run(CELL, ticks="failed"), _run(CELL, attempt=2, ticks="failed"),
+    ])
+    assert [c.change for c in changes] == ["flaky"]
+    assert changes[0].base == ("passed", "failed")
+
+
+def test_a_candidate_cell_whose_base_could_not_run_is_judged_alone() -> None:
+    changes = compare([_run(TWIN, outcome="skipped"), _run(CELL, outcome="failed", ticks="failed")])
+    assert [c.change for c in changes] == ["alone"]
+    lines = summary(changes, {CELL: "failed"})
+    assert lines[0].startswith("goldmig patch: breaks 0, fixes 0")
+    assert lines[-1].startswith(f"ALONE         {CELL}: failed")
+
+
+def test_not_applicable_on_both_sides_is_no_change() -> None:
+    assert compare([_run(TWIN, ipis="not_applicable"), _run(CELL, ipis="not_applicable")]) == []
+
+
+def test_the_summary_counts_first_and_junit_has_a_case_per_differing_check(tmp_path: Path) -> None:
+    changes = compare([_run(TWIN, a="passed", b="failed", c="passed"),
+                       _run(CELL, a="failed", b="passed", c="passed")])
+    lines = summary(changes, {})
+    assert lines[0] == ("goldmig patch: breaks 1, fixes 1 (flaky 0, same failure 0, same pass 1; "
+                        "checks of 1 cell pairs, candidate against base)")
+    assert lines[1].startswith(f"BREAKS        {CELL}: a: base passed, candidate failed")
+    out = tmp_path / "junit.xml"
+    write_junit(changes, str(out))
+    suite = ElementTree.parse(out).getroot()
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    assert [(case.get("name"), case.find("failure") is not None) for case in suite] == [("a", True),
+                                                                                       ("b", False)]
