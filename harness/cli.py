@@ -292,7 +292,8 @@ def _patch(args: argparse.Namespace, extra: list[str]) -> int:
         raise ConfigError("the command line", "--tree/--candidate", "give a source tree (--tree, with "
                           "--series) or a ready candidate (--candidate, with --base to compare)")
     data = patch_matrix(matrix, candidate, base, args.machines.split(",") if args.machines else None,
-                        args.scenarios.split(",") if args.scenarios else None)
+                        args.scenarios.split(",") if args.scenarios else None,
+                        frozenset(b for b in (args.base, args.candidate) if b in matrix.builds))
     args.matrix = str(write_generated_matrix(data, reports_root() / "patch-matrix.yaml", "patch"))
     args.select = args.shard = None
     code = _pytest(args, extra)

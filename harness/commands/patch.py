@@ -57,10 +57,12 @@ def source_entries(tree: Path, series: list[Path], configure: list[str],
 
 
 def patch_matrix(matrix: Matrix, candidate: dict[str, Any], base: dict[str, Any] | None,
-                 machines: list[str] | None, scenarios: list[str] | None) -> dict[str, Any]:
+                 machines: list[str] | None, scenarios: list[str] | None,
+                 not_references: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The per-patch matrix as YAML data. ``machines`` None: every scenario on the newest type
     the builds share, and baseline on :data:`OLD_MACHINE` too; ``scenarios`` None:
-    :data:`DEFAULT_SCENARIOS`."""
+    :data:`DEFAULT_SCENARIOS`; ``not_references``: the matrix's builds that are the base or the
+    candidate, not references for them."""
     raw: dict[str, Any] = yaml.safe_load(Path(matrix.source).read_text())
     ours = {CANDIDATE: candidate, **({BASE: base} if base is not None else {})}
     raw["builds"].update(ours)
@@ -69,7 +71,7 @@ def patch_matrix(matrix: Matrix, candidate: dict[str, Any], base: dict[str, Any]
     versions = {name: set(_supports(specs[name], site).pseries_versions()) for name in ours}
     groups = []
     for reference, spec in matrix.builds.items():
-        if reference in ours:
+        if reference in ours or reference in not_references:
             continue
         theirs = set(_supports(spec, site).pseries_versions())
         for name in ours:
