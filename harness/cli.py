@@ -61,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runs more of each cell pair whose checks differ, to tell a flaky check "
                             "from a break (default 2)")
     patch.add_argument("-n", "--workers", default="0")
+    bis = sub.add_parser("bisect", help="the first commit of a QEMU repository at which a cell's "
+                         "check flips (git bisect run, source builds, the one cell)")
+    bis.add_argument("cell", help="the cell, the bisected build named candidate, e.g. "
+                                  "qemu-10.0>candidate/pseries-10.0/baseline-idle")
+    bis.add_argument("--tree", type=Path, required=True, help="the QEMU git repository")
+    bis.add_argument("--good", required=True, help="a commit where the check passes")
+    bis.add_argument("--bad", required=True, help="a commit where it fails")
+    bis.add_argument("--check", default=None, help="the check id (default: the one that flips "
+                                                    "between --good and --bad)")
+    bis.add_argument("--firmware", type=Path, default=None, help="SLOF and VOF, if the tree has none")
+    bis.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"),
+                     help="its builds and known failures; the cell's group must include candidate")
     faults = sub.add_parser("faults", help="the fault campaign (kill/stop each side at boot, "
                             "mid-migration, during checks) on one build, with a table")
     faults.add_argument("--matrix", default=str(REPO_ROOT / "matrix.yaml"))
@@ -159,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             return report(args.dirs, args.out, args.serve, args.port)
         if args.command == "patch":
             return _patch(args, extra)
+        if args.command == "bisect":
+            from harness.commands.bisect import bisect
+
+            print("\n".join(bisect(Path(args.matrix), args.cell, args.tree, args.good, args.bad,
+                                   args.firmware, args.check)))
+            return 0
         if args.command == "faults":
             return _faults(args, extra)
         if args.command == "bench-throughput":
