@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from harness import cache, paths
+from harness.builds.compile import SourceRecipe, cached
+from harness.builds.debian_source import cached_qemu_source
+from harness.builds.debian_suite import DebianSuiteBuild
 from harness.checks.result import Verdict
 from harness.guest.image import IMAGE_FILES, recipe_key
 from harness.matrix.load import load_matrix
@@ -129,3 +132,17 @@ def machine_state_entries(msr: tuple[str, ...] = (), decr: tuple[str, ...] = ())
 def _machine_state_entries() -> Callable[..., tuple[KnownFailure, ...]]:
     """:func:`machine_state_entries`, for matrices the tests write themselves."""
     return machine_state_entries
+
+
+@pytest.fixture
+def trixie_source() -> tuple[Path, Path]:
+    """Debian's QEMU 10.0.13 source tree (``goldmig source trixie``) and the same release's
+    firmware, the tree built once (a cold build takes minutes: never made by a test)."""
+    tree = cached_qemu_source("trixie")
+    if tree is None:
+        pytest.skip("no QEMU source in the cache: `goldmig source trixie` fetches it")
+    firmware = DebianSuiteBuild("qemu-10.0", "trixie").provision().root / "usr/share/qemu"
+    if cached(SourceRecipe("base", tree, (), (), firmware)) is None:
+        pytest.skip(f"{tree} is not built yet: `goldmig patch --tree {tree} --firmware {firmware}` "
+                    "builds it once (minutes)")
+    return tree, firmware

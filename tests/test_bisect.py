@@ -16,9 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.builds.compile import SourceRecipe, cached
-from harness.builds.debian_source import cached_qemu_source
-from harness.builds.debian_suite import DebianSuiteBuild
 from harness.paths import REPO_ROOT, cache_root
 
 pytestmark = pytest.mark.slow
@@ -54,14 +51,8 @@ def _repository(tree: Path) -> Path:
     return repo
 
 
-def test_bisect_names_the_commit_that_breaks_ctr(tmp_path: Path) -> None:
-    tree = cached_qemu_source("trixie")
-    if tree is None:
-        pytest.skip("no QEMU source in the cache: `goldmig source trixie` fetches it")
-    firmware = DebianSuiteBuild("qemu-10.0", "trixie").provision().root / "usr/share/qemu"
-    if cached(SourceRecipe("base", tree, (), (), firmware)) is None:
-        pytest.skip(f"{tree} is not built yet (ccache makes the repository's first build quick once "
-                    f"it is): `goldmig patch --tree {tree} --firmware {firmware}` builds it")
+def test_bisect_names_the_commit_that_breaks_ctr(tmp_path: Path, trixie_source: tuple[Path, Path]) -> None:
+    tree, firmware = trixie_source
     repo = _repository(tree)
     raw = yaml.safe_load((REPO_ROOT / "matrix.yaml").read_text())
     raw["hosts"] = "local"

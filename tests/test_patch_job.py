@@ -19,9 +19,6 @@ from xml.etree import ElementTree
 import pytest
 import yaml
 
-from harness.builds.compile import SourceRecipe, cached
-from harness.builds.debian_source import cached_qemu_source
-from harness.builds.debian_suite import DebianSuiteBuild
 from harness.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -29,19 +26,6 @@ pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent / "data"
 LOADS = ("qemu-10.0>candidate/pseries-10.0/baseline-idle", "candidate>candidate/pseries-10.0/baseline-idle")
 CTR = sorted((cell, f"machine-state-cpu-{cpu}-ctr") for cell in LOADS for cpu in (0, 1))
-
-
-@pytest.fixture
-def trixie_source() -> tuple[Path, Path]:
-    """Debian's QEMU 10.0.13 source tree and the same release's firmware, the tree built."""
-    tree = cached_qemu_source("trixie")
-    if tree is None:
-        pytest.skip("no QEMU source in the cache: `goldmig source trixie` fetches it")
-    firmware = DebianSuiteBuild("qemu-10.0", "trixie").provision().root / "usr/share/qemu"
-    if cached(SourceRecipe("base", tree, (), (), firmware)) is None:
-        pytest.skip(f"{tree} is not built yet: `goldmig patch --tree {tree} --firmware {firmware}` "
-                    "builds it once (minutes)")
-    return tree, firmware
 
 
 def _job(tmp_path: Path, builds: dict[str, dict[str, object]], *options: str) -> tuple[int, str, Path]:

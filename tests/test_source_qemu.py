@@ -13,9 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.builds.compile import SourceRecipe, cached
-from harness.builds.debian_source import cached_qemu_source
-from harness.builds.debian_suite import DebianSuiteBuild
 from harness.matrix.load import load_matrix
 from harness.matrix.model import GuestSettings
 from harness.paths import REPO_ROOT
@@ -37,14 +34,9 @@ def _matrix(tmp_path: Path, tree: Path, firmware: Path) -> Path:
     return path
 
 
-def test_a_source_build_migrates_to_debians_binary_of_its_release(tmp_path: Path) -> None:
-    tree = cached_qemu_source("trixie")
-    if tree is None:
-        pytest.skip("no QEMU source in the cache: `goldmig source trixie` fetches it")
-    firmware = DebianSuiteBuild("qemu-10.0", "trixie").provision().root / "usr/share/qemu"
-    if cached(SourceRecipe(SOURCE, tree, (), (), firmware)) is None:
-        pytest.skip(f"{tree} is not built yet: `goldmig build {SOURCE} --matrix <a matrix declaring "
-                    f"it as in this test>` builds it once (minutes)")
+def test_a_source_build_migrates_to_debians_binary_of_its_release(
+        tmp_path: Path, trixie_source: tuple[Path, Path]) -> None:
+    tree, firmware = trixie_source
     matrix = dataclasses.replace(load_matrix(_matrix(tmp_path, tree, firmware)),
                                  guest=GuestSettings(smp=1, maxcpus=1))
     cell = next(c for c in matrix.cells() if c.src == SOURCE and c.dst == "qemu-10.0")
