@@ -209,17 +209,14 @@ def main(argv: list[str] | None = None) -> int:
 def _cells(args: argparse.Namespace) -> int:
     """Print the selection's cell ids, one per line, in the order a run takes them."""
     from harness.matrix.load import load_matrix
-    from harness.pytest_plugin import parse_shard, selected_cells
+    from harness.pytest_plugin import parse_shard, selected_cells, selection_of
 
     matrix = load_matrix(Path(args.matrix))
-    selection = args.select or matrix.default_selection
-    if selection not in matrix.selections:
-        raise ConfigError("the command line", "--select", f"{selection!r}: no such selection in "
-                          f"{matrix.source}; choose one of {', '.join(matrix.selections)}")
     try:
-        shard = parse_shard(args.shard)
+        selection, shard = selection_of(matrix, args.select), parse_shard(args.shard)
     except ValueError as exc:
-        raise ConfigError("the command line", "--shard", str(exc).removeprefix("--shard ")) from None
+        option, _, problem = str(exc).partition(" ")
+        raise ConfigError("the command line", option, problem) from None
     print("\n".join(c.id for c in selected_cells(matrix, selection, shard)))
     return 0
 

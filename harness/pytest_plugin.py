@@ -65,14 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
         matrix = load_matrix(Path(config.getoption("--matrix")))
     except ConfigError as exc:
         raise pytest.UsageError(f"goldmig: {exc}") from None
-    selection = config.getoption("--select") or matrix.default_selection
-    if selection not in matrix.selections:
-        raise pytest.UsageError(
-            f"goldmig: --select {selection!r}: no such selection in {matrix.source}; "
-            f"choose one of {', '.join(matrix.selections)}"
-        )
-    config.option.select = selection
     try:
+        config.option.select = selection_of(matrix, config.getoption("--select"))
         config.option.shard = parse_shard(config.getoption("--shard"))
     except ValueError as exc:
         raise pytest.UsageError(f"goldmig: {exc}") from None
@@ -82,6 +76,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_MATRIX_KEY] = matrix
     if getattr(config.option, "allure_report_dir", None):
         config.stash[_SAFE_LOGGER_KEY] = install_safe_logger(config)
+
+
+def selection_of(matrix: Matrix, name: str | None) -> str:
+    """The selection named (None: the matrix's default); a ValueError naming the ones there are."""
+    selection = name or matrix.default_selection
+    if selection not in matrix.selections:
+        raise ValueError(f"--select {selection!r}: no such selection in {matrix.source}; "
+                         f"choose one of {', '.join(matrix.selections)}")
+    return selection
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from harness.commands.patch import write_generated_matrix
 from harness.errors import BuildError, ConfigError, GoldmigError
 from harness.matrix.load import load_matrix
 from harness.paths import cache_root, reports_root
@@ -100,10 +101,7 @@ def _failing(job: Bisection, commit: str) -> set[str]:
     raw: dict[str, Any] = yaml.safe_load(Path(job.matrix).read_text())
     raw["builds"][CANDIDATE] = {"kind": "source", "tree": job.clone,
                                 **({"firmware": job.firmware} if job.firmware else {})}
-    generated = reports_root() / "bisect" / "matrix.yaml"
-    generated.parent.mkdir(parents=True, exist_ok=True)
-    generated.write_text(yaml.safe_dump(raw, sort_keys=False))
-    matrix = load_matrix(generated)
+    matrix = load_matrix(write_generated_matrix(raw, reports_root() / "bisect" / "matrix.yaml", "bisect"))
     cell = next((c for c in matrix.cells() if c.id == job.cell), None)
     if cell is None:
         raise ConfigError(job.matrix, "groups", f"no group makes the cell {job.cell}; add one with "
