@@ -316,7 +316,7 @@ def _patch(args: argparse.Namespace, extra: list[str]) -> int:
         return code
     from harness.commands.patch_job import judge_against_base
 
-    return judge_against_base(args, extra, lambda again: _pytest(args, [*extra, *again], fresh=False))
+    return judge_against_base(args, lambda again: _pytest(args, [*extra, *again], fresh=False))
 
 
 def _faults(args: argparse.Namespace, extra: list[str]) -> int:

@@ -24,8 +24,7 @@ AGAIN = "again"
 """The generated matrix's selection of the cell pairs run again."""
 
 
-def judge_against_base(args: argparse.Namespace, extra: list[str],
-                       rerun: Callable[[list[str]], int]) -> int:
+def judge_against_base(args: argparse.Namespace, rerun: Callable[[list[str]], int]) -> int:
     reports = reports_root()
     cells = reports / "cells.json"
     if not cells.exists():
@@ -42,8 +41,8 @@ def judge_against_base(args: argparse.Namespace, extra: list[str],
         if cells.exists():
             outcomes = [*outcomes, *read_cells_json(cells)]
             changes = compare(outcomes)
-    alone = {o.cell: o.outcome for o in outcomes if twin(o.cell) is not None
-             and not any(c.cell == o.cell and c.change != "alone" for c in changes)}
+    compared = {c.cell for c in changes if c.change != "alone"}
+    alone = {o.cell: o.outcome for o in outcomes if twin(o.cell) is not None and o.cell not in compared}
     lines = summary(changes, alone)
     print("\n".join(lines))
     _write(outcomes, changes, lines, reports)
