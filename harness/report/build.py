@@ -6,6 +6,10 @@ not goldmig's outcomes; the overview says so and gives goldmig's counts twice: i
 Variables block (the config's ``variables``, :func:`overview_variables`) and in a goldmig bar on
 top of every page, which also links the matrix view.
 
+A per-patch job's results hold its comparison with the base (``patch.json``,
+:mod:`harness.report.patch_page`): the report then writes ``patch.html`` and opens on the
+breaks, fixes and flaky checks in the goldmig bar.
+
 Allure appends each report's results to ``reports/history/allure-history.jsonl``
 (its ``historyPath``): a cell's page shows its past runs and the overview a
 trend. Building the report of the same results again does not append them
@@ -33,6 +37,8 @@ from harness.report.categories import categories
 from harness.report.checklist import states
 from harness.report.history import RUNS_FILE, Changes, read_runs, what_changed
 from harness.report.matrix_page import RING, Ring, changes_html, headline, render, ring_note
+from harness.report.patch_page import PATCH_PAGE, Patch, bar_html, read_patch
+from harness.report.patch_page import render as render_patch
 from harness.report.results import RUN_FILE, CellResult, ReportError, read_cells
 from harness.report.run_summary import OUTCOMES
 from harness.report.tool import allure_command
@@ -59,13 +65,16 @@ class Built:
     changes: Changes | None
     seconds: float
     allure_seconds: float
+    patch: Path | None = None
+    """patch.html, for a per-patch job's results."""
 
     def lines(self) -> list[str]:
         return [f"goldmig report: {_shown(self.index)}, {len(self.cells)} cells; matrix view "
                 f"{_shown(self.matrix)}; built in {self.seconds:.1f} s (Allure {self.allure_seconds:.1f} s)",
                 f"  {headline(self.cells)}; Allure's ring {Ring.of(self.cells).rate()}",
                 "  " + (self.changes.headline() if self.changes else "what changed: the results carry no run "
-                        "id (made before goldmig recorded one)")]
+                        "id (made before goldmig recorded one)")] + (
+                [f"  the candidate against its base: {_shown(self.patch)}"] if self.patch else [])
 
 
 def _shown(path: Path) -> Path:
@@ -74,9 +83,11 @@ def _shown(path: Path) -> Path:
 
 
 def build_report(results: list[Path], out: Path, history: Path) -> Built:
-    """Build ``out`` (index.html and matrix.html) from ``results``; history lives in ``history``."""
+    """Build ``out`` (index.html, matrix.html and, for a per-patch job, patch.html) from
+    ``results``; history lives in ``history``."""
     started = time.monotonic()
     cells = read_cells(results)
+    patch = read_patch(results)
     runs = [_run_of(d) for d in results]
     known_runs = [r for r in runs if r is not None]
     changes = _changes(cells, known_runs, history)
@@ -101,10 +112,20 @@ def build_report(results: list[Path], out: Path, history: Path) -> Built:
         with appended.open("a") as file:
             file.write(key + "\n")
     index = out / "index.html"
-    _decorate(index, changes, headline(cells), ring_note(cells))
+    _decorate(index, changes, headline(cells), ring_note(cells), bar_html(patch) if patch else "")
     matrix = out / MATRIX_PAGE
     matrix.write_text(render(cells, changes, title))
-    return Built(index, matrix, cells, changes, time.monotonic() - started, allure_seconds)
+    page = _write_patch(out, patch, title)
+    return Built(index, matrix, cells, changes, time.monotonic() - started, allure_seconds, page)
+
+
+def _write_patch(out: Path, patch: Patch | None, title: str) -> Path | None:
+    """patch.html, when the results hold a per-patch job's comparison."""
+    if patch is None:
+        return None
+    page = out / PATCH_PAGE
+    page.write_text(render_patch(patch, title))
+    return page
 
 
 def overview_variables(cells: list[CellResult]) -> dict[str, str]:
@@ -166,10 +187,11 @@ def _generate(config: dict[str, Any], results: list[Path]) -> None:
         raise ReportError(f"Allure failed to build {config['output']} (exit {done.returncode}): {said}")
 
 
-def _decorate(index: Path, changes: Changes | None, summary: str, ring: str) -> None:
+def _decorate(index: Path, changes: Changes | None, summary: str, ring: str, patch: str = "") -> None:
     """Drop Allure's Google Analytics tag and put a goldmig bar on top: a link to the matrix view,
     goldmig's counts as the run's summary gives them, what Allure's ring counts against them, and
-    what changed since the previous run."""
+    what changed since the previous run; ``patch`` (:func:`bar_html`) opens it on a per-patch
+    job's comparison with the base, linked to patch.html."""
     html = _ANALYTICS.sub("", index.read_text())
     if "<body>" not in html:
         raise ReportError(f"{index}: Allure wrote no <body>; the report cannot be linked to the matrix view")
@@ -177,7 +199,9 @@ def _decorate(index: Path, changes: Changes | None, summary: str, ring: str) -> 
     bar = ('<div id="goldmig-bar" style="font:13px/1.5 system-ui,sans-serif;padding:6px 16px;'
            'background:#1f2937;color:#f9fafb"><div><b>goldmig</b> · '
            f'<a id="goldmig-matrix-link" href="{MATRIX_PAGE}" style="color:#93c5fd">matrix view</a> · '
-           f'<b id="goldmig-summary">{escape(summary)}</b> (the run\'s summary)</div>'
+           + (f'<a id="goldmig-patch-link" href="{PATCH_PAGE}" style="color:#93c5fd">candidate against '
+              "base</a> · " if patch else "")
+           + f'<b id="goldmig-summary">{escape(summary)}</b> (the run\'s summary)</div>{patch}'
            f'<div id="goldmig-ring" style="color:#d1d5db">{escape(ring)}</div>'
            '<details><summary style="cursor:pointer">'
            f'{changed}</summary><div style="background:#fff;color:#1f2937;padding:4px 12px">'
