@@ -52,11 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     patch.add_argument("--firmware", type=Path, default=None,
                        help="SLOF and VOF for a path build, or for a tree without them (pc-bios)")
     patch.add_argument("--machines", default=None,
-                       help="comma-separated machine types (default: the newest both builds share, "
-                            "and pseries-7.2 for baseline)")
+                       help="comma-separated machine types (default: the newest each pair of builds shares, "
+                            "and pseries-7.2)")
     patch.add_argument("--scenarios", default=None,
-                       help="comma-separated scenarios or scenario-variants (default: one of each "
-                            "family a patch can break)")
+                       help="comma-separated scenarios or scenario-variants (default: one of each family "
+                            "a patch can break with the candidate and base on both sides, baseline-idle "
+                            "with each reference build)")
     patch.add_argument("--again", type=int, default=2, metavar="N",
                        help="runs more of each cell pair whose checks differ, to tell a flaky check "
                             "from a break (default 2)")

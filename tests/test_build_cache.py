@@ -22,9 +22,11 @@ import pytest
 from harness import cache
 from harness.builds import debian
 from harness.builds.debian import ensure_suite_root
+from harness.builds.debian_suite import DebianSuiteBuild
 from harness.builds.host_package import HostPackageBuild
 from harness.builds.introspect import introspect
-from harness.errors import CacheError
+from harness.errors import BuildError, CacheError
+from harness.matrix.reader import Reader
 
 
 @pytest.fixture(autouse=True)
@@ -139,3 +141,51 @@ class TestRoot:
         assert ensure_suite_root("fakesuite") == root
         assert b"newer" in (root / debian.QEMU_BINARY).read_bytes()
         assert cache.damage(root) is None
+
+
+class TestBackports:
+    def test_a_backports_build_is_a_root_of_its_own(self, private_cache: Path) -> None:
+        entry = Reader("matrix.yaml", {"kind": "debian", "suite": "trixie", "backports": True}, "builds.new")
+        build = DebianSuiteBuild.from_matrix("new", entry)
+        assert build.backports
+        assert debian.suite_root_path("trixie", backports=True) == private_cache / "roots" / "trixie+backports"
+        assert debian.suite_root_path("trixie") == private_cache / "roots" / "trixie"
+
+    def test_its_qemu_comes_from_the_suites_backports(self, private_cache: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        """After debootstrap, apt in the new root (its own /proc) installs from <suite>-backports."""
+        run = subprocess.run
+        commands: list[str] = []
+
+        def fake(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+            if cmd[0] == "dpkg-query":
+                return run(cmd, **kw)
+            commands.append(shlex.join(cmd))
+            if cmd[0] == "debootstrap":
+                fill_root(Path(cmd[-2]), b"\x7fELF qemu-system-ppc64 ")
+                (Path(cmd[-2]) / "etc/apt/sources.list.d").mkdir(parents=True)
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+
+        monkeypatch.setattr(debian.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
+        monkeypatch.setattr(debian.subprocess, "run", fake)
+        root = ensure_suite_root("trixie", backports=True)
+        assert (root / "etc/apt/sources.list.d/backports.list").read_text() == \
+            "deb http://deb.debian.org/debian trixie-backports main\n"
+        assert commands[0].startswith("debootstrap ") and " trixie " in commands[0]
+        assert "-t trixie-backports qemu-system-ppc" in commands[1] and "mount -t proc" in commands[1]
+
+    def test_a_suite_without_backports_is_refused_with_apts_last_lines(
+            self, private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        def fake(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+            if cmd[0] == "debootstrap":
+                (Path(cmd[-2]) / "etc/apt/sources.list.d").mkdir(parents=True)
+                return subprocess.CompletedProcess(cmd, 0, "", "")
+            return subprocess.CompletedProcess(cmd, 100, "", "E: The value 'nosuch-backports' is invalid")
+
+        monkeypatch.setattr(debian.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
+        monkeypatch.setattr(debian.subprocess, "run", fake)
+        with pytest.raises(BuildError, match=r"'nosuch' with backports: installing qemu-system-ppc from "
+                                             r"nosuch-backports failed \(exit 100\)(.|\n)*is invalid"):
+            ensure_suite_root("nosuch", backports=True)
+        left = [p.name for p in (private_cache / "roots").iterdir() if p.is_dir()]
+        assert left == [], "no half-made root is left"

@@ -39,7 +39,9 @@ class TestShippedMatrix:
         # + hotplug (11 variants 10.0>10.0, 3 on the 8 other pairs of the three builds,
         #   cpu-stopped-2ms on the 3 other pairs of 7.2 and 10.0)
         # + libvirt hotplug (memory-0ms, 7.2 and 10.0 both ways)
-        assert len(ids) == (3 * 3 * 3 + 3 * 3 * 2 + 3 * 3 + 2 * 2 + 2 * 2 + 3 * 3 + 3 * 3 * 3 * 2
+        # + the references 10.2 and 11.1: with each other and the three both ways, baseline-idle on
+        #   2 machine types; their 4 pairs through 6 more variants
+        assert len(ids) == (16 * 2 + 4 * 6 + 3 * 3 * 3 + 3 * 3 * 2 + 3 * 3 + 2 * 2 + 2 * 2 + 3 * 3 + 3 * 3 * 3 * 2
                             + 3 * 3 * 3 + 3 * 4 + 2 * 2 + 3 * 3 + 3 * 3 * 2 + 3 * 3 + 2 * 2 * 2
                             + 11 + 8 * 3 + 3 + 2 * 2) == len(set(ids))
         assert {
@@ -75,8 +77,8 @@ class TestBadInput:
 
     def test_unknown_build_in_group(self, tmp_path: Path) -> None:
         data = _shipped()
-        data["groups"][0]["builds"] = ["qemu-7.2", "qemu-10"]  # type: ignore[index]
-        with pytest.raises(ConfigError, match=r"groups\[0\]\.builds\[1\]: 'qemu-10' is not defined; "
+        data["groups"][0]["builds"] = ["qemu-7.2", "qemu-10,0"]  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"groups\[0\]\.builds\[1\]: 'qemu-10,0' is not defined; "
                                               r"did you mean 'qemu-10.0'\?"):
             load_matrix(_write(tmp_path, data))
 
@@ -95,6 +97,18 @@ class TestBadInput:
         ids = [c.id for c in load_matrix(_write(tmp_path, data)).cells()]
         assert ids == [f"qemu-7.2>qemu-7.2/pseries-7.2/{s}" for s in
                        ("baseline-idle", "baseline-busy", "baseline-timer", "pingpong")]
+
+    def test_against_pairs_new_builds_with_old_ones_both_ways_but_not_old_with_old(
+            self, tmp_path: Path) -> None:
+        data = _shipped()
+        data["groups"] = [{"name": "g", "builds": ["qemu-10.0"], "against": ["qemu-5.2", "qemu-7.2"],
+                           "machines": ["pseries-7.2"], "scenarios": ["baseline-idle"]}]
+        pairs = [c.id.partition("/")[0] for c in load_matrix(_write(tmp_path, data)).cells()]
+        assert pairs == ["qemu-10.0>qemu-10.0", "qemu-10.0>qemu-5.2", "qemu-5.2>qemu-10.0",
+                         "qemu-10.0>qemu-7.2", "qemu-7.2>qemu-10.0"]
+        data["groups"][0]["against"] = ["qemu-7.3"]  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"groups\[0\]\.against\[0\]: 'qemu-7.3' is not defined"):
+            load_matrix(_write(tmp_path, data))
 
     def test_unknown_variant_suggests_one(self, tmp_path: Path) -> None:
         data = _shipped()

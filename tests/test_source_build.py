@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from harness.builds.compile import first_error
-from harness.builds.source_build import SourceBuild
-from harness.errors import BuildError
+from harness.builds.source_build import DebianSourcePackage, SourceBuild, SuiteFirmware
+from harness.errors import BuildError, ConfigError
+from harness.matrix.reader import Reader
 
 CONFIGURE = """#!/bin/sh
 # A stand-in for QEMU's configure: a build.ninja for one binary made of two C files.
@@ -115,3 +116,29 @@ def test_a_tree_without_firmware_needs_one_named(tree: Path, tmp_path: Path) -> 
 def test_configure_errors_are_named() -> None:
     log = "$ ../src/configure\nchecking things\nERROR: Dependency \"glib-2.0\" not found\n"
     assert first_error(log) == 'ERROR: Dependency "glib-2.0" not found'
+
+
+def _entry(data: dict) -> Reader:
+    return Reader("matrix.yaml", data, "builds.mine")
+
+
+def test_a_debian_source_package_and_a_suites_firmware_are_named_in_the_matrix() -> None:
+    build = SourceBuild.from_matrix("mine", _entry(
+        {"kind": "source", "debian": {"suite": "sid", "version": "1:10.2.2+ds-1"},
+         "firmware": {"suite": "trixie"}}))
+    assert build.tree == DebianSourcePackage("sid", "1:10.2.2+ds-1")
+    assert build.firmware == SuiteFirmware("trixie")
+    plain = SourceBuild.from_matrix("mine", _entry({"kind": "source", "tree": "/src/qemu", "firmware": "/fw"}))
+    assert (plain.tree, plain.firmware) == (Path("/src/qemu"), Path("/fw"))
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"kind": "source"}, r"builds\.mine\.tree: give either `tree:` .* or `debian:`"),
+    ({"kind": "source", "tree": "/t", "debian": {"suite": "sid"}}, r"builds\.mine\.tree: give either"),
+    ({"kind": "source", "debian": {"version": "1"}}, r"builds\.mine\.debian\.suite: is required"),
+    ({"kind": "source", "debian": {"suite": "sid", "verison": "1"}}, r"debian\.verison: unknown key; did you mean 'version'"),
+    ({"kind": "source", "tree": "/t", "firmware": {"root": "trixie"}}, r"firmware\.root: unknown key"),
+])
+def test_a_source_entry_that_names_no_tree_or_a_bad_key_is_refused_by_name(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SourceBuild.from_matrix("mine", _entry(data))

@@ -32,12 +32,13 @@ DPKG_STATUS = "var/lib/dpkg/status"
 _MARKER = ".goldmig-complete"
 
 
-def suite_root_path(suite: str) -> Path:
-    return cache_root() / "roots" / suite
+def suite_root_path(suite: str, backports: bool = False) -> Path:
+    return cache_root() / "roots" / (f"{suite}+backports" if backports else suite)
 
 
-def ensure_suite_root(suite: str, mirror: str = DEFAULT_MIRROR) -> Path:
-    """The root filesystem of ``suite`` with QEMU in it; debootstraps it on first use.
+def ensure_suite_root(suite: str, mirror: str = DEFAULT_MIRROR, backports: bool = False) -> Path:
+    """The root filesystem of ``suite`` with QEMU in it; debootstraps it on first use. With
+    ``backports``, QEMU is then upgraded from ``<suite>-backports`` (a root of its own).
 
     Safe to call from several processes at once (a file lock serialises the
     build); an interrupted build leaves only a temp dir that the next call
@@ -46,16 +47,16 @@ def ensure_suite_root(suite: str, mirror: str = DEFAULT_MIRROR) -> Path:
     command that clears it: it is not rebuilt in place, since another run may
     be using it.
     """
-    root = suite_root_path(suite)
+    root = suite_root_path(suite, backports)
     marker = root / _MARKER
     if marker.exists() and sums_path(root).exists():
         _check(suite, root)
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{suite}.lock", "w") as lock:
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not marker.exists():
-            _debootstrap(suite, mirror, root)
+            _debootstrap(suite, mirror, root, backports)
         if sums_path(root).exists():
             _check(suite, root)
         else:
@@ -105,7 +106,7 @@ def _refusal(suite: str, root: Path, why: str) -> CacheError:
     )
 
 
-def _debootstrap(suite: str, mirror: str, root: Path) -> None:
+def _debootstrap(suite: str, mirror: str, root: Path, backports: bool) -> None:
     if shutil.which("debootstrap") is None:
         raise BuildError(
             f"Debian suite build {suite!r}: debootstrap is not installed; "
@@ -128,8 +129,31 @@ def _debootstrap(suite: str, mirror: str, root: Path) -> None:
             f"debootstrap exited {proc.returncode}. Check the suite name and that the "
             "mirror is reachable. Last lines:\n  " + "\n  ".join(tail)
         )
+    if backports:
+        try:
+            _from_backports(suite, mirror, tmp)
+        except BuildError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     (tmp / _MARKER).write_text(suite + "\n")
     tmp.rename(root)
+
+
+def _from_backports(suite: str, mirror: str, root: Path) -> None:
+    """QEMU upgraded in ``root`` from ``<suite>-backports`` (debootstrap's --extra-suites mixes
+    the two suites' packages without regard for what breaks what: seen with trixie)."""
+    (root / "etc/apt/sources.list.d/backports.list").write_text(f"deb {mirror} {suite}-backports main\n")
+    install = ("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+               f"--no-install-recommends -t {suite}-backports qemu-system-ppc")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c",
+                           f"mount -t proc proc {shlex.quote(str(root / 'proc'))} && "
+                           f"chroot {shlex.quote(str(root))} sh -c {shlex.quote(install)}"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-6:]
+        raise BuildError(f"Debian suite build {suite!r} with backports: installing qemu-system-ppc "
+                         f"from {suite}-backports failed (exit {proc.returncode}). Does {mirror} carry "
+                         f"{suite}-backports? Last lines:\n  " + "\n  ".join(tail))
 
 
 def package_version(root: Path, package: str = "qemu-system-ppc") -> str | None:

@@ -21,26 +21,31 @@ KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 APT_TIMEOUT_S = 600
 
 
-def qemu_source(suite: str, mirror: str = DEFAULT_MIRROR) -> Path:
-    """The unpacked qemu source package of ``suite`` (a tree for ``kind: source``), fetched on
-    first use."""
-    return ensure_dir(cache_root() / "sources" / f"qemu-{suite}", ["configure", "VERSION"],
-                      lambda into: _unpack(suite, mirror, into))
+def qemu_source(suite: str, mirror: str = DEFAULT_MIRROR, version: str | None = None) -> Path:
+    """The unpacked qemu source package of ``suite`` (its newest, or ``version`` when given: a
+    suite such as sid can carry several), a tree for ``kind: source``, fetched on first use."""
+    return ensure_dir(_source_dir(suite, version), ["configure", "VERSION"],
+                      lambda into: _unpack(suite, mirror, version, into))
 
 
-def cached_qemu_source(suite: str) -> Path | None:
+def cached_qemu_source(suite: str, version: str | None = None) -> Path | None:
     """The unpacked source of ``suite`` if it is in the cache (nothing fetched)."""
-    tree = cache_root() / "sources" / f"qemu-{suite}"
+    tree = _source_dir(suite, version)
     return tree if (tree / "configure").is_file() else None
 
 
-def _unpack(suite: str, mirror: str, into: Path) -> None:
+def _source_dir(suite: str, version: str | None) -> Path:
+    name = f"qemu-{suite}" if version is None else f"qemu-{suite}-{version.replace(':', '_')}"
+    return cache_root() / "sources" / name
+
+
+def _unpack(suite: str, mirror: str, version: str | None, into: Path) -> None:
     if shutil.which("dpkg-source") is None:
         raise BuildError("unpacking a Debian source package needs dpkg-source (package dpkg-dev); "
                          "`make setup` installs it")
     with tempfile.TemporaryDirectory(prefix="gm-src-", dir=into.parent) as tmp:
         work = Path(tmp)
-        src = download_qemu_source(suite, mirror, work)
+        src = download_qemu_source(suite, mirror, work, version)
         dsc = sorted(src.glob("*.dsc"))
         if len(dsc) != 1:
             raise BuildError(f"qemu/{suite}: expected one .dsc, found {[p.name for p in dsc]}")
@@ -52,9 +57,9 @@ def _unpack(suite: str, mirror: str, into: Path) -> None:
         (work / "tree").rename(into)
 
 
-def download_qemu_source(suite: str, mirror: str, work: Path) -> Path:
-    """``apt-get source --download-only qemu/<suite>`` with a private deb-src-only list, into
-    ``work``/src (returned)."""
+def download_qemu_source(suite: str, mirror: str, work: Path, version: str | None = None) -> Path:
+    """``apt-get source --download-only qemu/<suite>`` (``qemu=<version>`` when given) with a
+    private deb-src-only list, into ``work``/src (returned)."""
     state = work / "apt"
     (state / "lists" / "partial").mkdir(parents=True)
     (state / "cache" / "archives" / "partial").mkdir(parents=True)
@@ -69,7 +74,8 @@ def download_qemu_source(suite: str, mirror: str, work: Path) -> Path:
     ]
     src = work / "src"
     src.mkdir()
-    for args in (["update"], ["source", "--download-only", f"qemu/{suite}"]):
+    package = f"qemu/{suite}" if version is None else f"qemu={version}"
+    for args in (["update"], ["source", "--download-only", package]):
         argv = ["apt-get", "-q", *options, *args]
         try:
             proc = subprocess.run(argv, cwd=src, capture_output=True, text=True, timeout=APT_TIMEOUT_S)

@@ -21,15 +21,18 @@ class DebianSuiteBuild:
     name: str
     suite: str
     mirror: str = "http://deb.debian.org/debian"
+    backports: bool = False
+    """QEMU from ``<suite>-backports`` (the newest a stable release ships) over the suite's root."""
 
     @classmethod
     def from_matrix(cls, name: str, entry: Reader) -> DebianSuiteBuild:
-        entry.only("kind", "suite", "mirror")
+        entry.only("kind", "suite", "mirror", "backports")
         return cls(name, entry.get("suite", str, required=True),
-                   entry.get("mirror", str, "http://deb.debian.org/debian"))
+                   entry.get("mirror", str, "http://deb.debian.org/debian"),
+                   entry.get("backports", bool, False))
 
     def provision(self) -> Build:
-        root = ensure_suite_root(self.suite, self.mirror)
+        root = ensure_suite_root(self.suite, self.mirror, self.backports)
         return Build(self.name, root, "/usr/bin/qemu-system-ppc64", package=package_version(root))
 
     def on_lab_host(self, host: SshHost) -> Build:

@@ -1,9 +1,10 @@
 """A per-patch job with a base: its cells have run; judge the candidate against the base,
 run again what differs to tell a flaky check from a break, and say it.
 
-Writes ``reports/patch.json`` (every compared check) and ``reports/junit.xml`` (one testcase
-per cell and check that differs; the cells' own junit becomes ``junit-cells.xml``). Exits
-non-zero only when the candidate breaks a check.
+Writes ``reports/patch.json`` (every compared check; a copy in the Allure results, so that the
+report opens on the base/candidate table) and ``reports/junit.xml`` (one testcase per cell and
+check that differs; the cells' own junit becomes ``junit-cells.xml``). Exits non-zero only
+when the candidate breaks a check.
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ def _select(matrix: Path, cells: list[str]) -> None:
 
 def _write(outcomes: list[CellOutcome], changes: list[CheckChange], lines: list[str], reports: Path) -> None:
     (reports / "cells.json").write_text(json.dumps([dataclasses.asdict(o) for o in outcomes], indent=1))
-    (reports / "patch.json").write_text(json.dumps({
-        "summary": lines[0], "checks": [dataclasses.asdict(c) for c in changes]}, indent=1))
+    compared = json.dumps({"summary": lines[0], "checks": [dataclasses.asdict(c) for c in changes]}, indent=1)
+    (reports / "patch.json").write_text(compared)
+    if (reports / "allure-results").is_dir():
+        (reports / "allure-results" / "patch.json").write_text(compared)
     junit = reports / "junit.xml"
     if junit.exists():
         junit.replace(reports / "junit-cells.xml")

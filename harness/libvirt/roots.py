@@ -60,23 +60,24 @@ def libvirt_build(spec: BuildSpec, build: Build) -> Build:
                                  "run `make setup` (target libvirt-user)") from None
             return build
         case DebianSuiteBuild():
-            return replace(build, root=ensure_libvirt_root(spec.suite, spec.mirror))
+            return replace(build, root=ensure_libvirt_root(spec.suite, spec.mirror, spec.backports))
     raise BuildError(f"build {spec.name!r} is a path build: the libvirt driver runs Debian-suite "
                      "and host builds only (the host's libvirtd with a build tree as <emulator> "
                      "is not written yet)")
 
 
-def libvirt_root_path(suite: str) -> Path:
-    return suite_root_path(suite).with_name(f"{suite}-libvirt")
+def libvirt_root_path(suite: str, backports: bool = False) -> Path:
+    base = suite_root_path(suite, backports)
+    return base.with_name(f"{base.name}-libvirt")
 
 
-def ensure_libvirt_root(suite: str, mirror: str) -> Path:
+def ensure_libvirt_root(suite: str, mirror: str, backports: bool = False) -> Path:
     """The suite's root plus libvirt, made once (under a lock) and checked on every use."""
-    root = libvirt_root_path(suite)
+    root = libvirt_root_path(suite, backports)
     if (root / _MARKER).exists():
         _check(suite, root)
         return root
-    base = ensure_suite_root(suite, mirror)
+    base = ensure_suite_root(suite, mirror, backports)
     with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (root / _MARKER).exists():

@@ -126,7 +126,7 @@ def _groups(top: Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
     groups = []
     for i, item in enumerate(raw):
         g = Reader(top.source, item, f"groups[{i}]")
-        g.only("name", "builds", "machines", "scenarios", "drivers")
+        g.only("name", "builds", "against", "machines", "scenarios", "drivers")
         machines = g.names("machines")
         for j, machine in enumerate(machines):
             if not _MACHINE.match(machine) and machine != "latest-common":
@@ -135,8 +135,9 @@ def _groups(top: Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
         refs = tuple(ref for j, name in enumerate(g.names("scenarios"))
                      for ref in _scenario_refs(g, f"scenarios[{j}]", name))
         drivers = g.names("drivers", tuple(DRIVERS)) if "drivers" in item else ("qemu",)
+        against = g.names("against", builds) if "against" in item else ()
         groups.append(Group(g.get("name", str, required=True), g.names("builds", builds), machines,
-                            tuple(dict.fromkeys(refs)), tuple(dict.fromkeys(drivers))))
+                            tuple(dict.fromkeys(refs)), tuple(dict.fromkeys(drivers)), against))
     if not groups:
         raise top.error("groups", "must list at least one group")
     return tuple(groups)

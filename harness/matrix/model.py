@@ -42,14 +42,22 @@ class ScenarioRef:
 
 @dataclass(frozen=True)
 class Group:
-    """Every ordered pair of ``builds`` (same-build pairs too) x machines x scenario variants
-    x drivers."""
+    """Every ordered pair of ``builds`` (same-build pairs too), and each of ``builds`` with each
+    of ``against`` both ways, x machines x scenario variants x drivers."""
 
     name: str
     builds: tuple[str, ...]
     machines: tuple[str, ...]
     scenarios: tuple[ScenarioRef, ...]
     drivers: tuple[str, ...] = ("qemu",)
+    against: tuple[str, ...] = ()
+    """Builds paired with ``builds`` but not with each other (new builds against the old ones)."""
+
+    def pairs(self) -> list[tuple[str, str]]:
+        pairs = [(src, dst) for src in self.builds for dst in self.builds]
+        for other in self.against:
+            pairs += [pair for build in self.builds for pair in ((build, other), (other, build))]
+        return pairs
 
 
 @dataclass(frozen=True)
@@ -141,12 +149,11 @@ class Matrix:
         seen: dict[str, Cell] = {}
         for group in self.groups:
             for driver in group.drivers:
-                for src in group.builds:
-                    for dst in group.builds:
-                        for machine in group.machines:
-                            for ref in group.scenarios:
-                                cell = Cell(src, dst, machine, ref.scenario, ref.variant, driver)
-                                seen.setdefault(cell.id, cell)
+                for src, dst in group.pairs():
+                    for machine in group.machines:
+                        for ref in group.scenarios:
+                            cell = Cell(src, dst, machine, ref.scenario, ref.variant, driver)
+                            seen.setdefault(cell.id, cell)
         return list(seen.values())
 
     def select(self, selection: str) -> list[Cell]:

@@ -299,8 +299,10 @@ class TestPatchCandidate:
         data = patch_matrix(load_matrix(path), _path_entry(HOST_QEMU, HOST_FIRMWARE), None, None,
                             ["baseline"])
 
-        (group,) = data["groups"]
-        assert "pseries-10.0" in group["machines"], "the stand-ins' QEMU 10.0, not this machine's 7.2"
+        itself, with_reference = data["groups"]
+        assert itself["name"] == "candidate-itself" and with_reference["name"].startswith("candidate-and-")
+        for group in (itself, with_reference):
+            assert "pseries-10.0" in group["machines"], "the stand-ins' QEMU 10.0, not this machine's 7.2"
 
 
 def _path_entry(binary: Path, firmware: Path) -> dict[str, str]:
