@@ -145,11 +145,13 @@ class TestRoot:
 
 class TestBackports:
     def test_a_backports_build_is_a_root_of_its_own(self, private_cache: Path) -> None:
-        entry = Reader("matrix.yaml", {"kind": "debian", "suite": "trixie", "backports": True}, "builds.new")
+        entry = Reader("matrix.yaml", {"kind": "debian", "suite": "trixie", "backports": True},
+                       "builds.new")
         build = DebianSuiteBuild.from_matrix("new", entry)
         assert build.backports
-        assert debian.suite_root_path("trixie", backports=True) == private_cache / "roots" / "trixie+backports"
-        assert debian.suite_root_path("trixie") == private_cache / "roots" / "trixie"
+        roots = private_cache / "roots"
+        assert debian.suite_root_path("trixie", backports=True) == roots / "trixie+backports"
+        assert debian.suite_root_path("trixie") == roots / "trixie"
 
     def test_its_qemu_comes_from_the_suites_backports(self, private_cache: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,7 +41,8 @@ class TestShippedMatrix:
         # + libvirt hotplug (memory-0ms, 7.2 and 10.0 both ways)
         # + the references 10.2 and 11.1: with each other and the three both ways, baseline-idle on
         #   2 machine types; their 4 pairs through 6 more variants
-        assert len(ids) == (16 * 2 + 4 * 6 + 3 * 3 * 3 + 3 * 3 * 2 + 3 * 3 + 2 * 2 + 2 * 2 + 3 * 3 + 3 * 3 * 3 * 2
+        assert len(ids) == (16 * 2 + 4 * 6
+                            + 3 * 3 * 3 + 3 * 3 * 2 + 3 * 3 + 2 * 2 + 2 * 2 + 3 * 3 + 3 * 3 * 3 * 2
                             + 3 * 3 * 3 + 3 * 4 + 2 * 2 + 3 * 3 + 3 * 3 * 2 + 3 * 3 + 2 * 2 * 2
                             + 11 + 8 * 3 + 3 + 2 * 2) == len(set(ids))
         assert {

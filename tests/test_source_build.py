@@ -128,7 +128,8 @@ def test_a_debian_source_package_and_a_suites_firmware_are_named_in_the_matrix()
          "firmware": {"suite": "trixie"}}))
     assert build.tree == DebianSourcePackage("sid", "1:10.2.2+ds-1")
     assert build.firmware == SuiteFirmware("trixie")
-    plain = SourceBuild.from_matrix("mine", _entry({"kind": "source", "tree": "/src/qemu", "firmware": "/fw"}))
+    plain = SourceBuild.from_matrix("mine", _entry({"kind": "source", "tree": "/src/qemu",
+                                                    "firmware": "/fw"}))
     assert (plain.tree, plain.firmware) == (Path("/src/qemu"), Path("/fw"))
 
 
@@ -136,7 +137,8 @@ def test_a_debian_source_package_and_a_suites_firmware_are_named_in_the_matrix()
     ({"kind": "source"}, r"builds\.mine\.tree: give either `tree:` .* or `debian:`"),
     ({"kind": "source", "tree": "/t", "debian": {"suite": "sid"}}, r"builds\.mine\.tree: give either"),
     ({"kind": "source", "debian": {"version": "1"}}, r"builds\.mine\.debian\.suite: is required"),
-    ({"kind": "source", "debian": {"suite": "sid", "verison": "1"}}, r"debian\.verison: unknown key; did you mean 'version'"),
+    ({"kind": "source", "debian": {"suite": "sid", "verison": "1"}},
+     r"debian\.verison: unknown key; did you mean 'version'"),
     ({"kind": "source", "tree": "/t", "firmware": {"root": "trixie"}}, r"firmware\.root: unknown key"),
 ])
 def test_a_source_entry_that_names_no_tree_or_a_bad_key_is_refused_by_name(data: dict, message: str) -> None:

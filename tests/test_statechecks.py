@@ -55,3 +55,14 @@ def test_a_state_not_read_is_not_measured() -> None:
 def test_under_the_libvirt_driver_it_is_not_applicable() -> None:
     (libvirt,) = machine_state_checks([_hop(why=NOT_READ)])
     assert libvirt.verdict is Verdict.NOT_APPLICABLE and not libvirt.ok
+
+
+def test_a_field_one_build_does_not_print_is_named_as_not_compared() -> None:
+    source = MachineState("source src", (Component("CPU 0", {"TB": "100", "DECR": "5"}),))
+    destination = MachineState("destination dst", (Component("CPU 0", {"TB": "100", "DECR": "5",
+                                                                       "TB_OFFSET": "0"}),))
+    hop = MigrationResult(Hop("src", "dst"), FIGURES, None, 0, 0.4, compare_all(source, destination, 3.0))
+    (clean,) = machine_state_checks([hop])
+    assert clean.verdict is Verdict.PASSED and "1 components, 2 fields compared" in str(clean.after)
+    assert clean.evidence.endswith(
+        "not compared, printed by one build only: CPU 0 TB_OFFSET (destination only)")

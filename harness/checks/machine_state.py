@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from harness.checks.result import CheckResult, not_applicable, not_measured
 from harness.machinestate import MachineStateComparison
+from harness.machinestate.compare import ABSENT
 from harness.migration.run import MigrationResult
 
 NAME = "machine state"
@@ -47,16 +48,26 @@ def _hop_checks(state: MachineStateComparison, hop: str) -> list[CheckResult]:
     if not state.differences:
         return [CheckResult(f"{NAME}{hop}", True, "every field equal or excused by a rule",
                             f"{compared}; {len(state.excused)} differences excused",
-                            f"{_read(state)}" + (f"; excused: {excused}" if excused else ""))]
+                            f"{_read(state)}" + (f"; excused: {excused}" if excused else "")
+                            + _one_sided(state))]
     return [CheckResult(f"{NAME}: {d.component} {d.field}{hop}", False, d.source, d.destination,
                         f"source at its stop {d.source}, destination as loaded {d.destination}; "
-                        f"{compared}; {_read(state)}")
+                        f"{compared}; {_read(state)}{_one_sided(state)}")
             for d in state.differences]
 
 
 def _compared(state: MachineStateComparison) -> str:
-    fields = sum(len(c.fields) for c in state.source)
+    fields = sum(len(c.fields) for c in state.source) - sum(d.source != ABSENT for d in state.one_sided)
     return f"{len(state.source.components)} components, {fields} fields compared"
+
+
+def _one_sided(state: MachineStateComparison) -> str:
+    """The fields only one build's monitor prints, which were not compared."""
+    if not state.one_sided:
+        return ""
+    named = ", ".join(f"{d.component} {d.field} ({'source' if d.destination == ABSENT else 'destination'}"
+                      " only)" for d in state.one_sided)
+    return f"; not compared, printed by one build only: {named}"
 
 
 def _read(state: MachineStateComparison) -> str:
