@@ -282,7 +282,7 @@ def _tb_jump(obs: Observations, limits: Limits) -> CheckResult:
         idle = [c.cpu for c in obs.timebase.cpus if c.samples == 0]
         if jump is not None and not idle and jump > bound_ticks:
             cpu = next(c.cpu for c in obs.timebase.cpus if c.samples and c.max_fwd == jump)
-            overloaded = _overloaded(name, jump * 1000 / freq, bound_ms, cpu, obs, bound)
+            overloaded = overloaded_host(name, jump * 1000 / freq, bound_ms, cpu, obs.tick_gaps, bound)
             if overloaded is not None:
                 return overloaded
         return CheckResult(
@@ -303,7 +303,7 @@ def _tb_jump(obs: Observations, limits: Limits) -> CheckResult:
     if worst > bound_ticks:
         hop = obs.hop_gaps[measured.index(worst)]
         cpu = min((g for g in hop if g.gap is not None), key=lambda g: g.gap or 0).cpu
-        overloaded = _overloaded(name, worst * 1000 / freq, bound_ms, cpu, obs, bound)
+        overloaded = overloaded_host(name, worst * 1000 / freq, bound_ms, cpu, obs.tick_gaps, bound)
         if overloaded is not None:
             return overloaded
     return CheckResult(
@@ -315,11 +315,11 @@ def _tb_jump(obs: Observations, limits: Limits) -> CheckResult:
     )
 
 
-def _overloaded(name: str, measured_ms: float, bound_ms: int, cpu: int, obs: Observations,
-                bound: str) -> CheckResult | None:
+def overloaded_host(name: str, measured_ms: float, bound_ms: int, cpu: int, tick_gaps: Iterable[TickGap],
+                    bound: object) -> CheckResult | None:
     """``name`` not measured because ``cpu``'s vCPU threads waited for a host CPU at least as
     long as ``measured_ms`` exceeds the bound (None: the host does not account for it)."""
-    gaps = [g for g in obs.tick_gaps if g.cpu == cpu and g.starved_ms is not None]
+    gaps = [g for g in tick_gaps if g.cpu == cpu and g.starved_ms is not None]
     starved = sum(g.starved_ms or 0.0 for g in gaps) if gaps else None
     if judge(measured_ms, bound_ms, starved) is not Judgement.HOST_OVERLOADED:
         return None

@@ -13,7 +13,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from harness.checks.generic import TickGap, jump_evidence, missed_tick, ticks_on_schedule, timebase_jump
+from harness.checks.generic import (
+    TickGap,
+    jump_evidence,
+    missed_tick,
+    overloaded_host,
+    ticks_on_schedule,
+    timebase_jump,
+)
 from harness.checks.result import CheckResult, Limits, check_id, not_applicable, not_measured
 from harness.guest.protocol import TbStats, TbWarp
 
@@ -91,6 +98,11 @@ def jump_within_bound(hop: HopTimebase, tb_freq: int, limits: Limits) -> CheckRe
     jump = timebase_jump(hop.stats.cpus)
     idle = [c.cpu for c in hop.stats.cpus if c.samples == 0]
     stalled = [c.cpu for c in hop.stats.cpus if c.samples > 0 and c.max_fwd > bound]
+    if jump is not None and jump > bound:  # the CPU whose largest step is the jump: was it starved?
+        cpu = next(c.cpu for c in hop.stats.cpus if c.samples and c.max_fwd == jump)
+        starved = overloaded_host(name, jump * 1000 / tb_freq, bound_ms, cpu, hop.gaps, expected)
+        if starved is not None:
+            return starved
     return CheckResult(
         name, jump is not None and not idle and jump <= bound, expected,
         "no CPU sampled" if jump is None else f"{jump} ticks ({jump * 1000 / tb_freq:.1f} ms)",
