@@ -117,7 +117,7 @@ def _reset(src: Side, previous: HopTimebase) -> str:
 def _measure(ctx: ScenarioContext, src: Side, dst: Side, before: Before, number: int,
              downtime_ms: int, earlier: tuple[TickGap, ...], unreset: str) -> HopTimebase:
     """Right after a hop: every CPU's next tick (waiting at most past the bound), then the
-    watchers and the cross-CPU samples, whether or not every CPU ticked. A guest that does not
+    watchers and then the cross-CPU samples, whether or not every CPU ticked. A guest that does not
     answer is recorded as such (a CPU that ticked once and then stalled takes the console's
     input with it: seen on QEMU 10.0 destinations, whose CPU 1 takes no interrupts); so is a hop
     whose watchers were not reset before it (``unreset``: its statistics would span hops)."""
@@ -128,8 +128,11 @@ def _measure(ctx: ScenarioContext, src: Side, dst: Side, before: Before, number:
         ask = Asker(Agent(dst.console, timeout=STALLED_ANSWER_S if stalled else 10.0))
         if unreset:
             return HopTimebase(number, downtime_ms, gaps, None, None, unreset)
-        warp: TbWarp | None = ask(Agent.tbwarp)
+        # the watchers first: during tbwarp the spinners sample together, not for their watchers,
+        # so a tbstats after it spans that pause (200 ms, up to 600 ms under load: seen as a
+        # "jump" on both CPUs at once)
         stats: TbStats | None = ask(Agent.tbstats)
+        warp: TbWarp | None = ask(Agent.tbwarp)
     return HopTimebase(number, downtime_ms, gaps, stats, warp, ask.silence)
 
 
