@@ -54,6 +54,17 @@ def test_a_check_that_differs_between_runs_of_one_build_is_flaky_not_a_break() -
     assert changes[0].base == ("passed", "failed")
 
 
+def test_a_failed_check_that_only_one_run_of_a_build_made_is_flaky_not_a_fix() -> None:
+    # measured: candidate == base, timebase, 10.0's stalled CPU 1: in one base run of three the
+    # guest did not answer after hop 1 (check guest-answers-after-hop-1, failed); the other runs
+    # and the candidate's three never made that check
+    runs = [_run(TWIN, attempt=1, answers_after_hop_1="failed"), _run(TWIN, attempt=2),
+            _run(TWIN, attempt=3), *(_run(CELL, attempt=n) for n in (1, 2, 3))]
+    assert [(c.check, c.change) for c in compare(runs)] == [("answers-after-hop-1", "flaky")]
+    once = compare([_run(TWIN, answers_after_hop_1="failed"), _run(CELL)])
+    assert [c.change for c in once] == ["fixes"], "one run each: a difference, to be run again"
+
+
 def test_a_candidate_cell_whose_base_could_not_run_is_judged_alone() -> None:
     changes = compare([_run(TWIN, outcome="skipped"), _run(CELL, outcome="failed", ticks="failed")])
     assert [c.change for c in changes] == ["alone"]

@@ -82,19 +82,24 @@ def compare(outcomes: Iterable[CellOutcome]) -> list[CheckChange]:
         alone = base_cell not in ran or all(o == "skipped" for o in ran[base_cell])
         for check in sorted(set(mine) | set(theirs)):
             base, cand = tuple(theirs.get(check, ())), tuple(mine.get(check, ()))
-            change = "alone" if alone else _change(base, cand)
+            change = "alone" if alone else _change(base, cand, len(ran[base_cell]), len(ran[cell]))
             if change is not None:
                 changes.append(CheckChange(cell, check, change, base, cand, measured.get((cell, check), "")))
     return changes
 
 
-def _change(base: tuple[str, ...], cand: tuple[str, ...]) -> str | None:
+def _change(base: tuple[str, ...], cand: tuple[str, ...], base_runs: int, cand_runs: int) -> str | None:
+    """The change of one check, given its verdicts in each build's runs (a check is missing from
+    the runs of a build that did not make it: a check named after a hop the guest did not answer
+    for, say); ``*_runs``: how many times each build's cell ran."""
     judged = [v for v in (*base, *cand) if v != "not applicable"]
     if not judged:
         return None
     base_fails = {v in FAILING for v in base if v != "not applicable"}
     cand_fails = {v in FAILING for v in cand if v != "not applicable"}
-    if len(base_fails) > 1 or len(cand_fails) > 1:
+    sometimes = ((True in base_fails and 0 < len(base) < base_runs)
+                 or (True in cand_fails and 0 < len(cand) < cand_runs))
+    if len(base_fails) > 1 or len(cand_fails) > 1 or sometimes:  # a failure only some runs made
         return "flaky"
     if not base_fails or not cand_fails:  # measured on one side only (a check the other lacks)
         return "breaks" if cand_fails == {True} else "fixes" if base_fails == {True} else "same pass"
