@@ -65,6 +65,16 @@ def test_a_failed_check_that_only_one_run_of_a_build_made_is_flaky_not_a_fix() -
     assert [c.change for c in once] == ["fixes"], "one run each: a difference, to be run again"
 
 
+def test_a_check_not_applicable_in_some_runs_of_a_build_and_failed_in_others_is_flaky() -> None:
+    # measured: the CTR-breaking candidate, hotplug-cpu-0ms on pseries-7.2: the base's IPI check
+    # not measured twice (the guest stalled) and not applicable once (one CPU online), the
+    # candidate's not applicable three times; not a fix
+    runs = [_run(TWIN, attempt=1, ipis="not_measured"), _run(TWIN, attempt=2, ipis="not_measured"),
+            _run(TWIN, attempt=3, ipis="not_applicable"),
+            *(_run(CELL, attempt=n, ipis="not_applicable") for n in (1, 2, 3))]
+    assert [c.change for c in compare(runs)] == ["flaky"]
+
+
 def test_a_candidate_cell_whose_base_could_not_run_is_judged_alone() -> None:
     changes = compare([_run(TWIN, outcome="skipped"), _run(CELL, outcome="failed", ticks="failed")])
     assert [c.change for c in changes] == ["alone"]

@@ -99,8 +99,9 @@ def _change(base: tuple[str, ...], cand: tuple[str, ...], base_runs: int, cand_r
     cand_fails = {v in FAILING for v in cand if v != "not applicable"}
     sometimes = ((True in base_fails and 0 < len(base) < base_runs)
                  or (True in cand_fails and 0 < len(cand) < cand_runs))
-    if len(base_fails) > 1 or len(cand_fails) > 1 or sometimes:  # a failure only some runs made
-        return "flaky"
+    applicable = [{v == "not applicable" for v in verdicts} for verdicts in (base, cand)]
+    if len(base_fails) > 1 or len(cand_fails) > 1 or sometimes or any(len(a) > 1 for a in applicable):
+        return "flaky"  # the verdict, or whether the check was made or applied, varied between runs
     if not base_fails or not cand_fails:  # measured on one side only (a check the other lacks)
         return "breaks" if cand_fails == {True} else "fixes" if base_fails == {True} else "same pass"
     if base_fails == cand_fails:
