@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ import pytest
 
 from harness.checks.verdict import CellVerdict, checks_json, failure_checks, judge
 from harness.drivers import DRIVERS
-from harness.errors import ConfigError, ProductFailure
+from harness.errors import ConfigError, HarnessError, ProductFailure
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
@@ -39,6 +40,7 @@ from harness.runner.cell import CellImpossible, CellRecord, run_cell
 from harness.runner.celllog import evidence_dir
 from harness.runner.rundir import sweep_stale_rundirs
 from harness.sites import site_for
+from harness.sites.base import Site
 
 _MATRIX_KEY = pytest.StashKey[Matrix]()
 _SAFE_LOGGER_KEY = pytest.StashKey[SpaceSafeFileLogger | None]()
@@ -116,10 +118,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):
         return
     sweep_stale_rundirs()
-    site = site_for(session.config.stash[_MATRIX_KEY])
+    matrix = session.config.stash[_MATRIX_KEY]
+    site = site_for(matrix)
     site.sweep()
     for name in DRIVERS:
         DRIVERS.load(name).sweep(site)
+    if not session.config.option.collectonly:
+        _ready_builds(matrix, site, selected_cells(matrix, session.config.option.select,
+                                                   session.config.option.shard))
+
+
+def _ready_builds(matrix: Matrix, site: Site, cells: list[Cell]) -> None:
+    """Every build the selected cells use, made ready before any cell starts: a source build
+    compiles (minutes, once) or a Debian root is made here, not inside a cell while other
+    cells run beside it and meet a loaded host. A build that cannot be made is left to its
+    cells, which fail with the same error and its evidence, as they would without this."""
+    for name in dict.fromkeys(b for c in cells for b in (c.src, c.dst)):
+        started = time.monotonic()
+        try:
+            site.locate(matrix.builds[name], "a")
+        except HarnessError:
+            continue
+        if (took := time.monotonic() - started) > 5:
+            print(f"goldmig: build {name} made ready in {took:.0f} s (cached from now on)", file=sys.stderr)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

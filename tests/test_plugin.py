@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+
+from harness.errors import BuildError
+from harness.matrix.load import load_matrix
+from harness.pytest_plugin import _ready_builds
 
 pytest_plugins = ["pytester"]
 
@@ -234,3 +239,21 @@ def test_repeat_must_be_positive(suite: pytest.Pytester) -> None:
     result = _run(suite, "--repeat", "0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--repeat 0: give a count of 1 or more*"])
+
+
+def test_the_selected_cells_builds_are_made_ready_once_before_any_cell(tmp_path: Path) -> None:
+    """A source build compiles at the session's start, not inside a cell beside running ones; a
+    build that cannot be made is left to its cells (they fail with its error, as before)."""
+    path = tmp_path / "matrix.yaml"
+    path.write_text(MATRIX)
+    matrix = load_matrix(path)
+    located: list[str] = []
+
+    class Recording:
+        def locate(self, spec: object, side: str) -> None:
+            located.append(spec.name)  # type: ignore[attr-defined]
+            if located[-1] == "b":
+                raise BuildError("b cannot be made here")
+
+    _ready_builds(matrix, Recording(), matrix.select("all"))  # type: ignore[arg-type]
+    assert located == ["a", "b"]

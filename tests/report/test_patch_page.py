@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_build import _results  # tests/report/test_build.py: its results-directory maker
 
 from harness.commands.patch_compare import CheckChange
 from harness.report.build import build_report
 from harness.report.patch_page import PATCH_FILE, PATCH_PAGE, Patch, bar_html, read_patch, render
 from harness.report.results import ReportError
-from tests.report.test_build import _results
 
 CELL = "qemu-7.2>candidate/pseries-10.0/baseline-idle"
 OTHER = "candidate>qemu-7.2/pseries-10.0/baseline-idle"
