@@ -100,3 +100,24 @@ def test_the_summary_counts_first_and_junit_has_a_case_per_differing_check(tmp_p
     assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
     assert [(case.get("name"), case.find("failure") is not None) for case in suite] == [("a", True),
                                                                                        ("b", False)]
+
+
+def test_a_machine_state_field_the_base_found_equal_is_a_pass_not_a_missing_check() -> None:
+    # the base compared every field and found them equal (machine-state passed), or named only
+    # MSR; the candidate names CTR: the base's CTR was equal, so the candidate breaks it
+    equal = compare([_run(TWIN, machine_state="passed"), _run(CELL, machine_state_cpu_0_ctr="failed")])
+    assert [(c.check, c.base, c.change) for c in equal] == [
+        ("machine-state-cpu-0-ctr", ("passed",), "breaks")]
+    other = compare([_run(TWIN, machine_state_cpu_0_msr="failed"),
+                     _run(CELL, machine_state_cpu_0_msr="failed", machine_state_cpu_0_ctr="failed")])
+    assert {c.check: (c.base, c.change) for c in other} == {
+        "machine-state-cpu-0-msr": (("failed",), "same failure"),
+        "machine-state-cpu-0-ctr": (("passed",), "breaks")}
+    hops = compare([_run(TWIN, machine_state_across_hop_1="passed",
+                         machine_state_across_hop_2="not_measured"),
+                    _run(CELL, machine_state_cpu_1_ctr_across_hop_1="failed",
+                         machine_state_cpu_1_ctr_across_hop_2="failed")])
+    got = {c.check: (c.base, c.change) for c in hops}
+    assert got["machine-state-cpu-1-ctr-across-hop-1"] == (("passed",), "breaks")
+    assert got["machine-state-cpu-1-ctr-across-hop-2"] == ((), "breaks"), \
+        "hop 2's state was not read on the base: its field is not a pass"

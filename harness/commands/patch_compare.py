@@ -11,6 +11,7 @@ judged alone, by its own outcome.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,27 +66,62 @@ def twin(cell: str) -> str | None:
 
 def compare(outcomes: Iterable[CellOutcome]) -> list[CheckChange]:
     """Every check of every candidate cell against its twin (all runs of each, ``--repeat``)."""
-    verdicts: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    runs: dict[str, list[dict[str, str]]] = defaultdict(list)
     measured: dict[tuple[str, str], str] = {}
     ran: dict[str, list[str]] = defaultdict(list)
     for o in outcomes:
         ran[o.cell].append(o.outcome)
+        runs[o.cell].append({item["id"]: item["verdict"] for item in o.checks})
         for item in o.checks:
-            verdicts[o.cell][item["id"]].append(item["verdict"])
             measured[(o.cell, item["id"])] = item.get("measured", "")
     changes = []
     for cell in sorted(ran):
         base_cell = twin(cell)
         if base_cell is None:
             continue
-        mine, theirs = verdicts[cell], verdicts.get(base_cell, {})
+        mine, theirs = runs[cell], runs.get(base_cell, [])
         alone = base_cell not in ran or all(o == "skipped" for o in ran[base_cell])
-        for check in sorted(set(mine) | set(theirs)):
-            base, cand = tuple(theirs.get(check, ())), tuple(mine.get(check, ()))
+        for check in _checks([*mine, *theirs]):
+            base, cand = _verdicts(theirs, check), _verdicts(mine, check)
             change = "alone" if alone else _change(base, cand, len(ran[base_cell]), len(ran[cell]))
             if change is not None:
                 changes.append(CheckChange(cell, check, change, base, cand, measured.get((cell, check), "")))
     return changes
+
+
+_FIELD = re.compile(r"machine-state-(?!across-hop-)(?:.+?)(?P<hop>-across-hop-\d+)?")
+_WHOLE = re.compile(r"machine-state(?P<hop>-across-hop-\d+)?")
+
+
+def _checks(runs: list[dict[str, str]]) -> list[str]:
+    """The checks to compare: every check either build made, but a hop's whole machine-state
+    check when some run named its fields (they carry the comparison, field by field)."""
+    checks = {c for run in runs for c in run}
+    named = {m.group("hop") or "" for c in checks if (m := _FIELD.fullmatch(c))}
+    return sorted(c for c in checks if not ((m := _WHOLE.fullmatch(c)) and (m.group("hop") or "") in named))
+
+
+def _verdicts(runs: list[dict[str, str]], check: str) -> tuple[str, ...]:
+    """``check``'s verdict in each run that made it. The machine state names a field only where
+    it differs, so in a run that compared the hop's machine state and did not name this field,
+    the field was equal: passed."""
+    field = _FIELD.fullmatch(check)
+    out = []
+    for run in runs:
+        if check in run:
+            out.append(run[check])
+        elif field and _compared(run, field.group("hop") or ""):
+            out.append("passed")
+    return tuple(out)
+
+
+def _compared(run: dict[str, str], hop: str) -> bool:
+    """The run compared the machine state across ``hop`` (suffix, empty for a single hop): every
+    field equal (``machine-state`` passed) or some named as differing."""
+    if run.get(f"machine-state{hop}") == "passed":
+        return True
+    return any(verdict == "failed" and (m := _FIELD.fullmatch(check)) is not None
+               and (m.group("hop") or "") == hop for check, verdict in run.items())
 
 
 def _change(base: tuple[str, ...], cand: tuple[str, ...], base_runs: int, cand_runs: int) -> str | None:
