@@ -143,17 +143,24 @@ def _from_backports(suite: str, mirror: str, root: Path) -> None:
     """QEMU upgraded in ``root`` from ``<suite>-backports`` (debootstrap's --extra-suites mixes
     the two suites' packages without regard for what breaks what: seen with trixie)."""
     (root / "etc/apt/sources.list.d/backports.list").write_text(f"deb {mirror} {suite}-backports main\n")
-    install = ("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-               f"--no-install-recommends -t {suite}-backports qemu-system-ppc")
-    proc = subprocess.run(["unshare", "-m", "sh", "-c",
-                           f"mount -t proc proc {shlex.quote(str(root / 'proc'))} && "
-                           f"chroot {shlex.quote(str(root))} sh -c {shlex.quote(install)}"],
-                          capture_output=True, text=True)
+    proc = apt_install_in(root, f"-t {suite}-backports qemu-system-ppc")
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-6:]
         raise BuildError(f"Debian suite build {suite!r} with backports: installing qemu-system-ppc "
                          f"from {suite}-backports failed (exit {proc.returncode}). Does {mirror} carry "
                          f"{suite}-backports? Last lines:\n  " + "\n  ".join(tail))
+
+
+def apt_install_in(root: Path, packages: str, then: str = "") -> subprocess.CompletedProcess[str]:
+    """``apt-get update`` and ``apt-get install <packages>`` (then the shell command ``then``)
+    chrooted into ``root``, with a /proc of its own in a private mount namespace (nothing
+    stays mounted)."""
+    script = ("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+              f"--no-install-recommends {packages}" + (f" && {then}" if then else ""))
+    return subprocess.run(["unshare", "-m", "sh", "-c",
+                           f"mount -t proc proc {shlex.quote(str(root / 'proc'))} && "
+                           f"chroot {shlex.quote(str(root))} sh -c {shlex.quote(script)}"],
+                          capture_output=True, text=True)
 
 
 def package_version(root: Path, package: str = "qemu-system-ppc") -> str | None:

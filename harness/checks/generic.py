@@ -280,11 +280,8 @@ def _tb_jump(obs: Observations, limits: Limits) -> CheckResult:
     if obs.load == "busy" and obs.timebase is not None and sampled:
         jump = timebase_jump(obs.timebase.cpus)
         idle = [c.cpu for c in obs.timebase.cpus if c.samples == 0]
-        if jump is not None and not idle and jump > bound_ticks:
-            cpu = next(c.cpu for c in obs.timebase.cpus if c.samples and c.max_fwd == jump)
-            overloaded = overloaded_host(name, jump * 1000 / freq, bound_ms, cpu, obs.tick_gaps, bound)
-            if overloaded is not None:
-                return overloaded
+        if (overloaded := jump_overloaded(name, obs.timebase.cpus, freq, bound_ms, obs.tick_gaps, bound)):
+            return overloaded
         return CheckResult(
             name, jump is not None and not idle and jump <= bound_ticks, bound,
             f"{jump} ticks ({(jump or 0) * 1000 / freq:.1f} ms)",
@@ -313,6 +310,18 @@ def _tb_jump(obs: Observations, limits: Limits) -> CheckResult:
         f"across it of the gap less the {limits.tick_period_ms} ms tick period (an upper bound: it "
         f"includes the tick's wake-up latency); load mode {obs.load}",
     )
+
+
+def jump_overloaded(name: str, cpus: Sequence[CpuTbStats], tb_freq: int, bound_ms: int,
+                    tick_gaps: Iterable[TickGap], bound: object) -> CheckResult | None:
+    """``name`` not measured when the watchers' jump (:func:`timebase_jump`) exceeds the bound by
+    no more than the vCPU threads of the CPU that saw it waited for a host CPU (None otherwise,
+    and when a CPU did not sample: that fails the check whatever the host did)."""
+    jump = timebase_jump(cpus)
+    if jump is None or jump * 1000 <= bound_ms * tb_freq or any(c.samples == 0 for c in cpus):
+        return None
+    cpu = next(c.cpu for c in cpus if c.samples and c.max_fwd == jump)
+    return overloaded_host(name, jump * 1000 / tb_freq, bound_ms, cpu, tick_gaps, bound)
 
 
 def overloaded_host(name: str, measured_ms: float, bound_ms: int, cpu: int, tick_gaps: Iterable[TickGap],

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from harness.checks.generic import (
     TickGap,
     jump_evidence,
+    jump_overloaded,
     missed_tick,
-    overloaded_host,
     ticks_on_schedule,
     timebase_jump,
 )
@@ -98,11 +98,8 @@ def jump_within_bound(hop: HopTimebase, tb_freq: int, limits: Limits) -> CheckRe
     jump = timebase_jump(hop.stats.cpus)
     idle = [c.cpu for c in hop.stats.cpus if c.samples == 0]
     stalled = [c.cpu for c in hop.stats.cpus if c.samples > 0 and c.max_fwd > bound]
-    if jump is not None and jump > bound:  # the CPU whose largest step is the jump: was it starved?
-        cpu = next(c.cpu for c in hop.stats.cpus if c.samples and c.max_fwd == jump)
-        starved = overloaded_host(name, jump * 1000 / tb_freq, bound_ms, cpu, hop.gaps, expected)
-        if starved is not None:
-            return starved
+    if (starved := jump_overloaded(name, hop.stats.cpus, tb_freq, bound_ms, hop.gaps, expected)):
+        return starved
     return CheckResult(
         name, jump is not None and not idle and jump <= bound, expected,
         "no CPU sampled" if jump is None else f"{jump} ticks ({jump * 1000 / tb_freq:.1f} ms)",

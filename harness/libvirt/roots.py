@@ -25,6 +25,7 @@ from harness.builds.debian import (
     DPKG_STATUS,
     FIRMWARE_DIR,
     QEMU_BINARY,
+    apt_install_in,
     ensure_suite_root,
     package_version,
     suite_root_path,
@@ -98,16 +99,10 @@ def _make(suite: str, base: Path, root: Path) -> None:
     shutil.copyfile("/etc/resolv.conf", tmp / "etc/resolv.conf")
     # The QEMU driver resolves its user at start; libvirt-daemon-system would make it (and
     # services), and only some releases' driver packages do (trixie's does, bullseye's not).
-    install = ("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-               f"--no-install-recommends {' '.join(LIBVIRT_PACKAGES)} && "
-               f"(getent group {QEMU_USER} >/dev/null || groupadd --system {QEMU_USER}) && "
-               f"(getent passwd {QEMU_USER} >/dev/null || useradd --system --gid {QEMU_USER} "
-               f"--home-dir /var/lib/libvirt --no-create-home --shell /usr/sbin/nologin {QEMU_USER})")
-    proc = subprocess.run(
-        ["unshare", "-m", "sh", "-c",
-         f"mount -t proc proc {shlex.quote(str(tmp / 'proc'))} && "
-         f"chroot {shlex.quote(str(tmp))} sh -c {shlex.quote(install)}"],
-        capture_output=True, text=True)
+    proc = apt_install_in(tmp, " ".join(LIBVIRT_PACKAGES), then=(
+        f"(getent group {QEMU_USER} >/dev/null || groupadd --system {QEMU_USER}) && "
+        f"(getent passwd {QEMU_USER} >/dev/null || useradd --system --gid {QEMU_USER} "
+        f"--home-dir /var/lib/libvirt --no-create-home --shell /usr/sbin/nologin {QEMU_USER})"))
     policy.unlink()
     if proc.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
