@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness.builds.model import Build
 from harness.builds.tree import own_dirs
-from harness.cache import damage, locked, seal
+from harness.cache import damage, locked, seal, sha256_file
 from harness.errors import BuildError
 from harness.paths import cache_root
 
@@ -72,7 +72,7 @@ def _where(recipe: SourceRecipe) -> tuple[Path, tuple[str, ...], Path]:
     tree = _checked_tree(recipe)
     configure = _configure_line(recipe.configure)
     key = hashlib.sha256("\0".join([
-        str(RECIPE), tree_state(tree), *(_sha256(p) for p in recipe.patches), *configure,
+        str(RECIPE), tree_state(tree), *(sha256_file(p) for p in recipe.patches), *configure,
     ]).encode()).hexdigest()[:16]
     return tree, configure, cache_root() / "source-builds" / key
 
@@ -88,8 +88,8 @@ def tree_state(tree: Path) -> str:
     """What identifies the tree's content: for a git checkout its commit and uncommitted
     changes (each changed file's size and mtime), otherwise every file's path, size and mtime."""
     if (tree / ".git").exists():
-        head = _git(tree, "rev-parse", "HEAD")
-        changed = _git(tree, "status", "--porcelain=v1", "--untracked-files=all")
+        head = git(tree, "rev-parse", "HEAD")
+        changed = git(tree, "status", "--porcelain=v1", "--untracked-files=all")
         stats = [f"{line}|{_stat(tree / line[3:])}" for line in changed.splitlines()
                  if not line[3:].startswith("build/")]
         return hashlib.sha256("\n".join([head, *stats]).encode()).hexdigest()
@@ -264,15 +264,13 @@ def _stat(path: Path) -> str:
     return f"{st.st_size}|{st.st_mtime_ns}"
 
 
-def _git(tree: Path, *args: str) -> str:
+def git(tree: Path, *args: str, check_ok: bool = True) -> str:
+    """``git -C tree args``' output; a BuildError with git's own words when it fails (unless
+    ``check_ok`` is False: a failure then gives what it printed)."""
     proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise BuildError(f"{tree}: git {' '.join(args)} failed: {proc.stderr.strip()}")
+    if check_ok and proc.returncode != 0:
+        raise BuildError(f"{tree}: git {' '.join(args)} failed: {proc.stderr.strip()[-500:]}")
     return proc.stdout.strip()
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _read(path: Path) -> str | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from harness.builds.compile import git
 from harness.commands.patch import write_generated_matrix
 from harness.errors import BuildError, ConfigError, GoldmigError
 from harness.matrix.load import load_matrix
@@ -51,10 +52,10 @@ def bisect(matrix: Path, cell: str, repo: Path, good: str, bad: str, firmware: P
                           f"qemu-10.0>{CANDIDATE}/pseries-10.0/baseline-idle")
     clone = cache_root() / "bisect" / hashlib.sha256(str(repo.resolve()).encode()).hexdigest()[:12]
     if not (clone / ".git").is_dir():
-        _git(Path.cwd(), "clone", "--quiet", str(repo.resolve()), str(clone))
-    _git(clone, "fetch", "--quiet", str(repo.resolve()), "+refs/heads/*:refs/remotes/origin/*")
+        git(Path.cwd(), "clone", "--quiet", str(repo.resolve()), str(clone))
+    git(clone, "fetch", "--quiet", str(repo.resolve()), "+refs/heads/*:refs/remotes/origin/*")
     job = Bisection(str(matrix.resolve()), cell, str(clone), str(firmware.resolve()) if firmware else None)
-    good_sha, bad_sha = (_git(repo, "rev-parse", ref) for ref in (good, bad))  # the user's refs
+    good_sha, bad_sha = (git(repo, "rev-parse", ref) for ref in (good, bad))  # the user's refs
     if check is None:
         at_bad, at_good = _failing(job, bad_sha), _failing(job, good_sha)
         flipped = sorted(at_bad - at_good)
@@ -63,8 +64,8 @@ def bisect(matrix: Path, cell: str, repo: Path, good: str, bad: str, firmware: P
                                f"(failing at {bad}: {sorted(at_bad) or 'none'})")
         check = flipped[0]
     job = dataclasses.replace(job, check=check)
-    _git(clone, "bisect", "reset", check_ok=False)
-    _git(clone, "bisect", "start", bad_sha, good_sha)
+    git(clone, "bisect", "reset", check_ok=False)
+    git(clone, "bisect", "start", bad_sha, good_sha)
     try:
         run = subprocess.run(["git", "-C", str(clone), "bisect", "run", sys.executable, "-m",
                               "harness.commands.bisect", json.dumps(dataclasses.asdict(job))],
@@ -72,17 +73,17 @@ def bisect(matrix: Path, cell: str, repo: Path, good: str, bad: str, firmware: P
         first = next((line.split()[0] for line in run.stdout.splitlines()
                       if line.endswith("is the first bad commit")), None)
     finally:
-        _git(clone, "bisect", "reset", check_ok=False)
+        git(clone, "bisect", "reset", check_ok=False)
     if first is None:
         raise GoldmigError(f"git bisect run found no first bad commit: {run.stdout[-1500:]}")
-    subject = _git(clone, "log", "-1", "--format=%s", first)
+    subject = git(clone, "log", "-1", "--format=%s", first)
     return [f"goldmig bisect: {first} is the first commit at which {check} fails on {cell}",
             f"  {subject}", f"  steps: {reports_root() / 'bisect' / 'steps.jsonl'}"]
 
 
 def step(job: Bisection) -> int:
     """One commit: good, bad or skip, as ``git bisect run`` wants it; the verdict is kept."""
-    commit = _git(Path(job.clone), "rev-parse", "HEAD")
+    commit = git(Path(job.clone), "rev-parse", "HEAD")
     try:
         failing = _failing(job, commit)
     except (BuildError, CellImpossible) as exc:
@@ -96,7 +97,7 @@ def step(job: Bisection) -> int:
 def _failing(job: Bisection, commit: str) -> set[str]:
     """The checks of the cell that fail or are not measured with ``commit`` built."""
     clone = Path(job.clone)
-    _git(clone, "checkout", "--quiet", "--force", commit)
+    git(clone, "checkout", "--quiet", "--force", commit)
     provisioned.cache_clear()  # this process's builds are cached by spec; the tree has moved
     raw: dict[str, Any] = yaml.safe_load(Path(job.matrix).read_text())
     raw["builds"][CANDIDATE] = {"kind": "source", "tree": job.clone,
@@ -120,13 +121,6 @@ def _keep(commit: str, answer: str, why: str) -> None:
     steps = reports_root() / "bisect" / "steps.jsonl"
     with steps.open("a") as out:
         out.write(json.dumps({"commit": commit, "answer": answer, "why": why}) + "\n")
-
-
-def _git(repo: Path, *args: str, check_ok: bool = True) -> str:
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
-    if check_ok and proc.returncode != 0:
-        raise GoldmigError(f"git {' '.join(args)} in {repo} failed: {proc.stderr.strip()[-500:]}")
-    return proc.stdout.strip()
 
 
 def _main() -> int:
