@@ -23,6 +23,10 @@ CANDIDATE = "candidate"
 BASE = "base"
 FAILING = frozenset({"failed", "not measured"})
 CHANGES = ("breaks", "fixes", "flaky", "same failure", "same pass")
+DIFFERS = CHANGES[:3]
+"""The changes named check by check (summary, junit, the report); the rest are counted."""
+ALONE = "alone"
+"""The change of a candidate cell whose base twin could not run: judged by its own outcome."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def compare(outcomes: Iterable[CellOutcome]) -> list[CheckChange]:
         alone = base_cell not in ran or all(o == "skipped" for o in ran[base_cell])
         for check in _checks([*mine, *theirs]):
             base, cand = _verdicts(theirs, check), _verdicts(mine, check)
-            change = "alone" if alone else _change(base, cand, len(ran[base_cell]), len(ran[cell]))
+            change = ALONE if alone else _change(base, cand, len(ran[base_cell]), len(ran[cell]))
             if change is not None:
                 changes.append(CheckChange(cell, check, change, base, cand, measured.get((cell, check), "")))
     return changes
@@ -154,11 +158,11 @@ def summary(changes: list[CheckChange], alone: dict[str, str]) -> list[str]:
     """The job's lines: the counts first, then every break, fix and flaky check, then the
     candidate cells judged alone (``alone``: cell -> outcome) that did not pass."""
     count = {name: sum(c.change == name for c in changes) for name in CHANGES}
-    pairs = len({c.cell for c in changes if c.change != "alone"})
+    pairs = len({c.cell for c in changes if c.change != ALONE})
     lines = [f"goldmig patch: breaks {count['breaks']}, fixes {count['fixes']} (flaky {count['flaky']}, "
              f"same failure {count['same failure']}, same pass {count['same pass']}; checks of {pairs} "
              f"cell pairs, candidate against base)"]
-    lines += [c.line() for c in changes if c.change in ("breaks", "fixes", "flaky")]
+    lines += [c.line() for c in changes if c.change in DIFFERS]
     lines += [f"ALONE         {cell}: {outcome} (its base twin could not run; judged by the known "
               "failures)" for cell, outcome in sorted(alone.items()) if outcome not in ("passed", "known")]
     return lines
@@ -167,7 +171,7 @@ def summary(changes: list[CheckChange], alone: dict[str, str]) -> list[str]:
 def write_junit(changes: list[CheckChange], path: str) -> None:
     """One testcase per cell and check whose verdict differs from the base (a break is a
     failure, a flaky check a skip), so CI shows exactly what the patch changed."""
-    shown = [c for c in changes if c.change in ("breaks", "fixes", "flaky")]
+    shown = [c for c in changes if c.change in DIFFERS]
     suite = ElementTree.Element("testsuite", name="goldmig patch", tests=str(len(shown)),
                                 failures=str(sum(c.change == "breaks" for c in shown)))
     for c in shown:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.commands.patch_compare import CheckChange, compare, differing, summary, twin, write_junit
+from harness.commands.patch_compare import ALONE, CheckChange, compare, differing, summary, twin, write_junit
 from harness.paths import reports_root
 from harness.report.run_summary import CellOutcome, read_cells_json
 
@@ -42,7 +42,7 @@ def judge_against_base(args: argparse.Namespace, rerun: Callable[[list[str]], in
         if cells.exists():
             outcomes = [*outcomes, *read_cells_json(cells)]
             changes = compare(outcomes)
-    compared = {c.cell for c in changes if c.change != "alone"}
+    compared = {c.cell for c in changes if c.change != ALONE}
     alone = {o.cell: o.outcome for o in outcomes if twin(o.cell) is not None and o.cell not in compared}
     lines = summary(changes, alone)
     print("\n".join(lines))

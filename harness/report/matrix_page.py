@@ -28,7 +28,7 @@ _MEANING = {"passed": "passed", "failed": "QEMU or the guest misbehaved",
             "skipped": "impossible: a build lacks the machine type or what the scenario needs"}
 _EXPLAINED = ("failed", "broken", "fixed", "flaky")
 """Outcomes whose reason is listed under the grid (hover gives every square's)."""
-_STYLE = """
+STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1f2937; }
 h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
 h3 { font-size: 14px; margin: 16px 0 6px; font-weight: 600; }
@@ -54,7 +54,7 @@ def render(cells: list[CellResult], changes: Changes | None, title: str) -> str:
     legend = "".join(f'<span class="o-{o}" data-outcome="{o}" title="{escape(_MEANING[o])}">{LABEL[o]} '
                      f"{counts.get(o, 0)}</span>" for o in OUTCOMES)
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}: "
-             f"matrix</title><style>{_STYLE}</style></head><body>",
+             f"matrix</title><style>{STYLE}</style></head><body>",
              f"<h1>{escape(title)}: the matrix</h1>",
              f'<p id="summary"><b>{escape(headline(cells))}</b> <span class="meta">'
              "(goldmig's outcomes, counted as the run's summary counts them)</span></p>",

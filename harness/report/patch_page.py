@@ -15,37 +15,35 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from harness.commands.patch_compare import CHANGES, CheckChange, summary, twin
+from harness.commands.patch_compare import ALONE, CHANGES, DIFFERS, CheckChange, summary, twin
+from harness.report.matrix_page import STYLE as MATRIX_STYLE
 from harness.report.results import ReportError
-
-try:
-    from harness.report.matrix_page import _STYLE as _MATRIX_STYLE  # the matrix view's look
-except ImportError:  # pragma: no cover - the matrix view renamed its style
-    _MATRIX_STYLE = "body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1f2937; }"
 
 PATCH_FILE = "patch.json"
 """In a results directory: the per-patch job's comparison (``{"summary": ..., "checks": [...]}``)."""
 PATCH_PAGE = "patch.html"
-SHOWN = ("breaks", "fixes", "flaky")
-"""The changes listed check by check, in this order; the same failures and passes are counted."""
-ALONE = "alone"
 _NO_CHANGE = "No check breaks, fixes or is flaky."
 BAR_ROWS = 20
 """Rows of the table in index.html's goldmig bar; the rest are on patch.html."""
 _FIELDS = {"cell": str, "check": str, "change": str, "base": list, "candidate": list, "measured": str}
-_STYLE = _MATRIX_STYLE + """
+_COLOURS = {"breaks": "#dc2626", "fixes": "#0d9488", "flaky": "#7c3aed"}
+"""Each change's colour (a break red, as a failed cell in the matrix view), on the page and in the bar."""
+
+
+def _colours(scope: str = "") -> str:
+    return " ".join(f"{scope}.c-{change} {{ background: {colour}; color: #fff; }}"
+                    for change, colour in _COLOURS.items())
+
+
+_STYLE = MATRIX_STYLE + """
 table.patch { border-collapse: collapse; margin: 0 0 8px; }
 .patch th, .patch td { border: 1px solid #d1d5db; padding: 3px 8px; text-align: left; vertical-align: top; }
 .patch th { background: #f3f4f6; font-weight: 600; } .patch td.measured { font-family: monospace; }
-.c-breaks { background: #dc2626; color: #fff; } .c-fixes { background: #0d9488; color: #fff; }
-.c-flaky { background: #7c3aed; color: #fff; }
-"""
+""" + _colours() + "\n"
 _BAR_STYLE = ("#goldmig-patch table { border-collapse: collapse; margin: 4px 0; font-size: 12px; } "
               "#goldmig-patch th, #goldmig-patch td { border: 1px solid #d1d5db; padding: 2px 6px; "
               "text-align: left; vertical-align: top; } #goldmig-patch th { background: #f3f4f6; } "
-              "#goldmig-patch .c-breaks { background: #dc2626; color: #fff; } "
-              "#goldmig-patch .c-fixes { background: #0d9488; color: #fff; } "
-              "#goldmig-patch .c-flaky { background: #7c3aed; color: #fff; }")
+              + _colours("#goldmig-patch "))
 
 
 @dataclass(frozen=True)
@@ -57,8 +55,8 @@ class Patch:
 
     def shown(self) -> list[CheckChange]:
         """The breaks, fixes and flaky checks: breaks first, then by cell and check."""
-        return sorted((c for c in self.checks if c.change in SHOWN),
-                      key=lambda c: (SHOWN.index(c.change), c.cell, c.check))
+        return sorted((c for c in self.checks if c.change in DIFFERS),
+                      key=lambda c: (DIFFERS.index(c.change), c.cell, c.check))
 
 
 def read_patch(results: list[Path]) -> Patch | None:
