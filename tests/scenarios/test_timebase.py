@@ -80,6 +80,7 @@ def test_every_hop_keeps_each_cpus_timebase_and_all_in_step(tmp_path: Path) -> N
         assert hop.warp is not None and hop.stats is not None
         assert all(c.cross > 0 and c.max_warp == 0 for c in hop.warp.cpus), hop.warp
         assert len(hop.warp.cpus) == 2 and all(c.samples > 0 for c in hop.stats.cpus)
+        assert hop.stats.seq < hop.warp.seq, "the watchers are read before tbwarp pauses them"
     assert len(_own(record)) == 9
     assert all(c.ok for c in record.checks if c.invariant in _own(record))
     assert record.checks[:9] == [c for c in record.checks if c.invariant in _own(record)]
