@@ -119,21 +119,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     sweep_stale_rundirs()
     matrix = session.config.stash[_MATRIX_KEY]
-    site = site_for(matrix)
-    site.sweep()
-    for name in DRIVERS:
-        DRIVERS.load(name).sweep(site)
+    cells = selected_cells(matrix, session.config.option.select, session.config.option.shard)
+    for site in {matrix.hosts_of(c): site_for(matrix, c) for c in cells}.values() or [site_for(matrix)]:
+        site.sweep()
+        for name in DRIVERS:
+            DRIVERS.load(name).sweep(site)
     if not session.config.option.collectonly:
-        _ready_builds(matrix, site, selected_cells(matrix, session.config.option.select,
-                                                   session.config.option.shard))
+        _ready_builds(matrix, cells)
 
 
-def _ready_builds(matrix: Matrix, site: Site, cells: list[Cell]) -> None:
-    """Every build the selected cells use, made ready before any cell starts: a source build
-    compiles (minutes, once) or a Debian root is made here, not inside a cell while other
-    cells run beside it and meet a loaded host. A build that cannot be made is left to its
-    cells, which fail with the same error and its evidence, as they would without this."""
-    for name in dict.fromkeys(b for c in cells for b in (c.src, c.dst)):
+def _ready_builds(matrix: Matrix, cells: list[Cell]) -> None:
+    """Every build the selected cells use, made ready on their site before any cell starts: a
+    source build compiles (minutes, once), a Debian root or the nested hosts' image is made
+    here, not inside a cell while other cells run beside it and meet a loaded host. A build
+    that cannot be made is left to its cells, which fail with the same error and its
+    evidence, as they would without this."""
+    for name, site in dict.fromkeys((b, site_for(matrix, c)) for c in cells for b in (c.src, c.dst)):
         started = time.monotonic()
         try:
             site.locate(matrix.builds[name], "a")

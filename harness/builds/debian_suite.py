@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from harness.builds.debian import ensure_suite_root, package_version
 from harness.builds.model import Build
+from harness.builds.nested_host import NESTED_SUITE, NESTED_WHY
 from harness.errors import BuildError
 
 if TYPE_CHECKING:
@@ -43,3 +44,11 @@ class DebianSuiteBuild:
         return ("is a Debian suite root on this machine, which lab hosts do not have; with "
                 "`hosts: lab` use kind host (the lab host's own QEMU) or kind path (a build "
                 "installed at that path on the lab hosts)")
+
+    def nested_refusal(self) -> str | None:
+        if self.suite == NESTED_SUITE and not self.backports:
+            return None
+        return (f"{NESTED_WHY} Debian {self.suite}{'-backports' if self.backports else ''}'s "
+                "ppc64el packages are not all on this machine's package mirror (trixie: 404 from "
+                "libc6 2.41-12+deb13u5 on; bullseye: no ppc64el index), so no ppc64el root of it "
+                "can be made")

@@ -44,3 +44,6 @@ class HostPackageBuild:
 
     def lab_refusal(self) -> str | None:
         return None
+
+    def nested_refusal(self) -> str | None:
+        return None  # the host's own QEMU is bookworm's, which the nested image carries for ppc64el

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from harness.builds.lab import require_on_lab_host
 from harness.builds.model import Build
+from harness.builds.nested_host import NESTED_WHY
 from harness.builds.tree import own_dirs
 from harness.errors import BuildError
 
@@ -66,3 +67,7 @@ class PathBuild:
 def _real(path: Path) -> Path:
     """``path`` with ``~`` expanded and symlinks resolved (a host's view binds real paths)."""
     return Path(os.path.realpath(path.expanduser()))
+
+    def nested_refusal(self) -> str | None:
+        return (f"{NESTED_WHY} a {self.kind} build is built for this machine (x86-64), and "
+                "building it for ppc64el is not supported yet")

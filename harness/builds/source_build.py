@@ -17,6 +17,7 @@ from harness.builds.compile import SourceRecipe, built
 from harness.builds.debian import FIRMWARE_DIR, ensure_suite_root
 from harness.builds.debian_source import DEFAULT_MIRROR, qemu_source
 from harness.builds.model import Build
+from harness.builds.nested_host import NESTED_WHY
 from harness.errors import BuildError
 
 if TYPE_CHECKING:
@@ -81,6 +82,10 @@ class SourceBuild:
 
     def lab_refusal(self) -> str | None:
         return _ON_LAB
+
+    def nested_refusal(self) -> str | None:
+        return (f"{NESTED_WHY} a {self.kind} build is built for this machine (x86-64), and "
+                "building it for ppc64el is not supported yet")
 
 
 def _tree(entry: Reader) -> Path | DebianSourcePackage:

@@ -46,3 +46,8 @@ class BuildSpec(Protocol):
     def lab_refusal(self) -> str | None:
         """Why lab hosts cannot have this build (said when matrix.yaml is loaded), or None."""
         ...
+
+    def nested_refusal(self) -> str | None:
+        """Why nested hosts cannot run this build, or None: it is the QEMU their image has
+        (Debian bookworm's, :mod:`harness.nested.image`)."""
+        ...

@@ -45,9 +45,10 @@ def load_matrix(path: Path) -> Matrix:
         raise ConfigError(source, "", f"is not valid YAML: {exc}") from None
     top = Reader(source, data, "")
     top.only("builds", "guest", "checks", "timeouts", "groups", "selections",
-             "default_selection", "known_failures", "reports", "hosts", "lab")
+             "default_selection", "known_failures", "reports", "hosts", "kvm_hosts", "lab")
     builds = _builds(top.sub("builds"))
-    groups = _groups(top, builds)
+    hosts, kvm_hosts, lab = _hosts(top, builds)
+    groups = _groups(top, builds, lab[0].accel if hosts == "lab" and lab else "tcg")
     selections = _selections(top.sub("selections"))
     default = top.get("default_selection", str, required=True)
     if default not in selections:
@@ -61,14 +62,39 @@ def load_matrix(path: Path) -> Matrix:
     keep = reports.get("keep_streams", str, "failed")
     if keep not in KEEP_STREAMS:
         raise reports.error("keep_streams", f"{keep!r} is not one of {', '.join(KEEP_STREAMS)}")
+    matrix = Matrix(source, builds, _guest(top.sub("guest")), slack, _timeouts(top.sub("timeouts")),
+                    groups, selections, default, _known(top, source), keep, hosts, lab, kvm_hosts)
+    _check_accels(top, matrix)
+    return matrix
+
+
+def _hosts(top: Reader, builds: dict[str, BuildSpec]) -> tuple[str, str, tuple[LabHost, LabHost] | None]:
+    """``hosts`` (where tcg cells run, and every cell on lab hosts), ``kvm_hosts`` and the lab."""
     hosts = top.get("hosts", str, "local")
-    if hosts not in SITES:  # one per module of harness/sites/
-        raise top.error("hosts", f"{hosts!r} is not one of {', '.join(SITES)}")
-    lab = _lab(top, builds) if hosts == "lab" else None
+    if hosts not in SITES or hosts == "nested":  # one per module of harness/sites/
+        raise top.error("hosts", f"{hosts!r} is not one of {', '.join(k for k in SITES if k != 'nested')} "
+                        "(nested hosts run the `accel: kvm` cells: see kvm_hosts)")
+    kvm_hosts = top.get("kvm_hosts", str, "nested")
+    if kvm_hosts not in ("nested", "lab"):
+        raise top.error("kvm_hosts", f"{kvm_hosts!r} is not nested or lab")
+    lab = _lab(top, builds) if "lab" in (hosts, kvm_hosts) else None
     if lab is None and "lab" in top.data:
-        raise top.error("lab", f"is only used with `hosts: lab` (hosts is {hosts!r})")
-    return Matrix(source, builds, _guest(top.sub("guest")), slack, _timeouts(top.sub("timeouts")),
-                  groups, selections, default, _known(top, source), keep, hosts, lab)
+        raise top.error("lab", f"is only used with `hosts: lab` or `kvm_hosts: lab` (hosts is {hosts!r})")
+    return hosts, kvm_hosts, lab
+
+
+def _check_accels(top: Reader, matrix: Matrix) -> None:
+    """Every cell's hosts run its accelerator, and nested hosts can run every build of a kvm cell."""
+    cells = matrix.cells()
+    for cell in cells:
+        if matrix.hosts_of(cell) == "lab" and matrix.lab is not None and matrix.lab[0].accel != cell.accel:
+            raise top.error("lab.source.accel", f"the lab hosts run {matrix.lab[0].accel}, but cell "
+                            f"{cell.id} (accel {cell.accel}) would run on them; set the group's accel")
+    nested = {b for c in cells if matrix.hosts_of(c) == "nested" for b in (c.src, c.dst)}
+    for name in sorted(nested):
+        if why := matrix.builds[name].nested_refusal():
+            raise top.error(f"builds.{name}", f"is in a group with `accel: kvm`, whose cells run on "
+                            f"nested hosts, but {why}")
 
 
 def _lab(top: Reader, builds: dict[str, BuildSpec]) -> tuple[LabHost, LabHost]:
@@ -121,12 +147,12 @@ def _builds(r: Reader) -> dict[str, BuildSpec]:
     return builds
 
 
-def _groups(top: Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
+def _groups(top: Reader, builds: dict[str, BuildSpec], default_accel: str) -> tuple[Group, ...]:
     raw = top.get("groups", list, required=True)
     groups = []
     for i, item in enumerate(raw):
         g = Reader(top.source, item, f"groups[{i}]")
-        g.only("name", "builds", "against", "machines", "scenarios", "drivers")
+        g.only("name", "builds", "against", "machines", "scenarios", "drivers", "accel")
         machines = g.names("machines")
         for j, machine in enumerate(machines):
             if not _MACHINE.match(machine) and machine != "latest-common":
@@ -136,8 +162,10 @@ def _groups(top: Reader, builds: dict[str, BuildSpec]) -> tuple[Group, ...]:
                      for ref in _scenario_refs(g, f"scenarios[{j}]", name))
         drivers = g.names("drivers", tuple(DRIVERS)) if "drivers" in item else ("qemu",)
         against = g.names("against", builds) if "against" in item else ()
+        accels = g.names("accel", ACCELS) if "accel" in item else (default_accel,)
         groups.append(Group(g.get("name", str, required=True), g.names("builds", builds), machines,
-                            tuple(dict.fromkeys(refs)), tuple(dict.fromkeys(drivers)), against))
+                            tuple(dict.fromkeys(refs)), tuple(dict.fromkeys(drivers)), against,
+                            tuple(dict.fromkeys(accels))))
     if not groups:
         raise top.error("groups", "must list at least one group")
     return tuple(groups)

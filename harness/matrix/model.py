@@ -52,6 +52,8 @@ class Group:
     drivers: tuple[str, ...] = ("qemu",)
     against: tuple[str, ...] = ()
     """Builds paired with ``builds`` but not with each other (new builds against the old ones)."""
+    accels: tuple[str, ...] = ("tcg",)
+    """``tcg`` cells run on the matrix's ``hosts:``, ``kvm`` cells on its ``kvm_hosts:``."""
 
     def pairs(self) -> list[tuple[str, str]]:
         pairs = [(src, dst) for src in self.builds for dst in self.builds]
@@ -114,13 +116,16 @@ class Cell:
     variant: str = ""
     driver: str = "qemu"
     """What runs the guest: ``qemu`` (command lines and QMP) or ``libvirt``."""
+    accel: str = "tcg"
+    """The guest's accelerator: ``tcg``, or ``kvm`` (on nested or lab hosts)."""
 
     @property
     def id(self) -> str:
         """``source>destination/machine/scenario[-variant]``: short and stable; a cell of another
-        driver than the direct one starts with ``<driver>:``."""
+        driver than the direct one starts with ``<driver>:``, a KVM cell with ``kvm:``."""
         cell = f"{self.src}>{self.dst}/{self.machine}/{ScenarioRef(self.scenario, self.variant).name}"
-        return cell if self.driver == "qemu" else f"{self.driver}:{cell}"
+        cell = cell if self.driver == "qemu" else f"{self.driver}:{cell}"
+        return f"kvm:{cell}" if self.accel == "kvm" else cell
 
 
 @dataclass(frozen=True)
@@ -137,23 +142,25 @@ class Matrix:
     keep_streams: str = "failed"
     hosts: str = "local"
     lab: tuple[LabHost, LabHost] | None = None
-    """Source and destination host when ``hosts`` is ``lab``."""
+    """Source and destination host when ``hosts`` or ``kvm_hosts`` is ``lab``."""
+    kvm_hosts: str = "nested"
+    """Where ``accel: kvm`` cells run: ``nested`` (L1 VMs booted here) or ``lab``."""
 
-    @property
-    def accel(self) -> str:
-        """Lab hosts run what their config says (kvm on POWER); this machine runs TCG."""
-        return self.lab[0].accel if self.lab else "tcg"
+    def hosts_of(self, cell: Cell) -> str:
+        """The site kind ``cell`` runs on (lab hosts run every cell of a matrix on them)."""
+        return self.kvm_hosts if cell.accel == "kvm" and self.hosts != "lab" else self.hosts
 
     def cells(self) -> list[Cell]:
         """All cells, in matrix order, without duplicates."""
         seen: dict[str, Cell] = {}
         for group in self.groups:
-            for driver in group.drivers:
-                for src, dst in group.pairs():
-                    for machine in group.machines:
-                        for ref in group.scenarios:
-                            cell = Cell(src, dst, machine, ref.scenario, ref.variant, driver)
-                            seen.setdefault(cell.id, cell)
+            for accel in group.accels:
+                for driver in group.drivers:
+                    for src, dst in group.pairs():
+                        for machine in group.machines:
+                            for ref in group.scenarios:
+                                cell = Cell(src, dst, machine, ref.scenario, ref.variant, driver, accel)
+                                seen.setdefault(cell.id, cell)
         return list(seen.values())
 
     def select(self, selection: str) -> list[Cell]:

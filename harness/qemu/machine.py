@@ -71,7 +71,8 @@ class MachineSetup:
 
 
 def common_properties(
-    src: MachineInfo, dst: MachineInfo, *, accel: str, firmware: str, extra: dict[str, str]
+    src: MachineInfo, dst: MachineInfo, *, caps: tuple[tuple[str, str], ...], firmware: str,
+    extra: dict[str, str],
 ) -> tuple[tuple[tuple[str, str], ...], str]:
     """Machine properties valid on both sides, and the firmware actually used.
 
@@ -79,9 +80,7 @@ def common_properties(
     TCG), ``slof``, or ``auto`` (vof where both builds have it, else slof).
     """
     both = src.properties & dst.properties
-    props: list[tuple[str, str]] = []
-    if accel == "tcg":
-        props += [(cap, value) for cap, value in TCG_CAP_SETTINGS if cap in both]
+    props = [(cap, value) for cap, value in caps if cap in both]
     used = "slof"
     if firmware in ("auto", "vof") and "x-vof" in both:
         props.append(("x-vof", "on"))

@@ -92,16 +92,16 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
     scenario = SCENARIOS[cell.scenario]
     variant = scenario.variant(cell.variant)
     needs = scenario.needs_of(cell.variant)
-    site = site_for(matrix)
+    site = site_for(matrix, cell)
     driver = DRIVERS.load(cell.driver)
     specs = (matrix.builds[cell.src], matrix.builds[cell.dst])
     started = time.monotonic()
     try:
         if why := site.refusal(cell.scenario, needs.local_builds) or driver.refusal(site, specs):
             raise CellImpossible(why)
-        if needs.accel is not None and needs.accel != matrix.accel:
+        if needs.accel is not None and needs.accel != site.accel:
             raise CellImpossible(f"{ScenarioRef(cell.scenario, cell.variant).name} needs accel "
-                                 f"{needs.accel}; this matrix runs {matrix.accel}")
+                                 f"{needs.accel}; this cell runs {site.accel} ({site.kind} hosts)")
         with timed(record.phases, "provision"):
             # Both builds are checked before either QEMU starts to say what it supports.
             located = site.locate(specs[0], "a"), site.locate(specs[1], "b")
@@ -110,7 +110,7 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
             builds = driver.builds(specs, located)
         src_machine, dst_machine = resolve_machine(cell, src_info, dst_info)
         _require(needs, cell, {cell.src: (src_info, src_machine), cell.dst: (dst_info, dst_machine)})
-        base = _setup(matrix, image, src_machine, dst_machine)
+        base = _setup(matrix, site, image, src_machine, dst_machine)
         setups = {side: _apply(base, variant.change_for(side), machine, build) for side, machine, build
                   in (("src", src_machine, cell.src), ("dst", dst_machine, cell.dst))}
         record.parameters.update({
@@ -121,7 +121,7 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
             "CPUs": f"{setups['src'].smp} (maxcpus {setups['src'].maxcpus})",
             "guest image": image.image_id,
             "hosts": site.describe(),
-            "accel": matrix.accel,
+            "accel": site.accel,
             "driver": cell.driver,
         })
         if setups["dst"] != setups["src"]:
@@ -165,11 +165,11 @@ def _version(text: str) -> tuple[int, int]:
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
-def _setup(matrix: Matrix, image: GoldenImage, src: MachineInfo, dst: MachineInfo) -> MachineSetup:
+def _setup(matrix: Matrix, site: Site, image: GoldenImage, src: MachineInfo, dst: MachineInfo) -> MachineSetup:
     guest = matrix.guest
-    props, firmware = common_properties(src, dst, accel=matrix.accel, firmware=guest.firmware, extra={})
+    props, firmware = common_properties(src, dst, caps=site.guest_caps, firmware=guest.firmware, extra={})
     return MachineSetup(
-        machine=src.name, properties=props, firmware=firmware, accel=matrix.accel, cpu=guest.cpu,
+        machine=src.name, properties=props, firmware=firmware, accel=site.accel, cpu=guest.cpu,
         memory_mb=guest.memory_mb, smp=guest.smp, maxcpus=guest.maxcpus, devices=guest.devices,
         kernel=image.kernel, initrd=image.initrd, append=image.kernel_cmdline,
     )

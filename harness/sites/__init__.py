@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING
 from harness.registry import Registry
 
 if TYPE_CHECKING:
-    from harness.matrix.model import Matrix
+    from harness.matrix.model import Cell, Matrix
     from harness.sites.base import Site
 
 SITES: Registry[Site] = Registry({
     "local": "harness.sites.local:LocalSite",
     "netns": "harness.sites.netns:NamespaceSite",
     "lab": "harness.sites.lab:LabSite",
+    "nested": "harness.sites.nested:NestedSite",
 })
 """Every site kind: its ``hosts:`` name -> ``module:class``."""
 
 
-def site_for(matrix: Matrix) -> Site:
-    """The site ``matrix`` runs its cells on (its ``hosts:``)."""
-    return SITES.load(matrix.hosts).from_matrix(matrix)
+def site_for(matrix: Matrix, cell: Cell | None = None) -> Site:
+    """The site ``cell`` runs on (``kvm_hosts:`` for a KVM cell), or the matrix's ``hosts:``."""
+    return SITES.load(matrix.hosts_of(cell) if cell else matrix.hosts).from_matrix(matrix)

@@ -41,6 +41,17 @@ class Site(Protocol):
     builds_here: ClassVar[bool]
     """The builds are on this machine (streams of them can be recorded here for a diff)."""
 
+    @property
+    def accel(self) -> str:
+        """The accelerator its QEMUs run the guest with (``tcg``, ``kvm``)."""
+        ...
+
+    @property
+    def guest_caps(self) -> tuple[tuple[str, str], ...]:
+        """spapr caps its hosts cannot provide, set so on both sides (TCG lacks the Spectre
+        workarounds' instructions and HTM)."""
+        ...
+
     @classmethod
     def from_matrix(cls, matrix: Matrix) -> Site: ...
 

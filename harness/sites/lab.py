@@ -17,6 +17,7 @@ from harness.hosts.local import LocalHost
 from harness.hosts.ssh import SshHost, SshTarget
 from harness.matrix.model import LabHost
 from harness.migration.transport import LabTransport
+from harness.qemu.machine import TCG_CAP_SETTINGS
 from harness.runner.roles import ROLES, SideName
 from harness.sites.base import Placement
 
@@ -56,6 +57,14 @@ class LabSite:
     def from_matrix(cls, matrix: Matrix) -> LabSite:
         assert matrix.lab is not None, "matrix.yaml's loader requires lab: with hosts: lab"
         return cls(*matrix.lab)
+
+    @property
+    def accel(self) -> str:
+        return self.source.accel
+
+    @property
+    def guest_caps(self) -> tuple[tuple[str, str], ...]:
+        return TCG_CAP_SETTINGS if self.accel == "tcg" else ()
 
     def host(self, side: SideName) -> LabHost:
         return self.source if side == "a" else self.destination

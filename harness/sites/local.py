@@ -13,6 +13,7 @@ from harness.builds.model import Build, BuildInfo
 from harness.builds.spec import BuildSpec
 from harness.hosts.local import LocalHost
 from harness.migration.transport import LocalTransport
+from harness.qemu.machine import TCG_CAP_SETTINGS
 from harness.runner.roles import ROLES, SideName
 from harness.sites.base import Placement
 
@@ -38,6 +39,8 @@ class OnThisMachine:
 
     kind: ClassVar[str]
     builds_here: ClassVar[bool] = True
+    accel: ClassVar[str] = "tcg"
+    guest_caps: ClassVar[tuple[tuple[str, str], ...]] = TCG_CAP_SETTINGS
 
     @classmethod
     def from_matrix(cls, matrix: Matrix) -> Self:

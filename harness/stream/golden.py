@@ -10,7 +10,7 @@ from harness.builds.introspect import introspect
 from harness.builds.model import Build
 from harness.errors import ConfigError
 from harness.matrix.model import Matrix
-from harness.qemu.machine import MachineSetup, common_properties
+from harness.qemu.machine import TCG_CAP_SETTINGS, MachineSetup, common_properties
 from harness.stream.corpus import golden_boot
 from harness.stream.recorder import StreamRecipe, record_stream
 
@@ -45,7 +45,7 @@ def save_stream(matrix: Matrix, build_name: str, machine_name: str, out: Path, r
     machine = introspect(build).machine(machine_name)
     if machine is None:
         raise ConfigError("command line", "MACHINE", f"{build_name} has no machine type {machine_name}")
-    props, _ = common_properties(machine, machine, accel="tcg", firmware=matrix.guest.firmware, extra={})
+    props, _ = common_properties(machine, machine, caps=TCG_CAP_SETTINGS, firmware=matrix.guest.firmware, extra={})
     recipe = StreamRecipe(machine.name, props, cpu=matrix.guest.cpu, memory_mb=matrix.guest.memory_mb,
                           smp=matrix.guest.smp, maxcpus=matrix.guest.maxcpus,
                           devices=matrix.guest.devices, guest=golden_boot() if running else None)
