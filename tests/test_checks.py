@@ -18,6 +18,7 @@ from harness.checks.generic import (
     ipis_delivered,
     missed_tick,
 )
+from harness.checks.migrated_timebase import MigratedTimebase
 from harness.checks.result import HOST_OVERLOADED, CheckResult, Limits, Verdict
 from harness.errors import ConfigError
 from harness.guest.protocol import CpuTbStats, IpiPair, IpiReport, Probe, TbStats, ThreadPlacement, Tick
@@ -61,6 +62,9 @@ def _healthy(**changes: object) -> Observations:
                    TickGap(1, _tick(1, 7, 1_760), _tick(1, 8, 2_012), 250)),),
         progress=(Progress(0, 4, 6), Progress(1, 4, 7)),
         ipi=IpiReport(seq=10, req=4, pairs=(IpiPair(0, 1, 40_000), IpiPair(1, 0, 41_000))),
+        accel="kvm",  # the migrated timebase is applied (and checked) only under KVM
+        migrated=(MigratedTimebase(1_800 * MS),),
+        hop_downtimes_ms=(80,),
     )
     return dataclasses.replace(obs, **changes)
 
@@ -86,8 +90,10 @@ class TestTicksOnSchedule:
         gaps = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 240),
                 TickGap(1, _tick(1, 7, 1_760), None, 1_830))
         failed = _failed(_healthy(hop_gaps=(gaps,)))
-        assert set(failed) == {"timer ticks on schedule"}
+        assert set(failed) == {"timer ticks on schedule", "migrated timebase resumed on the destination"}
         assert "CPU 1: no tick after #7 within 1830 ms" in failed["timer ticks on schedule"]
+        assert _verdicts(_healthy(hop_gaps=(gaps,)))["migrated timebase resumed on the destination"].cause \
+            == "timer-ticks-on-schedule"
 
     def test_a_late_tick_fails_even_though_it_came(self) -> None:
         # 830 ms allowed (250 period + 80 downtime + 500 slack); this one took 900 ms.

@@ -202,7 +202,8 @@ class TestLabHosts:
         assert matrix.lab is not None
         source, destination = matrix.lab
         assert (source.address, source.port, source.user, source.accel) == ("10.0.0.1", 22, "root", "kvm")
-        assert destination.port == 2222 and matrix.accel == "kvm"
+        assert destination.port == 2222
+        assert {c.accel for c in matrix.cells()} == {"kvm"}, "a KVM lab's cells are kvm: cells"
 
     def test_lab_needs_its_section(self, tmp_path: Path) -> None:
         data = self._lab()

@@ -15,6 +15,7 @@ import pytest
 
 from harness.errors import BuildError
 from harness.matrix.load import load_matrix
+from harness import pytest_plugin
 from harness.pytest_plugin import _ready_builds
 
 pytest_plugins = ["pytester"]
@@ -241,7 +242,8 @@ def test_repeat_must_be_positive(suite: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--repeat 0: give a count of 1 or more*"])
 
 
-def test_the_selected_cells_builds_are_made_ready_once_before_any_cell(tmp_path: Path) -> None:
+def test_the_selected_cells_builds_are_made_ready_once_before_any_cell(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A source build compiles at the session's start, not inside a cell beside running ones; a
     build that cannot be made is left to its cells (they fail with its error, as before)."""
     path = tmp_path / "matrix.yaml"
@@ -255,5 +257,7 @@ def test_the_selected_cells_builds_are_made_ready_once_before_any_cell(tmp_path:
             if located[-1] == "b":
                 raise BuildError("b cannot be made here")
 
-    _ready_builds(matrix, Recording(), matrix.select("all"))  # type: ignore[arg-type]
+    site = Recording()
+    monkeypatch.setattr(pytest_plugin, "site_for", lambda matrix, cell=None: site)
+    _ready_builds(matrix, matrix.select("all"))
     assert located == ["a", "b"]

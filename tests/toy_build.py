@@ -34,3 +34,6 @@ class ToyBuild:
 
     def lab_refusal(self) -> str | None:
         return None
+
+    def nested_refusal(self) -> str | None:
+        return HostPackageBuild(self.name).nested_refusal()

@@ -23,6 +23,8 @@ from harness.checks.result import (
     not_applicable,
     not_measured,
 )
+from harness.checks.migrated_timebase import NAME as NAME_MIGRATED_TB
+from harness.checks.migrated_timebase import CpuTicks, MigratedTimebase, migrated_timebase_check
 from harness.errors import ConfigError
 from harness.guest.protocol import CpuTbStats, IpiReport, Probe, TbStats, Tick, parse_cpu_list
 from harness.hostload.judge import Judgement, judge
@@ -94,6 +96,10 @@ class Observations:
     """Why the guest left fields unanswered (empty: it answered everything)."""
     woken: str = ""
     """How the harness woke a guest whose CPUs missed their ticks, to measure the rest."""
+    accel: str = "tcg"
+    migrated: tuple[MigratedTimebase, ...] = ()
+    """Per hop: the spapr timebase its recorded stream carried."""
+    hop_downtimes_ms: tuple[int, ...] = ()
 
     @property
     def tick_gaps(self) -> tuple[TickGap, ...]:
@@ -367,6 +373,13 @@ def _same(name: str, field: str, evidence: str) -> Check:
     return check
 
 
+def _migrated_tb(obs: Observations, limits: Limits) -> CheckResult:
+    hops = tuple((migrated, tuple(CpuTicks(g.cpu, g.last_before.tb, g.first_after.tb if g.first_after else None)
+                                  for g in gaps), downtime)
+                 for migrated, gaps, downtime in zip(obs.migrated, obs.hop_gaps, obs.hop_downtimes_ms))
+    return migrated_timebase_check(obs.accel, hops, obs.probe_before.tb_freq, limits, STALL)
+
+
 GENERIC: dict[str, Check] = {
     "source is postmigrate": _status,
     "destination is running": _running,
@@ -377,6 +390,7 @@ GENERIC: dict[str, Check] = {
     "timebase never goes backwards": _tb_backwards,
     "timebase forward jump within bound": _tb_jump,
     "timebase advanced across migration": _tb_advanced,
+    NAME_MIGRATED_TB: _migrated_tb,
     "timebase frequency": _same("timebase frequency", "tb_freq", "/proc/cpuinfo timebase"),
     "online CPUs": _same("online CPUs", "cpus_online", "/sys/devices/system/cpu/online"),
     "agent threads run on their CPUs": _threads_on_cpus,

@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed, QmpCommandError
 from harness.machinestate.capture import capture
-from harness.machinestate.compare import MachineStateComparison, compare_all
+from harness.machinestate.compare import KVM_UNMODELLED, MachineStateComparison, compare_all
 from harness.machinestate.model import MachineStateError
 from harness.migration.relay import Relay
 from harness.migration.transport import Transport
@@ -30,7 +30,7 @@ from harness.qemu.output import exit_report
 from harness.qemu.process import PING_S
 from harness.runner.celllog import error_line
 from harness.runner.roles import Hop
-from harness.runner.side import Side
+from harness.runner.side import Side, accel_of
 
 _FINAL = ("completed", "failed", "cancelled")
 PING_EVERY_S = 2.0
@@ -189,7 +189,8 @@ def _machine_state(src: Side, dst: Side, deadline: float, live: bool,
         log.info("source %s: machine state read (postmigrate)", src.role)
     if before is None or after is None:
         return None, unread
-    return compare_all(before, after, hold_ms), None
+    unmodelled = KVM_UNMODELLED if accel_of(src) == "kvm" else ()
+    return compare_all(before, after, hold_ms, unmodelled=unmodelled), None
 
 
 def stream_path(rundir: Path, src: Side, dst: Side) -> Path:

@@ -128,6 +128,6 @@ class ScenarioContext:
     def load_stream(self, dst: Side, stream: Path) -> None:
         """Load a stored stream into ``dst`` (started incoming) as a restore would; returns once
         the guest runs there."""
-        dst.monitor.cmd("migrate-incoming", uri=f"exec:cat {stream}")
+        dst.monitor.cmd("migrate-incoming", uri=f"exec:cat {dst.workspace.stage(stream)}")
         wait_destination_running(dst, self.timeouts.migrate_s)
 

@@ -76,3 +76,9 @@ class Side(Protocol):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None: ...
+
+
+def accel_of(side: Side) -> str:
+    """The accelerator ``side``'s QEMU runs the guest with (its ``-accel``; ``tcg`` without one)."""
+    argv = side.argv
+    return argv[argv.index("-accel") + 1] if "-accel" in argv[:-1] else "tcg"

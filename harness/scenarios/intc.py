@@ -94,7 +94,7 @@ def run(ctx: ScenarioContext, variant: Variant[str]) -> IntcObservations:
         if result.stream is not None:
             spapr = summarise(result.stream).as_dict().get("spapr") or {}
             stream_intc = (spapr.get("cas") or {}).get("interrupt_controller")
-    seen = observe(ctx, src, dst, before, [Hop(result.figures, gaps)])
+    seen = observe(ctx, src, dst, before, [Hop(result.figures, gaps, result.stream)])
     return IntcObservations(variant.data, stream_intc, before.probe, after, gaps,
                             result.figures.downtime_ms, seen)
 

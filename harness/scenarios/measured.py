@@ -47,7 +47,7 @@ def land(ctx: ScenarioContext, src: Side, dst: Side, before: Before) -> Landed:
 def the_rest(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
              landed: Landed) -> Observations:
     """The generic observations after the scenario's own."""
-    return observe(ctx, src, dst, before, [Hop(landed.result.figures, landed.gaps)])
+    return observe(ctx, src, dst, before, [Hop(landed.result.figures, landed.gaps, landed.result.stream)])
 
 
 def own_first(own: list[CheckResult], seen: Observations, limits: Limits,

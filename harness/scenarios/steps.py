@@ -16,9 +16,11 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from harness.checks.generic import Observations, Progress, TickGap, missed_tick
+from harness.checks.migrated_timebase import migrated_timebase
 from harness.checks.result import CheckResult, Limits, not_measured
 from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
@@ -58,6 +60,8 @@ class Hop:
 
     figures: MigrationFigures
     gaps: tuple[TickGap, ...]
+    stream: Path | None = None
+    """The stream the destination loaded, when recorded."""
 
 
 def boot(ctx: ScenarioContext, src: Side, load: LoadMode = "idle") -> Before:
@@ -88,7 +92,7 @@ def hop(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
         gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus,
                          ctx.limits, result.figures.downtime_ms, earlier.gaps if earlier else (),
                          ctx.hop_watch(dst))
-    return Hop(result.figures, gaps)
+    return Hop(result.figures, gaps, result.stream)
 
 
 def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: Limits,
@@ -186,6 +190,9 @@ def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
             source_status=src.monitor.cmd("query-status")["status"],
             destination_status=dst.monitor.cmd("query-status")["status"],
             hop_gaps=tuple(h.gaps for h in hops),
+            accel=accel_of(dst),
+            migrated=tuple(migrated_timebase(h.stream) for h in hops),
+            hop_downtimes_ms=tuple(h.figures.downtime_ms for h in hops),
             progress=tuple(progress),
             ipi=ipi,
             silence=ask.silence,

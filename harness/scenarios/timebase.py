@@ -92,12 +92,13 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> TimebaseObservations:
         src, dst = sides[-1], ctx.start(role)
         unreset = _reset(src, hops[-1]) if hops else ""
         result = ctx.migrate(src, dst)
+        loaded = result.stream
         if plan.rewind_ms and number == plan.hops:
-            dst = _load_rewound(ctx, result.stream, HOP_ROLES[number], plan.rewind_ms)
+            dst, loaded = _load_rewound(ctx, result.stream, HOP_ROLES[number], plan.rewind_ms)
         measured = _measure(ctx, src, dst, before, number, result.figures.downtime_ms,
                             hops[-1].gaps if hops else (), unreset)
         hops.append(measured)
-        figures.append(Hop(result.figures, measured.gaps))
+        figures.append(Hop(result.figures, measured.gaps, loaded))
         sides.append(dst)
     seen = observe(ctx, sides[-2], sides[-1], before, figures)
     return TimebaseObservations(before.probe.tb_freq, tuple(hops), seen)
@@ -136,9 +137,10 @@ def _measure(ctx: ScenarioContext, src: Side, dst: Side, before: Before, number:
     return HopTimebase(number, downtime_ms, gaps, stats, warp, ask.silence)
 
 
-def _load_rewound(ctx: ScenarioContext, stream: Path | None, role: str, rewind_ms: int) -> Side:
+def _load_rewound(ctx: ScenarioContext, stream: Path | None, role: str, rewind_ms: int) -> tuple[Side, Path]:
     """A fresh QEMU of the hop's build resumed from the hop's recorded stream with the virtual
-    clock ``rewind_ms`` earlier (the hop's own destination runs on, unobserved)."""
+    clock and spapr's timebase ``rewind_ms`` earlier (the hop's own destination runs on,
+    unobserved), and the rewound stream."""
     if stream is None:
         raise ConfigError("matrix.yaml", "reports.keep_streams",
                           "the timebase rewind needs the recorded stream; 'none' records none")
@@ -147,7 +149,7 @@ def _load_rewound(ctx: ScenarioContext, stream: Path | None, role: str, rewind_m
     side = ctx.start(role)
     with ctx.phase("migrate"):
         ctx.load_stream(side, rewound)
-    return side
+    return side, rewound
 
 
 SCENARIO = Scenario(

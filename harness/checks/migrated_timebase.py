@@ -1,0 +1,94 @@
+"""The timebase a hop's stream carried (spapr's ``tb``), against the guest's own readings.
+
+Under KVM the destination sets the guest's timebase from the migrated ``guest_timebase``
+(hw/ppc/ppc.c ``timebase_post_load``: that value plus the time since the source saved it,
+at most a second), which the source saved when it stopped (``cpu_ppc_clock_vm_state_change``,
+registered by spapr only with KVM). So the value in the stream must lie between each CPU's
+last timer tick on the source and its first on the destination, and the destination must
+resume close to it. This sees the cause (a wrong value in the stream, or one the
+destination ignored) where the guest-side checks see only its effect. Under TCG the
+destination never applies it: not applicable there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from harness.checks.result import CheckResult, Limits, not_applicable, not_measured
+from harness.stream import StreamError, summarise
+
+NAME = "migrated timebase resumed on the destination"
+
+
+@dataclass(frozen=True)
+class CpuTicks:
+    """One CPU's mftb at its last tick on the source and first on the destination (None: none)."""
+
+    cpu: int
+    last_before: int
+    first_after: int | None
+
+
+@dataclass(frozen=True)
+class MigratedTimebase:
+    """One hop's ``guest_timebase`` as the recorded stream carried it (None: why in ``unread``)."""
+
+    value: int | None
+    unread: str = ""
+
+
+@cache
+def migrated_timebase(stream: Path | None) -> MigratedTimebase:
+    """The spapr ``guest_timebase`` of a recorded stream (parsed once per file)."""
+    if stream is None:
+        return MigratedTimebase(None, "the stream was not recorded (reports.keep_streams: none)")
+    try:
+        summary = summarise(stream)
+    except StreamError as exc:
+        return MigratedTimebase(None, f"the recorded stream could not be read: {exc}")
+    if summary.spapr is None or summary.spapr.timebase is None:
+        return MigratedTimebase(None, "the recorded stream has no spapr tb (guest_timebase) decoded")
+    return MigratedTimebase(summary.spapr.timebase.guest_timebase)
+
+
+def migrated_timebase_check(accel: str, hops: tuple[tuple[MigratedTimebase, tuple[CpuTicks, ...], int], ...],
+                            tb_freq: int, limits: Limits, stall: str) -> CheckResult:
+    """Per hop (the stream's timebase, every CPU's ticks across it, QEMU's downtime): the
+    migrated value lies between each CPU's last tick on the source and first on the
+    destination, and that first tick came within the tick schedule's bound after it. A CPU
+    that did not tick on the destination leaves it not measured, caused by ``stall``."""
+    if accel != "kvm":
+        return not_applicable(NAME, "under TCG the destination does not apply the stream's spapr "
+                              "timebase (hw/ppc/spapr.c registers cpu_ppc_clock_vm_state_change only "
+                              "with KVM); the guest's timebase follows the migrated virtual clock, "
+                              "which the other timebase checks measure")
+    bound = "each CPU's last tick on the source <= guest_timebase <= its first on the destination"
+    measured, failed, evidence = [], [], []
+    for number, (migrated, gaps, downtime_ms) in enumerate(hops, 1):
+        if migrated.value is None:
+            return not_measured(NAME, f"hop {number}: {migrated.unread}", bound=bound)
+        late_ticks = limits.gap_bound_ms(downtime_ms) * tb_freq // 1000
+        value = migrated.value
+        for gap in gaps:
+            if gap.first_after is None:
+                return not_measured(NAME, f"hop {number}: CPU {gap.cpu} did not tick on the destination",
+                                    bound=bound, cause=stall)
+            before_ms = (value - gap.last_before) * 1000 / tb_freq
+            after_ms = (gap.first_after - value) * 1000 / tb_freq
+            line = (f"hop {number} CPU {gap.cpu}: last tick on the source {before_ms:.1f} ms before it, "
+                    f"first on the destination {after_ms:.1f} ms after it")
+            measured.append(line)
+            if gap.last_before > value:
+                failed.append(f"{line}: the stream's timebase is older than the guest's last reading")
+            elif gap.first_after < value:
+                failed.append(f"{line}: the destination resumed before the migrated timebase")
+            elif gap.first_after - value > late_ticks:
+                failed.append(f"{line}: later than {limits.gap_bound_ms(downtime_ms)} ms (tick period "
+                              "+ downtime + slack): the destination did not resume from it")
+        evidence.append(f"hop {number}: guest_timebase {value} in the recorded stream")
+    if not measured:
+        return not_measured(NAME, "no CPU ticked on the source", bound=bound)
+    return CheckResult(NAME, not failed, bound, "; ".join(failed or measured),
+                       "; ".join(evidence) + "; the CPUs' ticks carry the guest's mftb")
