@@ -11,9 +11,9 @@ source_date_epoch (../recipe.json):
    sha256 in kernel.json, checked against apt's SHA256 too) into the .deb
    cache shared with build.py (``~/.cache/goldmig/debs``);
 2. unpack its source tarball into a work dir keyed by the inputs
-   (``~/.cache/goldmig/kernel-work/<key>``; reused, so a second run only
-   relinks), and build in the tree itself so that no absolute path can reach
-   the kernel;
+   (``~/.cache/goldmig/kernel-work/<key>``, removed after a successful build
+   unless ``--keep-work``; a kept tree is reused, so a second run only
+   relinks), and build in the tree itself;
 3. configure: ``allnoconfig`` plus our fragment (``merge_config.sh -n``), then
    ``make olddefconfig``, and fail naming every option of the fragment that
    did not end up as the fragment asks;
@@ -21,6 +21,12 @@ source_date_epoch (../recipe.json):
    and version strings (no modules, so nothing to sign);
 5. write a manifest naming the source package, config, compiler and output by
    version and sha256.
+
+Reproducible without stripping anything: no debug info, no modules (so no
+signing key), paths relative to the tree (an in-tree build, and Kbuild's
+``-fmacro-prefix-map``), the version string's user, host, number and date
+fixed, and the built-in initramfs list dated by KBUILD_BUILD_TIMESTAMP. Two
+builds in different work dirs give the same vmlinux, byte for byte.
 
 DIR defaults to ``~/.cache/goldmig/kernels/<key>``; as with build.py it is
 assembled beside DIR and renamed into place.  Every expected failure ends with
@@ -470,7 +476,12 @@ def verify_manifest(directory: Path) -> dict[str, Any]:
 
 
 def build(
-    out: Path | None, work: Path | None, deb_cache: Path, jobs: int, nice: int
+    out: Path | None,
+    work: Path | None,
+    deb_cache: Path,
+    jobs: int,
+    nice: int,
+    keep_work: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     recipe = KernelRecipe.load()
     check_tools(recipe)
@@ -522,6 +533,8 @@ def build(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)  # 2 GB; a failed build's stays, with its log
     return out, manifest
 
 
@@ -547,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--nice", type=int, default=15, help="niceness of the compile (default: %(default)s)"
     )
+    parser.add_argument(
+        "--keep-work", action="store_true",
+        help="keep the unpacked and built tree after a successful build (default: removed)",
+    )
     parser.add_argument("--print-key", action="store_true", help="print the input key and exit")
     parser.add_argument("--debug", action="store_true", help="tracebacks for unexpected errors")
     args = parser.parse_args(argv)
@@ -569,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
             args.deb_cache,
             args.jobs,
             args.nice,
+            args.keep_work,
         )
     except BuildError as exc:
         print(f"build_kernel.py: error: {exc}", file=sys.stderr)
