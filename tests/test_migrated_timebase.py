@@ -13,7 +13,7 @@ from harness.checks.migrated_timebase import (
     migrated_timebase,
     migrated_timebase_check,
 )
-from harness.checks.result import Limits, Verdict
+from harness.checks.result import CheckResult, Limits, Verdict
 from harness.stream.clock import TB_FREQ, rewind_clock
 
 MS = TB_FREQ // 1000
@@ -21,15 +21,17 @@ LIMITS = Limits(tb_slack_ms=500)
 TICKS = (CpuTicks(0, 1_750 * MS, 2_001 * MS), CpuTicks(1, 1_760 * MS, 2_012 * MS))
 
 
-def _check(value: int | None, ticks: tuple[CpuTicks, ...] = TICKS, accel: str = "kvm"):  # type: ignore[no-untyped-def]
+def _check(value: int | None, ticks: tuple[CpuTicks, ...] = TICKS, accel: str = "kvm") -> CheckResult:
     migrated = MigratedTimebase(value, "" if value is not None else "the stream was not recorded")
-    return migrated_timebase_check(accel, ((migrated, ticks, 80),), TB_FREQ, LIMITS, "timer-ticks-on-schedule")
+    return migrated_timebase_check(accel, ((migrated, ticks, 80),), TB_FREQ, LIMITS,
+                                   "timer-ticks-on-schedule")
 
 
 def test_a_timebase_between_the_last_and_first_ticks_passes() -> None:
     result = _check(1_800 * MS)
     assert result.ok, result
-    assert "hop 1 CPU 0: last tick on the source 50.0 ms before it, first on the destination 201.0 ms" in result.after
+    assert ("hop 1 CPU 0: last tick on the source 50.0 ms before it, first on the destination "
+            "201.0 ms") in str(result.after)
 
 
 def test_a_timebase_older_than_the_guests_last_reading_fails() -> None:

@@ -13,9 +13,9 @@ from xml.etree import ElementTree
 
 import pytest
 
+from harness import pytest_plugin
 from harness.errors import BuildError
 from harness.matrix.load import load_matrix
-from harness import pytest_plugin
 from harness.pytest_plugin import _ready_builds
 
 pytest_plugins = ["pytester"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
+from harness.checks.migrated_timebase import NAME as NAME_MIGRATED_TB
+from harness.checks.migrated_timebase import CpuTicks, MigratedTimebase, migrated_timebase_check
 from harness.checks.result import (
     HOST_OVERLOADED,
     Check,
@@ -23,8 +25,6 @@ from harness.checks.result import (
     not_applicable,
     not_measured,
 )
-from harness.checks.migrated_timebase import NAME as NAME_MIGRATED_TB
-from harness.checks.migrated_timebase import CpuTicks, MigratedTimebase, migrated_timebase_check
 from harness.errors import ConfigError
 from harness.guest.protocol import CpuTbStats, IpiReport, Probe, TbStats, Tick, parse_cpu_list
 from harness.hostload.judge import Judgement, judge
@@ -374,9 +374,12 @@ def _same(name: str, field: str, evidence: str) -> Check:
 
 
 def _migrated_tb(obs: Observations, limits: Limits) -> CheckResult:
-    hops = tuple((migrated, tuple(CpuTicks(g.cpu, g.last_before.tb, g.first_after.tb if g.first_after else None)
-                                  for g in gaps), downtime)
-                 for migrated, gaps, downtime in zip(obs.migrated, obs.hop_gaps, obs.hop_downtimes_ms))
+    """The stream's timebase against every CPU's ticks, hop by hop (a hop without a stream read
+    leaves the check not measured; without hops recorded, it measured nothing: not measured)."""
+    hops = tuple(
+        (migrated, tuple(CpuTicks(g.cpu, g.last_before.tb, g.first_after.tb if g.first_after else None)
+                         for g in gaps), downtime)
+        for migrated, gaps, downtime in zip(obs.migrated, obs.hop_gaps, obs.hop_downtimes_ms, strict=False))
     return migrated_timebase_check(obs.accel, hops, obs.probe_before.tb_freq, limits, STALL)
 
 

@@ -136,7 +136,8 @@ def _unpack(deb: Path, root: Path) -> None:
 
 def _golden_deb(golden: GoldenImage, role: str) -> Path:
     """The golden image's .deb of ``role`` (kernel, busybox), checked against its manifest."""
-    entry = next(p for p in golden.manifest["packages"] if p["role"] == role)  # type: ignore[attr-defined]
+    packages: list[dict[str, str]] = golden.manifest["packages"]
+    entry = next(p for p in packages if p["role"] == role)
     deb = paths.cache_root() / "debs" / entry["deb"]
     if not deb.is_file() or cache.sha256_file(deb) != entry["deb_sha256"]:
         raise BuildError(f"nested host image: the golden image's {role} package {deb} is missing or "

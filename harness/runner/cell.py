@@ -165,7 +165,8 @@ def _version(text: str) -> tuple[int, int]:
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
-def _setup(matrix: Matrix, site: Site, image: GoldenImage, src: MachineInfo, dst: MachineInfo) -> MachineSetup:
+def _setup(matrix: Matrix, site: Site, image: GoldenImage, src: MachineInfo,
+           dst: MachineInfo) -> MachineSetup:
     guest = matrix.guest
     props, firmware = common_properties(src, dst, caps=site.guest_caps, firmware=guest.firmware, extra={})
     return MachineSetup(

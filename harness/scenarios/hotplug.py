@@ -337,7 +337,8 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
             plan.action == "unplug" and "destination" not in deleted)
         probed = probe_after(dst, stuck)
     cpus = tuple(sorted({*before.cpus, *((new_cpu,) if new_cpu is not None and new_ticked else ())}))
-    seen = observe(ctx, src, dst, Before(before.probe, before.load, cpus), [Hop(result.figures, gaps, result.stream)])
+    seen = observe(ctx, src, dst, Before(before.probe, before.load, cpus),
+                   [Hop(result.figures, gaps, result.stream)])
     return HotplugObservations(
         plan, before, new_cpu, announced_on, ticked_on_src, new_ticked, core_src, core_dst, mem_after,
         deleted,

@@ -25,6 +25,7 @@ from harness.checks.result import CheckResult, Limits, not_measured
 from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, IpiReport, LoadMode, Probe, TbStats, Tick, parse_cpu_list
+from harness.runner.side import accel_of
 
 if TYPE_CHECKING:
     from harness.hostload.hop import HopWatch

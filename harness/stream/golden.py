@@ -45,7 +45,8 @@ def save_stream(matrix: Matrix, build_name: str, machine_name: str, out: Path, r
     machine = introspect(build).machine(machine_name)
     if machine is None:
         raise ConfigError("command line", "MACHINE", f"{build_name} has no machine type {machine_name}")
-    props, _ = common_properties(machine, machine, caps=TCG_CAP_SETTINGS, firmware=matrix.guest.firmware, extra={})
+    props, _ = common_properties(machine, machine, caps=TCG_CAP_SETTINGS, firmware=matrix.guest.firmware,
+                                 extra={})
     recipe = StreamRecipe(machine.name, props, cpu=matrix.guest.cpu, memory_mb=matrix.guest.memory_mb,
                           smp=matrix.guest.smp, maxcpus=matrix.guest.maxcpus,
                           devices=matrix.guest.devices, guest=golden_boot() if running else None)

@@ -1,0 +1,76 @@
+"""KVM cells on nested hosts against real QEMU: two L1 VMs booted here under TCG, each a POWER
+KVM host, the golden guest migrated between them with accel=kvm.
+
+The pair is booted once for this module (about 10 s) and reused by both tests, as a run's
+cells reuse it. The first test is the nested smoke cell as a project test (it passes on a
+healthy pair, with the KVM-only checks measured); the second is the timebase checks'
+non-vacuity under KVM: the hop's stream is loaded into a fresh destination with spapr's
+``guest_timebase`` (and the virtual clock) a second earlier, and the cell fails on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from harness.checks.result import Verdict
+from harness.errors import ChecksFailed
+from harness.matrix.load import load_matrix
+from harness.matrix.model import GuestSettings, Matrix
+from harness.paths import REPO_ROOT
+from harness.runner.cell import CellRecord, run_cell
+from harness.scenarios import SCENARIOS
+from harness.scenarios.declare import Variant
+from harness.scenarios.timebase import Plan
+
+pytestmark = pytest.mark.slow
+
+SMOKE = "kvm:qemu-7.2>qemu-7.2/latest-common/baseline-idle"
+TIMEBASE = "kvm:qemu-7.2>qemu-7.2/latest-common/timebase"
+MIGRATED = "migrated timebase resumed on the destination"
+
+
+def _matrix() -> Matrix:
+    return load_matrix(REPO_ROOT / "matrix.yaml")
+
+
+def test_the_guest_migrates_between_two_kvm_hosts(tmp_path: Path) -> None:
+    matrix = _matrix()
+    cell = next(c for c in matrix.cells() if c.id == SMOKE)
+    record = CellRecord(cell, tmp_path / "evidence")
+
+    run_cell(cell, matrix, record)
+
+    assert record.parameters["accel"] == "kvm" and "nested KVM hosts" in record.parameters["hosts"]
+    checks = {c.invariant: c for c in record.checks}
+    assert checks[MIGRATED].verdict is Verdict.PASSED, checks[MIGRATED]
+    assert "guest_timebase" in checks[MIGRATED].evidence
+    state = checks["machine state"]
+    assert state.verdict is Verdict.PASSED and "TBU, TB, DECR not compared under KVM" in str(state.after)
+    evidence = tmp_path / "evidence"
+    consoles = {p.name for p in evidence.rglob("l1-*-console.log")}
+    summary = next(evidence.rglob("stream-src-dst.summary.txt")).read_text()
+    assert consoles == {"l1-a-console.log", "l1-b-console.log"}, sorted(evidence.rglob("*"))
+    assert "timebase: guest_timebase" in summary
+    argv = next(evidence.rglob("src-argv.txt")).read_text()
+    assert "kvm" in argv.split("-accel", 1)[1].split()[0]
+
+
+def test_the_cell_fails_when_the_migrated_timebase_goes_back(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    declared = SCENARIOS["timebase"]
+    monkeypatch.setitem(SCENARIOS, "timebase", dataclasses.replace(
+        declared, variants=(Variant("", Plan(hops=1, rewind_ms=1000)),)))
+    matrix = dataclasses.replace(_matrix(), guest=GuestSettings(smp=1, maxcpus=1))
+    cell = next(c for c in matrix.cells() if c.id == TIMEBASE)
+
+    with pytest.raises(ChecksFailed) as raised:
+        run_cell(cell, matrix, CellRecord(cell, tmp_path / "evidence"))
+
+    migrated = raised.value.named(MIGRATED)
+    assert migrated.verdict is Verdict.FAILED, raised.value
+    assert "older than the guest's last reading" in str(migrated.after)
+    back = raised.value.named("timebase never goes backwards across hop 1")
+    assert back.verdict is Verdict.FAILED, raised.value
