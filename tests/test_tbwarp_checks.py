@@ -12,7 +12,7 @@ import zlib
 import pytest
 
 from harness.checks.generic import Observations, TickGap
-from harness.checks.result import CheckResult, Limits, Verdict
+from harness.checks.result import HOST_OVERLOADED, CheckResult, Limits, Verdict
 from harness.checks.timebase import HopTimebase, hop_checks, in_step, jump_within_bound, never_backwards
 from harness.guest.protocol import (
     CpuTbStats,
@@ -94,9 +94,17 @@ class TestInStep:
     def test_one_tick_behind_is_already_a_failure(self) -> None:
         assert not in_step(_hop(warp=_warp(_side(0, max_warp=1), _side(1))), FREQ).ok
 
-    def test_a_cpu_never_compared_fails(self) -> None:
+    def test_a_sampling_cpu_never_compared_is_not_measured_for_the_host(self) -> None:
+        # its vCPU never ran beside another: nothing compared, and no QEMU fault shown
         result = in_step(_hop(warp=_warp(_side(0), _side(1, cross=0, min_gap=0, max_gap=0))), FREQ)
-        assert not result.ok and "CPUs [1] never sampled after another CPU" in result.evidence
+        assert result.verdict is Verdict.NOT_MEASURED and result.cause == HOST_OVERLOADED
+        assert "CPUs [1] never sampled right after another CPU" in result.evidence
+
+    def test_a_cpu_never_compared_beside_one_behind_fails(self) -> None:
+        never = _side(1, cross=0, min_gap=0, max_gap=0)
+        result = in_step(_hop(warp=_warp(_side(0, max_warp=5), never)), FREQ)
+        assert result.verdict is Verdict.FAILED
+        assert "CPUs [1] never sampled after another CPU" in result.evidence
 
     def test_a_cpu_that_took_no_part_fails(self) -> None:
         silent = _side(1, samples=0, cross=0, min_gap=0, max_gap=0)

@@ -3,10 +3,13 @@
 Under KVM the destination sets the guest's timebase from the migrated ``guest_timebase``
 (hw/ppc/ppc.c ``timebase_post_load``: that value plus the time since the source saved it,
 at most a second), which the source saved when it stopped (``cpu_ppc_clock_vm_state_change``,
-registered by spapr only with KVM). So the value in the stream must lie between each CPU's
-last timer tick on the source and its first on the destination, and the destination must
-resume close to it. This sees the cause (a wrong value in the stream, or one the
-destination ignored) where the guest-side checks see only its effect. Under TCG the
+registered by spapr only with KVM). So each CPU's last timer tick on the source must be no
+newer than the value in the stream, and its first tick on the destination no later than
+the tick schedule's bound after it. (A first tick on the destination older than the value
+is not a fault: the guest's hvc driver buffers console output, so a tick made on the
+source can be printed after the migration; seen under load on nested KVM.) This sees the
+cause (a wrong value in the stream, or one the destination ignored) where the guest-side
+checks see only its effect. Under TCG the
 destination never applies it: not applicable there.
 """
 
@@ -55,16 +58,17 @@ def migrated_timebase(stream: Path | None) -> MigratedTimebase:
 
 def migrated_timebase_check(accel: str, hops: tuple[tuple[MigratedTimebase, tuple[CpuTicks, ...], int], ...],
                             tb_freq: int, limits: Limits, stall: str) -> CheckResult:
-    """Per hop (the stream's timebase, every CPU's ticks across it, QEMU's downtime): the
-    migrated value lies between each CPU's last tick on the source and first on the
-    destination, and that first tick came within the tick schedule's bound after it. A CPU
+    """Per hop (the stream's timebase, every CPU's ticks across it, QEMU's downtime): each
+    CPU's last tick on the source is no newer than the migrated value, and its first on the
+    destination came within the tick schedule's bound after it. A CPU
     that did not tick on the destination leaves it not measured, caused by ``stall``."""
     if accel != "kvm":
         return not_applicable(NAME, "under TCG the destination does not apply the stream's spapr "
                               "timebase (hw/ppc/spapr.c registers cpu_ppc_clock_vm_state_change only "
                               "with KVM); the guest's timebase follows the migrated virtual clock, "
                               "which the other timebase checks measure")
-    bound = "each CPU's last tick on the source <= guest_timebase <= its first on the destination"
+    bound = ("each CPU's last tick on the source <= guest_timebase, its first on the destination "
+             "<= guest_timebase + one period + downtime + slack")
     measured, failed, evidence = [], [], []
     for number, (migrated, gaps, downtime_ms) in enumerate(hops, 1):
         if migrated.value is None:
@@ -82,8 +86,6 @@ def migrated_timebase_check(accel: str, hops: tuple[tuple[MigratedTimebase, tupl
             measured.append(line)
             if gap.last_before > value:
                 failed.append(f"{line}: the stream's timebase is older than the guest's last reading")
-            elif gap.first_after < value:
-                failed.append(f"{line}: the destination resumed before the migrated timebase")
             elif gap.first_after - value > late_ticks:
                 failed.append(f"{line}: later than {limits.gap_bound_ms(downtime_ms)} ms (tick period "
                               "+ downtime + slack): the destination did not resume from it")

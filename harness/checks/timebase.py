@@ -21,7 +21,7 @@ from harness.checks.generic import (
     ticks_on_schedule,
     timebase_jump,
 )
-from harness.checks.result import CheckResult, Limits, check_id, not_applicable, not_measured
+from harness.checks.result import HOST_OVERLOADED, CheckResult, Limits, check_id, not_applicable, not_measured
 from harness.guest.protocol import TbStats, TbWarp
 
 
@@ -132,6 +132,12 @@ def in_step(hop: HopTimebase, tb_freq: int) -> CheckResult:
                   f"sampling interval (smallest step between two CPUs' samples) {interval} ticks "
                   f"= {interval * 1e6 / tb_freq:.2f} us, largest "
                   f"{max(c.max_gap for c in crossed) * 1e6 / tb_freq:.0f} us")
+    if unpaired and not behind and all(c.samples for c in warp.cpus):
+        return not_measured(name, f"hop {hop.number}: CPUs {unpaired} never sampled right after another "
+                            f"CPU in the {warp.window * 1000 / tb_freq:.0f} ms window, so nothing was "
+                            "compared for them: their vCPUs did not run at the same time (the host "
+                            "gave them no CPUs together; seen at -n 2 with nested hosts, 4 L0 QEMUs on 2 "
+                            f"cores); {resolution}", bound=expected, cause=HOST_OVERLOADED)
     why = []
     if unpaired:
         why.append(f"CPUs {unpaired} never sampled after another CPU")

@@ -1,7 +1,7 @@
 """The nested host image: what an L1 "POWER KVM host" VM boots, built here and cached.
 
-An L1 boots the golden guest's kernel (the same pinned Debian package, so the host and
-the guest kernels never drift apart) with an initramfs that is a whole Debian bookworm
+An L1 boots the Debian kernel of the golden guest's ``debian`` image (the same pinned
+package, which carries the KVM modules) with an initramfs that is a whole Debian bookworm
 ppc64el system: QEMU (``qemu-system-ppc``, the host's KVM userspace), sshd and iproute2,
 plus KVM-HV and virtio-net from the kernel package, with ``guests/nested-host/init`` as
 PID 1. Inputs are pinned as the golden image's are: the suite and package list in
@@ -68,7 +68,7 @@ class HostImage:
 def ensure_host_image() -> HostImage:
     """The nested host image for the current recipe and golden kernel, built on first use
     (about a minute: debootstrap's downloads, unpacking, a 300 MB cpio)."""
-    golden = ensure_golden_image()
+    golden = ensure_golden_image(kernel="debian")  # its modules (kvm-hv) come with Debian's package
     key = _key(golden)
     directory = cache.ensure_dir(paths.cache_root() / "nested" / key, IMAGE_FILES,
                                  lambda target: _build(target, golden, key))
@@ -136,8 +136,12 @@ def _unpack(deb: Path, root: Path) -> None:
 
 def _golden_deb(golden: GoldenImage, role: str) -> Path:
     """The golden image's .deb of ``role`` (kernel, busybox), checked against its manifest."""
-    packages: list[dict[str, str]] = golden.manifest["packages"]
-    entry = next(p for p in packages if p["role"] == role)
+    packages: list[dict[str, str]] = golden.manifest.get("packages", [])
+    entry = next((p for p in packages if p.get("role") == role), None)
+    if entry is None:
+        raise BuildError(f"nested host image: golden image {golden.image_id} names no {role} package "
+                         "in its manifest; the nested hosts boot Debian's kernel image (guest.kernel "
+                         "debian), whose manifest does")
     deb = paths.cache_root() / "debs" / entry["deb"]
     if not deb.is_file() or cache.sha256_file(deb) != entry["deb_sha256"]:
         raise BuildError(f"nested host image: the golden image's {role} package {deb} is missing or "

@@ -102,11 +102,15 @@ def run_cell(cell: Cell, matrix: Matrix, record: CellRecord, host: LocalHost | N
         if needs.accel is not None and needs.accel != site.accel:
             raise CellImpossible(f"{ScenarioRef(cell.scenario, cell.variant).name} needs accel "
                                  f"{needs.accel}; this cell runs {site.accel} ({site.kind} hosts)")
+        if needs.in_kernel_irqchip and not site.in_kernel_irqchip:
+            raise CellImpossible(f"{ScenarioRef(cell.scenario, cell.variant).name} needs KVM's in-kernel "
+                                 f"interrupt controller, which {site.kind} hosts lack (a POWER9 or later "
+                                 "host has it; nested KVM falls back to QEMU's, kernel-irqchip=off)")
         with timed(record.phases, "provision"):
             # Both builds are checked before either QEMU starts to say what it supports.
             located = site.locate(specs[0], "a"), site.locate(specs[1], "b")
             src_info, dst_info = site.supports(located[0], "a"), site.supports(located[1], "b")
-            image = ensure_golden_image()
+            image = ensure_golden_image(kernel=matrix.guest.kernel)
             builds = driver.builds(specs, located)
         src_machine, dst_machine = resolve_machine(cell, src_info, dst_info)
         _require(needs, cell, {cell.src: (src_info, src_machine), cell.dst: (dst_info, dst_machine)})

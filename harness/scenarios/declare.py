@@ -64,6 +64,8 @@ class Needs:
     """The machine type at least pseries-X.Y (a value older types refuse, e.g. ic-mode=xive)."""
     accel: str | None = None
     """Only under this accelerator (e.g. ``kvm`` for checks of host mappings)."""
+    in_kernel_irqchip: bool = False
+    """KVM's in-kernel interrupt controller device (XIVE or XICS in the host kernel)."""
 
     def merged(self, other: Needs) -> Needs:
         """Both sets of needs at once (a scenario's and its variant's)."""
@@ -73,6 +75,7 @@ class Needs:
             min_qemu=_newest(self.min_qemu, other.min_qemu),
             min_machine=_newest(self.min_machine, other.min_machine),
             accel=other.accel or self.accel,
+            in_kernel_irqchip=self.in_kernel_irqchip or other.in_kernel_irqchip,
         )
 
 

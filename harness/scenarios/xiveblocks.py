@@ -19,8 +19,10 @@ Variant ``xive`` (ic-mode=xive, pseries-4.0 and newer): those checks and the
 guest keeping XIVE, then every generic check (ticks, IPIs on XIVE, ...).
 Variant ``kvm`` adds, on the destination, the ESB and TIMA mapped as RAM
 device regions at the source's addresses (remapped from the destination's
-host); it needs accel kvm on a POWER host and is skipped, with that reason,
-elsewhere. One vCPU, for the reason phb gives (a 2-CPU guest goes silent on a
+host); it needs accel kvm with the in-kernel XIVE device, so a POWER9 or later
+host, and is skipped, with that reason, elsewhere (nested KVM hosts have no in-kernel
+XIVE: QEMU falls back to kernel-irqchip=off there, and its emulated XIVE maps no ESB or
+TIMA pages as RAM). One vCPU, for the reason phb gives (a 2-CPU guest goes silent on a
 10.0 destination, so its generic checks would go unmeasured there).
 """
 
@@ -129,7 +131,7 @@ SCENARIO = Scenario(
     run=run,
     variants=(
         Variant("xive", False, source=XIVE, description="ic-mode=xive; RAM blocks and interrupts"),
-        Variant("kvm", True, source=XIVE, needs=Needs(accel="kvm"),
+        Variant("kvm", True, source=XIVE, needs=Needs(accel="kvm", in_kernel_irqchip=True),
                 description="also the ESB and TIMA pages remapped on the destination (KVM only)"),
     ),
     needs=Needs(machine_properties=("ic-mode",), min_machine=(4, 0)),

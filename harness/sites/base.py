@@ -47,6 +47,11 @@ class Site(Protocol):
         ...
 
     @property
+    def in_kernel_irqchip(self) -> bool:
+        """KVM's in-kernel XIVE/XICS device is there (a physical POWER host)."""
+        ...
+
+    @property
     def guest_caps(self) -> tuple[tuple[str, str], ...]:
         """spapr caps its hosts cannot provide, set so on both sides (TCG lacks the Spectre
         workarounds' instructions and HTM)."""

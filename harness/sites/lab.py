@@ -63,6 +63,10 @@ class LabSite:
         return self.source.accel
 
     @property
+    def in_kernel_irqchip(self) -> bool:
+        return self.accel == "kvm"  # a lab's KVM host is a POWER machine
+
+    @property
     def guest_caps(self) -> tuple[tuple[str, str], ...]:
         return TCG_CAP_SETTINGS if self.accel == "tcg" else ()
 

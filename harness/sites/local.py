@@ -40,6 +40,7 @@ class OnThisMachine:
     kind: ClassVar[str]
     builds_here: ClassVar[bool] = True
     accel: ClassVar[str] = "tcg"
+    in_kernel_irqchip: ClassVar[bool] = False
     guest_caps: ClassVar[tuple[tuple[str, str], ...]] = TCG_CAP_SETTINGS
 
     @classmethod

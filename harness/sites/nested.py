@@ -54,6 +54,9 @@ class NestedSite:
     kind: ClassVar[str] = "nested"
     builds_here: ClassVar[bool] = False
     accel: ClassVar[str] = "kvm"
+    in_kernel_irqchip: ClassVar[bool] = False
+    """KVM-HV on an emulated POWER9 has no in-kernel XIVE ("IRQ_XIVE capability must be present
+    for KVM": QEMU runs with kernel-irqchip=off)."""
     guest_caps: ClassVar[tuple[tuple[str, str], ...]] = TCG_CAP_SETTINGS
     """The L1 runs on a TCG L0 here, which provides none of these to its KVM guests either."""
 
