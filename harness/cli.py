@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from harness.errors import ConfigError, GoldmigError
+from harness.guest.image import DEFAULT_KERNEL, KERNELS
 from harness.paths import REPO_ROOT, reports_root
 from harness.report.run_summary import CellOutcome, read_cells_json
 
@@ -33,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="parallel cells (pytest-xdist -n; 'auto' for one per core)")
             p.add_argument("--repeat", type=int, default=1, metavar="N",
                            help="run each cell N times; the summary gives pass counts and flaky cells")
-    sub.add_parser("guest", help="build (or find cached) the golden guest and print its identity")
+    guest = sub.add_parser("guest", help="build (or find cached) the golden guest and print its identity")
+    guest.add_argument("--kernel", choices=KERNELS, default=DEFAULT_KERNEL,
+                       help="goldmig: our own kernel (guests/golden/kernel/); debian: Debian's "
+                            "generic kernel package (default: %(default)s)")
     patch = sub.add_parser("patch", help="a per-patch job: the candidate against its base, cell by "
                            "cell and check by check, with every reference build (without a base: "
                            "against the known failures)")
@@ -131,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "guest":
-            return _guest()
+            return _guest(args.kernel)
         if args.command in ("show", "diff"):
             from harness.stream.__main__ import main as stream_main
 
@@ -334,11 +338,17 @@ def _faults(args: argparse.Namespace, extra: list[str]) -> int:
     return code
 
 
-def _guest() -> int:
+def _guest(kernel: str) -> int:
     from harness.guest.image import ensure_golden_image
 
-    image = ensure_golden_image()
-    print(f"{image.image_id}\n  kernel {image.kernel}\n  initrd {image.initrd}")
+    image = ensure_golden_image(kernel=kernel)
+    k = image.kernel_identity()
+    print(f"{image.image_id}\n"
+          f"  kernel  {k.kind}: {k.kernel_id}, version {k.version}\n"
+          f"          {k.origin}\n"
+          f"  sha256  {k.sha256}\n"
+          f"  vmlinux {image.kernel}\n"
+          f"  initrd  {image.initrd}")
     return 0
 
 

@@ -138,6 +138,22 @@ class TestBadInput:
         with pytest.raises(ConfigError, match=r"machines\[0\]: 'pseries7.2' is not a pseries machine type"):
             load_matrix(_write(tmp_path, data))
 
+    def test_guest_kernel_is_ours_by_default_and_debian_on_request(self, tmp_path: Path) -> None:
+        assert load_matrix(SHIPPED).guest.kernel == "goldmig"
+        data = _shipped()
+        data["guest"].pop("kernel", None)  # type: ignore[attr-defined]
+        assert load_matrix(_write(tmp_path, data)).guest.kernel == "goldmig"
+        data["guest"]["kernel"] = "debian"  # type: ignore[index]
+        assert load_matrix(_write(tmp_path, data)).guest.kernel == "debian"
+
+    @pytest.mark.parametrize("value", ["ubuntu", "Debian", ""])
+    def test_unknown_guest_kernel_names_the_key_and_the_kernels(self, tmp_path: Path, value: str) -> None:
+        data = _shipped()
+        data["guest"]["kernel"] = value  # type: ignore[index]
+        with pytest.raises(ConfigError, match=re.escape(f"guest.kernel: {value!r} is not one of goldmig, "
+                                                        "debian (goldmig: our own kernel")):
+            load_matrix(_write(tmp_path, data))
+
     def test_wrong_type(self, tmp_path: Path) -> None:
         data = _shipped()
         data["guest"]["memory_mb"] = "lots"  # type: ignore[index]

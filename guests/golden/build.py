@@ -1,21 +1,31 @@
 #!/usr/bin/env python3
 """Build the goldmig golden guest image (stdlib only).
 
-    python3 guests/golden/build.py --out DIR
+    python3 guests/golden/build.py --out DIR [--kernel goldmig|debian]
 
 produces DIR/vmlinux, DIR/initrd.gz and DIR/manifest.json from the pinned
-inputs in recipe.json (beside this file):
+inputs in recipe.json (beside this file). The kernel is one of two:
+
+- ``goldmig`` (the default): our own, built by kernel/build_kernel.py from
+  Debian's linux-source package with kernel/goldmig.config, and cached by it
+  in ``~/.cache/goldmig/kernels/<key>`` (a first build takes minutes; a
+  cached one whose files match its manifest is reused);
+- ``debian``: Debian's generic kernel, the pinned series' linux-image package.
+
+The initramfs is the same for both:
 
 1. make sure dpkg knows the foreign architecture and apt knows the packages
    (``dpkg --add-architecture`` / ``apt-get update`` only when needed);
-2. resolve the kernel through its meta-package and busybox-static, refusing
-   anything outside the pinned series;
+2. resolve busybox-static (and for ``debian`` the kernel, through its
+   meta-package), refusing anything outside the pinned series;
 3. ``apt-get download`` the .debs into a reusable cache
    (``~/.cache/goldmig/debs``), verified against apt's SHA256;
 4. extract them with ``dpkg-deb -x`` and cross-compile agent.c;
 5. pack the initramfs reproducibly (sorted entries, mtimes from
    SOURCE_DATE_EPOCH, uid/gid 0, ``cpio --reproducible``, ``gzip -n -9``);
-6. write a manifest naming every input and output by version and sha256.
+6. write a manifest naming every input and output by version and sha256 (for
+   ``goldmig`` its ``kernel`` entry names the kernel's source, config and
+   compiler; a ``debian`` image's manifest lists the kernel among its packages).
 
 The output is assembled in a temporary directory beside DIR and renamed into
 place, so an interrupted build leaves nothing half-done.  Every expected
@@ -43,6 +53,8 @@ from typing import Any, NoReturn
 
 HERE = Path(__file__).resolve().parent
 RECIPE_PATH = HERE / "recipe.json"
+BUILD_KERNEL = HERE / "kernel" / "build_kernel.py"
+KERNELS = ("goldmig", "debian")  # the first is the default
 MANIFEST_FORMAT = 1
 AGENT_PATH = "sbin/goldmig-agent"  # inside the initramfs
 SUITE_POCKETS = ("", "-updates", "-security")  # same release, newer builds
@@ -408,9 +420,122 @@ def resolve_packages(apt: Apt, recipe: Recipe, cache: Path) -> tuple[Package, Pa
         )
     kernel = apt.download("kernel", kernel_name, kernel_version, cache)
     kernel = dataclasses.replace(kernel, resolved_via=(recipe.kernel_meta, meta_version))
+    return kernel, resolve_busybox(apt, recipe, cache), kver
+
+
+def resolve_busybox(apt: Apt, recipe: Recipe, cache: Path) -> Package:
+    """Download the pinned busybox-static."""
     bb_version = apt.pick(recipe.busybox_package, recipe.busybox_prefix)
-    busybox = apt.download("busybox", recipe.busybox_package, bb_version, cache)
-    return kernel, busybox, kver
+    return apt.download("busybox", recipe.busybox_package, bb_version, cache)
+
+
+# ---------------------------------------------------------------- our own kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class GoldmigKernel:
+    """A kernel built by kernel/build_kernel.py: its directory, input key and manifest."""
+
+    directory: Path
+    key: str
+    manifest: dict[str, Any]
+
+    @property
+    def release(self) -> str:
+        return str(self.manifest["kernel_release"])
+
+    def image_entry(self) -> dict[str, Any]:
+        """What the image's manifest says of its kernel: id, release, sha256, source, config,
+        compiler."""
+        m = self.manifest
+        return {
+            "kind": "goldmig",
+            "kernel_id": m["kernel_id"],
+            "kernel_release": m["kernel_release"],
+            "build_key": self.key,
+            "vmlinux_sha256": m["files"]["vmlinux"]["sha256"],
+            "source": m["source"],
+            "config": m["config"],
+            "build": m["build"],
+            "kernel_json_sha256": m["kernel_json_sha256"],
+            "build_kernel_py_sha256": m["build_kernel_py_sha256"],
+        }
+
+
+def kernel_damage(directory: Path) -> str | None:
+    """Why a built kernel directory cannot be used (one line), or None when every file its
+    manifest lists is there with the recorded size and sha256."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict) or "vmlinux" not in files:
+            raise KeyError("files.vmlinux")
+        for key in ("kernel_release", "kernel_id", "source", "config", "build"):
+            if key not in manifest:
+                raise KeyError(key)
+    except FileNotFoundError:
+        return "not built yet"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its manifest.json is unreadable ({type(exc).__name__}: {exc})"
+    for name, entry in sorted(files.items()):
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry.get("size") or sha256_file(path) != entry.get("sha256"):
+            return f"{name} does not match its manifest"
+    return None
+
+
+def goldmig_kernel(kernels: Path, deb_cache: Path) -> GoldmigKernel:
+    """Our kernel for the current inputs: from kernels/<key> when its files match its manifest,
+    else built there by build_kernel.py (minutes; its progress is passed on to our stderr)."""
+    key = run(
+        [sys.executable, str(BUILD_KERNEL), "--print-key"],
+        what="build_kernel.py --print-key",
+        hint="Fix guests/golden/kernel/kernel.json.",
+    ).stdout.strip()
+    directory = kernels / key
+    why = kernel_damage(directory)
+    if why is not None:
+        log(f"building the golden kernel into {directory} ({why}); a first build takes minutes")
+        run_streaming(
+            [sys.executable, str(BUILD_KERNEL), "--out", str(directory), "--deb-cache",
+             str(deb_cache)],
+            what="building the golden kernel",
+            marker="build_kernel.py: error: ",
+        )
+        why = kernel_damage(directory)
+        if why is not None:
+            raise BuildError(f"build_kernel.py left an unusable kernel in {directory}: {why}.")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    log(f"using kernel {manifest['kernel_id']} from {directory}")
+    return GoldmigKernel(directory, key, manifest)
+
+
+def run_streaming(argv: list[str], *, what: str, marker: str) -> None:
+    """Run argv with its stderr passed on line by line (a long build shows its progress); a
+    failure becomes a BuildError quoting the child's own ``error:`` paragraph."""
+    child = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env=TOOL_ENV, start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert child.stderr is not None
+        for line in child.stderr:
+            lines.append(line)
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        code = child.wait()
+    except BaseException:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
+    if code != 0:
+        text = "".join(lines)
+        at = text.rfind(marker)
+        why = text[at + len(marker):].strip() if at >= 0 else " | ".join(lines[-6:]).strip()
+        raise BuildError(f"{what} failed (exit {code}): {why}")
 
 
 # ---------------------------------------------------------------- build steps
@@ -500,23 +625,36 @@ def check_tools(recipe: Recipe) -> None:
         )
 
 
-def build(out: Path, deb_cache: Path) -> dict[str, Any]:
+def build(
+    out: Path, deb_cache: Path, kernel_kind: str = KERNELS[0], kernels: Path | None = None
+) -> dict[str, Any]:
+    if kernel_kind not in KERNELS:
+        raise BuildError(f"unknown kernel {kernel_kind!r}: one of {', '.join(KERNELS)}.")
     recipe = Recipe.load(RECIPE_PATH)
     check_tools(recipe)
     apt = Apt(recipe.arch, recipe.suite)
     apt.ensure_arch()
-    kernel, busybox, kver = resolve_packages(apt, recipe, deb_cache)
+    own: GoldmigKernel | None = None
+    if kernel_kind == "debian":
+        kernel, busybox, kver = resolve_packages(apt, recipe, deb_cache)
+    else:
+        busybox = resolve_busybox(apt, recipe, deb_cache)  # first: apt fails fast, a kernel slowly
+        own = goldmig_kernel(kernels or default_kernels(), deb_cache)
+        kver = own.release
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="goldmig-build-", ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
-        kroot = extract(kernel.deb, work / "kernel")
-        vmlinux_src = kroot / "boot" / f"vmlinux-{kver}"
-        if not vmlinux_src.is_file():
-            raise BuildError(
-                f"{kernel.deb.name} has no boot/vmlinux-{kver}. The recipe's kernel package "
-                "does not look like a Debian ppc64el kernel image; check recipe.json."
-            )
+        if own is not None:
+            vmlinux_src = own.directory / "vmlinux"
+        else:
+            kroot = extract(kernel.deb, work / "kernel")
+            vmlinux_src = kroot / "boot" / f"vmlinux-{kver}"
+            if not vmlinux_src.is_file():
+                raise BuildError(
+                    f"{kernel.deb.name} has no boot/vmlinux-{kver}. The recipe's kernel package "
+                    "does not look like a Debian ppc64el kernel image; check recipe.json."
+                )
         bb = extract(busybox.deb, work / "busybox") / "bin" / "busybox"
         if not bb.is_file():
             raise BuildError(f"{busybox.deb.name} has no bin/busybox; check recipe.json.")
@@ -542,14 +680,19 @@ def build(out: Path, deb_cache: Path) -> dict[str, Any]:
                 "agent.c": HERE / "agent.c",
                 "init": HERE / "init",
             }
+            if own is not None:
+                files["kernel.config"] = own.directory / "config"
+            # A debian image's manifest is as it always was (no "kernel" entry: its kernel is
+            # the package of role "kernel"), so its image id and its readers stay the same.
             manifest = {
                 "format": MANIFEST_FORMAT,
                 "image_id": f"golden-{kver}-{image.hexdigest()[:12]}",
                 "kernel_version": kver,
                 "kernel_cmdline": recipe.kernel_cmdline,
+                **({"kernel": own.image_entry()} if own is not None else {}),
                 "recipe": recipe.raw,
                 "recipe_sha256": recipe.sha256,
-                "packages": [kernel.manifest(), busybox.manifest()],
+                "packages": [busybox.manifest()] if own else [kernel.manifest(), busybox.manifest()],
                 "files": {
                     name: {"sha256": sha256_file(path), "size": path.stat().st_size}
                     for name, path in files.items()
@@ -590,6 +733,11 @@ def default_deb_cache() -> Path:
     return Path(base) / "goldmig" / "debs"
 
 
+def default_kernels() -> Path:
+    """Where build_kernel.py keeps its kernels by default (~/.cache/goldmig/kernels)."""
+    return default_deb_cache().parent / "kernels"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output directory")
@@ -599,6 +747,19 @@ def main(argv: list[str] | None = None) -> int:
         default=default_deb_cache(),
         help="where downloaded .debs are kept and reused (default: %(default)s)",
     )
+    parser.add_argument(
+        "--kernel",
+        choices=KERNELS,
+        default=KERNELS[0],
+        help="goldmig: our own kernel, built by kernel/build_kernel.py (cached); debian: Debian's "
+        "generic linux-image package (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kernels",
+        type=Path,
+        default=default_kernels(),
+        help="where build_kernel.py's kernels are kept and reused (default: %(default)s)",
+    )
     parser.add_argument("--debug", action="store_true", help="tracebacks for unexpected errors")
     args = parser.parse_args(argv)
 
@@ -607,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        manifest = build(args.out.resolve(), args.deb_cache)
+        manifest = build(args.out.resolve(), args.deb_cache, args.kernel, args.kernels)
     except BuildError as exc:
         print(f"build.py: error: {exc}", file=sys.stderr)
         return 1

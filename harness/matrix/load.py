@@ -12,6 +12,7 @@ from harness.builds.kinds import BUILD_KINDS
 from harness.builds.spec import BuildSpec
 from harness.drivers import DRIVERS
 from harness.errors import ConfigError
+from harness.guest.image import KERNELS as GUEST_KERNELS
 from harness.matrix.model import (
     Group,
     GuestSettings,
@@ -202,11 +203,15 @@ MAXCPUS = (1, 64)
 
 
 def _guest(r: Reader) -> GuestSettings:
-    r.only("cpu", "memory_mb", "smp", "maxcpus", "firmware", "devices")
+    r.only("cpu", "memory_mb", "smp", "maxcpus", "firmware", "devices", "kernel")
     default = GuestSettings()
     firmware = r.get("firmware", str, default.firmware)
     if firmware not in FIRMWARES:
         raise r.error("firmware", f"{firmware!r} is not one of {', '.join(FIRMWARES)}")
+    kernel = r.get("kernel", str, default.kernel)
+    if kernel not in GUEST_KERNELS:
+        raise r.error("kernel", f"{kernel!r} is not one of {', '.join(GUEST_KERNELS)} (goldmig: our "
+                      "own kernel, guests/golden/kernel/; debian: Debian's generic kernel package)")
     smp = _in_range(r, "smp", default.smp, SMP, "virtual CPUs at boot")
     maxcpus = _in_range(r, "maxcpus", smp, MAXCPUS, "the most CPUs hotplug may reach")
     if maxcpus < smp:
@@ -219,6 +224,7 @@ def _guest(r: Reader) -> GuestSettings:
         maxcpus=maxcpus,
         firmware=firmware,
         devices=tuple(r.get("devices", list, list(default.devices))),
+        kernel=kernel,
     )
 
 

@@ -25,6 +25,7 @@ class GuestSettings:
     maxcpus: int = 2
     firmware: str = "auto"
     devices: tuple[str, ...] = ("virtio-rng-pci",)
+    kernel: str = "goldmig"  # the golden image's kernel: goldmig (our own) or debian
 
 
 @dataclass(frozen=True)
