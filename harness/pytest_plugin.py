@@ -40,7 +40,6 @@ from harness.runner.cell import CellImpossible, CellRecord, run_cell
 from harness.runner.celllog import evidence_dir
 from harness.runner.rundir import sweep_stale_rundirs
 from harness.sites import site_for
-from harness.sites.base import Site
 
 _MATRIX_KEY = pytest.StashKey[Matrix]()
 _SAFE_LOGGER_KEY = pytest.StashKey[SpaceSafeFileLogger | None]()
