@@ -57,7 +57,7 @@ class L1Settings:
     """How big each L1 is: it holds the guest's QEMU (two of them during a ping-pong)."""
 
     memory_mb: int = 2048
-    cpus: int = 2
+    cpus: int = 3
 
 
 class L1:
