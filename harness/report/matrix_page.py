@@ -27,6 +27,8 @@ _MEANING = {"passed": "passed", "failed": "QEMU or the guest misbehaved",
             "flaky": "the outcome changed between runs",
             "skipped": "impossible: a build lacks the machine type or what the scenario needs"}
 _EXPLAINED = ("failed", "broken", "fixed", "flaky")
+KVM_PREFIX = "kvm:"
+"""A KVM cell's id is its TCG twin's with this prefix (:class:`harness.matrix.model.Cell`)."""
 """Outcomes whose reason is listed under the grid (hover gives every square's)."""
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1f2937; }
@@ -61,7 +63,8 @@ def render(cells: list[CellResult], changes: Changes | None, title: str) -> str:
              f'<p class="legend">{legend}</p>',
              f'<p class="meta" id="ring">{escape(ring_note(cells))}</p>',
              "<p class=\"meta\"><a href=\"index.html\">The Allure report</a> has each cell's steps, evidence "
-             "and history. Hover a square for the reason; click it for the cell.</p>", changes_html(changes)]
+             "and history. Hover a square for the reason; click it for the cell.</p>", changes_html(changes),
+             accel_twins_html(cells)]
     for scenario in sorted({c.id.scenario for c in cells}):
         mine = [c for c in cells if c.id.scenario == scenario]
         builds = sorted({c.id.src for c in mine} | {c.id.dst for c in mine}, key=_natural)
@@ -149,6 +152,33 @@ def changes_html(changes: Changes | None) -> str:
                     + (f" — {escape(c.reason[:200])}" if c.reason else "") + "</li>" for c in changes.changes)
     body = f'<ul class="changes">{items}</ul>' if items else ""
     return f'<section id="changes"><h2>What changed</h2><p>{escape(changes.headline())}</p>{body}</section>'
+
+
+def accel_twins_html(cells: list[CellResult]) -> str:
+    """Every ``kvm:`` cell beside its TCG twin (the same id without the prefix) when both ran:
+    their outcomes, and which red checks (failed or not measured) each has that the other has
+    not, so a finding reads as TCG's only, KVM's only, or both's."""
+    by_id = {c.cell: c for c in cells}
+    pairs = [(by_id[c.cell.removeprefix(KVM_PREFIX)], c) for c in cells
+             if c.cell.startswith(KVM_PREFIX) and c.cell.removeprefix(KVM_PREFIX) in by_id]
+    if not pairs:
+        return ""
+    rows = []
+    for tcg, kvm in sorted(pairs, key=lambda pair: _natural(pair[0].cell)):
+        red = {name: {c["id"] for c in cell.latest.checks} for name, cell in (("tcg", tcg), ("kvm", kvm))}
+        both = ", ".join(sorted(red["tcg"] & red["kvm"])) or "none"
+        rows.append(
+            f'<tr data-cell="{escape(tcg.cell)}"><th scope="row">{escape(tcg.cell)}</th>'
+            + "".join(f'<td class="o-{c.outcome}" title="{escape(c.reason)}"><a href="index.html#/'
+                      f'{escape(c.latest.report_id)}">{LABEL[c.outcome]}</a></td>' for c in (tcg, kvm))
+            + f"<td>{escape(', '.join(sorted(red['tcg'] - red['kvm'])) or 'none')}</td>"
+            f"<td>{escape(', '.join(sorted(red['kvm'] - red['tcg'])) or 'none')}</td>"
+            f"<td>{escape(both)}</td></tr>")
+    return ('<h2 id="tcg-and-kvm">TCG and KVM, cell by cell</h2><p class="meta">Each <code>kvm:</code> '
+            "cell (nested KVM hosts) beside its TCG twin in this run; red checks are those failed or not "
+            'measured.</p><table class="grid twins"><tr><th class="corner">cell</th><th>TCG</th>'
+            "<th>KVM</th><th>red under TCG only</th><th>red under KVM only</th><th>red under both</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _grid(scenario: str, machine: str, builds: list[str], cells: dict[tuple[str, str], CellResult]) -> str:

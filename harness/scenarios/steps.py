@@ -25,7 +25,6 @@ from harness.checks.result import CheckResult, Limits, not_measured
 from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, IpiReport, LoadMode, Probe, TbStats, Tick, parse_cpu_list
-from harness.runner.side import accel_of
 
 if TYPE_CHECKING:
     from harness.hostload.hop import HopWatch
@@ -191,7 +190,7 @@ def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
             source_status=src.monitor.cmd("query-status")["status"],
             destination_status=dst.monitor.cmd("query-status")["status"],
             hop_gaps=tuple(h.gaps for h in hops),
-            accel=accel_of(dst),
+            accel=ctx.setup_of(dst.role).accel,
             migrated=tuple(migrated_timebase(h.stream) for h in hops),
             hop_downtimes_ms=tuple(h.figures.downtime_ms for h in hops),
             progress=tuple(progress),

@@ -143,3 +143,27 @@ def test_each_square_and_the_legend_are_the_run_summary_s(tmp_path: Path, verdic
     assert legend == {o: int(n) for n, o in re.findall(r"(\d+) (\w+)", head.split(": ", 2)[2])}
     assert list(legend) == list(OUTCOMES)
     assert f'<p id="summary"><b>{html.escape(head)}</b>' in page
+
+
+def _checked(cell: str, outcome: str, *red: str) -> CellResult:
+    checks = tuple({"id": name, "verdict": "failed"} for name in red)
+    return CellResult(cell, (RunResult(cell, outcome, "", "", f"id-{cell}", 0, checks=checks),))
+
+
+def test_each_kvm_cell_is_shown_beside_its_tcg_twin_with_the_checks_red_on_one_side() -> None:
+    twin = "qemu-7.2>qemu-7.2/pseries-7.2/baseline-idle"
+    page = render([_checked(twin, "known", "timer-ticks-on-schedule", "machine-state-cpu-0-decr"),
+                   _checked(f"kvm:{twin}", "failed", "migrated-timebase-resumed-on-the-destination"),
+                   _checked("qemu-7.2>qemu-7.2/pseries-7.2/pingpong", "passed")], None, "goldmig nested")
+    row = re.search(r'<tr data-cell="qemu-7.2&gt;qemu-7.2/pseries-7.2/baseline-idle">(.*?)</tr>', page)
+    assert row is not None, page
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+    assert [re.sub(r"<[^>]+>", "", c) for c in cells] == [
+        "KNOWN", "FAIL", "machine-state-cpu-0-decr, timer-ticks-on-schedule",
+        "migrated-timebase-resumed-on-the-destination", "none"]
+    assert page.count("<tr data-cell=") == 1, "a cell without a kvm: twin has no row"
+
+
+def test_no_twin_table_without_kvm_cells() -> None:
+    assert "TCG and KVM" not in render([_checked("qemu-7.2>qemu-7.2/pseries-7.2/pingpong", "passed")],
+                                       None, "goldmig")
