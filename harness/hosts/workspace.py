@@ -86,9 +86,10 @@ class SharedWorkspace:
         return local
 
     def stage(self, file: Path) -> Path:
-        if not any(file.is_relative_to(d) for d in self.readable):
+        shared = [*self.writable, *self.readable]  # the run directory (a stream made in it) too
+        if not any(file.is_relative_to(d) for d in shared):
             raise HostError(f"{file} is not under a directory shared with the host "
-                            f"({', '.join(map(str, self.readable))})")
+                            f"({', '.join(map(str, shared))})")
         return file
 
     def reach(self, local_socket: Path, alive: Callable[[], bool], timeout: float) -> None:
