@@ -40,7 +40,7 @@ RECIPE_FILES = ("recipe.json", "init", "inittab", "sshd_config")
 IMAGE_FILES = ("initramfs.cpio", "manifest.json", "client_key", "host_key.pub")
 SSHD_USER = "sshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n"
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("goldmig.nested")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from harness.sites.base import Placement
 if TYPE_CHECKING:
     from harness.matrix.model import Matrix
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("goldmig.nested")
 L2_BINARY = "/usr/bin/qemu-system-ppc64"
 
 
