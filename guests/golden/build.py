@@ -48,6 +48,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -763,38 +764,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="tracebacks for unexpected errors")
     args = parser.parse_args(argv)
 
+    def work() -> int:
+        manifest = build(args.out.resolve(), args.deb_cache, args.kernel, args.kernels)
+        log(f"built {manifest['image_id']} in {args.out}")
+        return 0
+
+    return guarded("build.py", "--out, the .deb cache and the temp dir", args.debug, work)
+
+
+def guarded(tool: str, places: str, debug: bool, work: Callable[[], int]) -> int:
+    """``work()``'s exit status, with SIGTERM taken as an interrupt and every failure said in one
+    ``<tool>: error:`` paragraph (a traceback only with ``debug``); ``places`` are what to check
+    when the file system fails. Shared with kernel/build_kernel.py."""
+
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        manifest = build(args.out.resolve(), args.deb_cache, args.kernel, args.kernels)
+        return work()
     except BuildError as exc:
-        print(f"build.py: error: {exc}", file=sys.stderr)
+        print(f"{tool}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("build.py: error: interrupted; nothing was written to --out.", file=sys.stderr)
+        print(f"{tool}: error: interrupted; nothing was written to --out.", file=sys.stderr)
         return 130
     except OSError as exc:
-        if args.debug:
+        if debug:
             raise
-        print(
-            f"build.py: error: file system error: {exc}. Check free space and permissions "
-            "of --out, the .deb cache and the temp dir, then retry.",
-            file=sys.stderr,
-        )
+        print(f"{tool}: error: file system error: {exc}. Check free space and permissions of "
+              f"{places}, then retry.", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - last resort: a bug, reported without a traceback
-        if args.debug:
+        if debug:
             raise
-        print(
-            f"build.py: error: internal error (a bug in build.py): {type(exc).__name__}: {exc}. "
-            "Rerun with --debug for the traceback and report it.",
-            file=sys.stderr,
-        )
+        print(f"{tool}: error: internal error (a bug in {tool}): {type(exc).__name__}: {exc}. "
+              "Rerun with --debug for the traceback and report it.", file=sys.stderr)
         return 70
-    log(f"built {manifest['image_id']} in {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

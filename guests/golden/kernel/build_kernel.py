@@ -572,11 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.nice <= 19:
         parser.error("--nice must be between 0 and 19")
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
+    def work() -> int:
         if args.print_key:
             print(input_key(KernelRecipe.load()))
             return 0
@@ -588,32 +584,12 @@ def main(argv: list[str] | None = None) -> int:
             args.nice,
             args.keep_work,
         )
-    except BuildError as exc:
-        print(f"build_kernel.py: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("build_kernel.py: error: interrupted; nothing was written to --out.", file=sys.stderr)
-        return 130
-    except OSError as exc:
-        if args.debug:
-            raise
-        print(
-            f"build_kernel.py: error: file system error: {exc}. Check free space and permissions "
-            "of --out, the work dir and the .deb cache, then retry.",
-            file=sys.stderr,
-        )
-        return 1
-    except Exception as exc:  # noqa: BLE001 - last resort: a bug, reported without a traceback
-        if args.debug:
-            raise
-        print(
-            f"build_kernel.py: error: internal error (a bug in build_kernel.py): "
-            f"{type(exc).__name__}: {exc}. Rerun with --debug for the traceback and report it.",
-            file=sys.stderr,
-        )
-        return 70
-    log(f"built {manifest['kernel_id']} in {out}")
-    return 0
+        log(f"built {manifest['kernel_id']} in {out}")
+        return 0
+
+    status: int = golden.guarded("build_kernel.py", "--out, the work dir and the .deb cache", args.debug,
+                                 work)
+    return status
 
 
 if __name__ == "__main__":
