@@ -84,6 +84,10 @@ class TestHealthyMigration:
     def test_every_check_is_named_and_evaluated(self) -> None:
         assert [r.invariant for r in _healthy().checks(LIMITS)] == list(GENERIC)
 
+    def test_a_tcg_cell_does_not_list_the_kvm_only_checks(self) -> None:
+        names = [r.invariant for r in _healthy(accel="tcg").checks(LIMITS)]
+        assert names == [n for n in GENERIC if n != "migrated timebase resumed on the destination"]
+
 
 class TestTicksOnSchedule:
     def test_a_cpu_without_a_tick_after_resume_fails_naming_it(self) -> None:

@@ -50,6 +50,7 @@ MATRIX = textwrap.dedent("""
         match: "(?s)evidence: .*no tick"
         reason: QEMU 7.2 does not migrate the decrementer under TCG
         evidence: matrix.yaml
+        intermittent: true  # as in matrix.yaml: the 1-CPU guest does not always miss its tick
 """) + textwrap.indent(yaml.safe_dump(  # the machine state's: MSR[ME] on 10.0, DECR with 7.2
     [k for k in yaml.safe_load((REPO_ROOT / "matrix.yaml").read_text())["known_failures"]
      if str(k["check"]).startswith("machine-state-")], sort_keys=False, width=1000), "  ")
