@@ -43,7 +43,8 @@ def _image() -> HostImage:
 
 
 @cache
-def _introspected(build: Build, pair_id: int) -> BuildInfo:
+def _introspected(build: Build) -> BuildInfo:
+    """What the L1s' QEMU supports, asked on side a (both L1s boot the same image)."""
     pair, _ = pair_for(_image())
     with SshHost(pair.target("a")) as host:
         return introspect(build, host)
@@ -74,7 +75,7 @@ class NestedSite:
         return Build(spec.name, Path("/"), L2_BINARY, package=image.qemu_package)
 
     def supports(self, build: Build, side: SideName) -> BuildInfo:
-        return _introspected(build, id(_image()))
+        return _introspected(build)
 
     def refusal(self, scenario: str, local_builds: bool) -> str | None:
         if local_builds:
