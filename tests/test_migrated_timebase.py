@@ -21,10 +21,9 @@ LIMITS = Limits(tb_slack_ms=500)
 TICKS = (CpuTicks(0, 1_750 * MS, 2_001 * MS), CpuTicks(1, 1_760 * MS, 2_012 * MS))
 
 
-def _check(value: int | None, ticks: tuple[CpuTicks, ...] = TICKS, accel: str = "kvm") -> CheckResult:
+def _check(value: int | None, ticks: tuple[CpuTicks, ...] = TICKS) -> CheckResult:
     migrated = MigratedTimebase(value, "" if value is not None else "the stream was not recorded")
-    return migrated_timebase_check(accel, ((migrated, ticks, 80),), TB_FREQ, LIMITS,
-                                   "timer-ticks-on-schedule")
+    return migrated_timebase_check(((migrated, ticks, 80),), TB_FREQ, LIMITS, "timer-ticks-on-schedule")
 
 
 def test_a_timebase_between_the_last_and_first_ticks_passes() -> None:
@@ -49,11 +48,6 @@ def test_a_destination_that_resumed_far_past_it_fails() -> None:
     ticks = (CpuTicks(0, 1_750 * MS, 3_000 * MS),)
     result = _check(1_760 * MS, ticks)
     assert not result.ok and "did not resume from it" in str(result.after)
-
-
-def test_under_tcg_it_is_not_applicable_never_passed() -> None:
-    result = _check(1_800 * MS, accel="tcg")
-    assert result.verdict is Verdict.NOT_APPLICABLE and not result.ok
 
 
 def test_without_a_stream_or_a_tick_it_is_not_measured() -> None:

@@ -9,8 +9,8 @@ the tick schedule's bound after it. (A first tick on the destination older than 
 is not a fault: the guest's hvc driver buffers console output, so a tick made on the
 source can be printed after the migration; seen under load on nested KVM.) This sees the
 cause (a wrong value in the stream, or one the destination ignored) where the guest-side
-checks see only its effect. Under TCG the
-destination never applies it: not applicable there.
+checks see only its effect. Under TCG the destination never applies it, so only ``kvm:``
+cells list this check (:data:`harness.checks.generic.KVM_ONLY`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from harness.checks.result import CheckResult, Limits, not_applicable, not_measured
+from harness.checks.result import CheckResult, Limits, not_measured
 from harness.stream import StreamError, summarise
 
 NAME = "migrated timebase resumed on the destination"
@@ -56,17 +56,12 @@ def migrated_timebase(stream: Path | None) -> MigratedTimebase:
     return MigratedTimebase(summary.spapr.timebase.guest_timebase)
 
 
-def migrated_timebase_check(accel: str, hops: tuple[tuple[MigratedTimebase, tuple[CpuTicks, ...], int], ...],
+def migrated_timebase_check(hops: tuple[tuple[MigratedTimebase, tuple[CpuTicks, ...], int], ...],
                             tb_freq: int, limits: Limits, stall: str) -> CheckResult:
     """Per hop (the stream's timebase, every CPU's ticks across it, QEMU's downtime): each
     CPU's last tick on the source is no newer than the migrated value, and its first on the
     destination came within the tick schedule's bound after it. A CPU
     that did not tick on the destination leaves it not measured, caused by ``stall``."""
-    if accel != "kvm":
-        return not_applicable(NAME, "under TCG the destination does not apply the stream's spapr "
-                              "timebase (hw/ppc/spapr.c registers cpu_ppc_clock_vm_state_change only "
-                              "with KVM); the guest's timebase follows the migrated virtual clock, "
-                              "which the other timebase checks measure")
     bound = ("each CPU's last tick on the source <= guest_timebase, its first on the destination "
              "<= guest_timebase + one period + downtime + slack")
     measured, failed, evidence = [], [], []

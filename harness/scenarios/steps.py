@@ -165,6 +165,7 @@ def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
     """What the guest saw, read on ``dst`` after the last hop from ``src``, whether or not every
     CPU ticked on schedule: what the guest does not answer is left None."""
     source = Agent(src.console)
+    accel = ctx.setup_of(dst.role).accel
     stalled = sorted(set(missed_tick(g for h in hops for g in h.gaps)))
     ask = Asker(Agent(dst.console, timeout=STALLED_ANSWER_S if stalled else 10.0))
     woken = (f"CPUs {stalled} missed their tick; the harness then sent the agent its next command "
@@ -190,8 +191,8 @@ def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
             source_status=src.monitor.cmd("query-status")["status"],
             destination_status=dst.monitor.cmd("query-status")["status"],
             hop_gaps=tuple(h.gaps for h in hops),
-            accel=ctx.setup_of(dst.role).accel,
-            migrated=tuple(migrated_timebase(h.stream) for h in hops),
+            accel=accel,
+            migrated=tuple(migrated_timebase(h.stream) for h in hops) if accel == "kvm" else (),
             hop_downtimes_ms=tuple(h.figures.downtime_ms for h in hops),
             progress=tuple(progress),
             ipi=ipi,
