@@ -50,6 +50,12 @@ def test_a_destination_that_resumed_far_past_it_fails() -> None:
     assert not result.ok and "did not resume from it" in str(result.after)
 
 
+def test_a_timebase_older_than_the_last_reading_fails_even_when_the_guest_then_stalls() -> None:
+    result = _check(1_000 * MS, (CpuTicks(0, 1_750 * MS, None),))
+    assert result.verdict is Verdict.FAILED
+    assert "no tick on the destination: the stream's timebase is older" in str(result.after)
+
+
 def test_without_a_stream_or_a_tick_it_is_not_measured() -> None:
     assert _check(None).verdict is Verdict.NOT_MEASURED
     stalled = _check(1_800 * MS, (CpuTicks(0, 1_750 * MS, None),))
