@@ -76,4 +76,7 @@ def test_the_cell_fails_when_the_migrated_timebase_goes_back(tmp_path: Path,
     assert migrated.verdict is Verdict.FAILED, raised.value
     assert "older than the guest's last reading" in str(migrated.after)
     back = raised.value.named("timebase never goes backwards across hop 1")
-    assert back.verdict is Verdict.FAILED, raised.value
+    # the guest sees the step back when it still answers; set back 10 s, its timer often waits
+    # those 10 s, and the guest-side check is then not measured, caused by the missed tick
+    assert back.verdict is Verdict.FAILED or (back.verdict is Verdict.NOT_MEASURED
+                                              and back.cause and back.cause.startswith("timer-ticks")), back
