@@ -1,5 +1,5 @@
 /*
- * goldmig guest agent: speaks PROTOCOL.md (version 4) on hvc0.
+ * goldmig guest agent: speaks PROTOCOL.md (version 6) on hvc0.
  *
  * Started by /init with stdin/stdout/stderr on /dev/hvc0.  Threads:
  *
@@ -22,9 +22,11 @@
  *              (ipi command), or answers a peer's ping;
  *   supervisor rescans /sys/devices/system/cpu/online every 250 ms and starts
  *              the per-CPU threads on a CPU that came online (CPU hotplug);
+ *   dlpar      reads the RTAS event log and does drmgr's part of a PCI
+ *              hotplug (the kernel leaves it to user space);
  *   main       reads commands from the console and answers them.
  *
- * main and the supervisor are pinned to the lowest CPU online at start.
+ * main, the supervisor and dlpar are pinned to the lowest CPU online at start.
  *
  * Every output line goes through emit(), which holds one mutex while it
  * assigns the sequence number and writes the whole line, so lines never
@@ -38,12 +40,16 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <dirent.h>
+#include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -51,12 +57,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
-#define PROTOCOL_VERSION 5
+#define PROTOCOL_VERSION 6
 #define MAX_CPUS 256            /* CPU numbers at or above this are not watched */
 #define BUSY_PER_SECOND 4       /* target busy beat rate */
 #define CALIBRATION_WINDOWS 4   /* one-off calibration: 4 windows of 1/BUSY_PER_SECOND s */
@@ -1443,6 +1451,579 @@ static void *supervisor(void *arg)
 /* ---- commands ---- */
 
 /* Decimal request id, or -1 if s is not 1..18 digits. */
+/* ---- PCI hotplug: the part drmgr plays in a distribution ----
+ *
+ * The pseries kernel handles CPU and memory hotplug events itself but puts a
+ * PCI one on the RTAS event log (/proc/powerpc/rtas/error_log) for user space
+ * (rtas_errd, which runs drmgr).  The dlpar thread reads that log and does
+ * what `drmgr -c pci -a|-r` does, through the same interfaces: RTAS calls by
+ * the rtas syscall (set-indicator, get-sensor-state, set-power-level,
+ * ibm,configure-connector with its work area in the kernel's RTAS user
+ * buffer, mapped through /dev/mem), the new device tree nodes written to
+ * /proc/ppc64/ofdt, and the slot's rpaphp power file.  Each handled event
+ * is reported as one `dlpar` line (PROTOCOL.md, "PCI hotplug").
+ */
+
+#define RTAS_EVENT_LOG "/proc/powerpc/rtas/error_log"
+#define RTAS_RMO_BUFFER "/proc/powerpc/rtas/rmo_buffer"
+#define RTAS_LOG_READ 8192      /* >= rtas-error-log-max + 4; the kernel copies its whole entry */
+#define SENSOR_DR_ENTITY 9003   /* get-sensor-state: is a card in the slot */
+#define INDICATOR_ISOLATION 9001
+#define INDICATOR_DR 9002       /* the slot's LED */
+#define ISOLATE 0
+#define UNISOLATE 1
+#define LED_OFF 0
+#define LED_ON 1
+#define ENTITY_PRESENT 1
+#define POWER_LIVE_INSERT 0xffffffffu /* ibm,drc-power-domains: no power control */
+#define HP_SECTION_ID 0x4850    /* "HP": the hotplug section of a v6 event log */
+#define HP_TYPE_SLOT 3          /* QEMU's RTAS_LOG_V6_HP_TYPE_SLOT */
+#define HP_TYPE_PCI 5           /* QEMU's RTAS_LOG_V6_HP_TYPE_PCI */
+#define HP_ADD 1
+#define HP_REMOVE 2
+#define HP_ID_DRC_INDEX 2
+#define RTAS_BUSY (-2)
+#define CC_WORK_AREA 4096
+#define PRESENT_WAIT_S 30       /* as drmgr: how long a card may take to show in its slot */
+
+struct rtas_syscall_args {      /* struct rtas_args of the rtas syscall, big-endian */
+	uint32_t token, nargs, nret;
+	uint32_t args[16];
+	uint64_t rets;
+};
+
+static uint32_t be32_at(const void *p)
+{
+	const unsigned char *b = p;
+	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static uint16_t be16_at(const void *p)
+{
+	const unsigned char *b = p;
+	return (uint16_t)(b[0] << 8 | b[1]);
+}
+
+/* The RTAS token of a call, from /proc/device-tree/rtas/<name>; 0 if absent. */
+static uint32_t rtas_token(const char *name)
+{
+	char path[128];
+	struct buf b = {0};
+	uint32_t token = 0;
+	snprintf(path, sizeof(path), "/proc/device-tree/rtas/%s", name);
+	if (slurp(path, &b) && b.len == 4)
+		token = be32_at(b.data);
+	buf_free(&b);
+	return token;
+}
+
+/*
+ * Call RTAS: nargs inputs, nret outputs (out[0] is the status).  Retried while
+ * RTAS says busy (-2, 9900-9905).  Returns the status, or a negative errno
+ * from the syscall negated below -10000 so that it cannot look like RTAS's own.
+ */
+static int rtas_call(const char *name, int nargs, int nret, const uint32_t *in, uint32_t *out)
+{
+	uint32_t token = rtas_token(name);
+	if (!token)
+		return -10000 - ENOENT;
+	for (;;) {
+		struct rtas_syscall_args a = {0};
+		a.token = htobe32(token);
+		a.nargs = htobe32((uint32_t)nargs);
+		a.nret = htobe32((uint32_t)nret);
+		for (int i = 0; i < nargs; i++)
+			a.args[i] = htobe32(in[i]);
+		if (syscall(SYS_rtas, &a) != 0)
+			return -10000 - errno;
+		for (int i = 0; i < nret; i++)
+			out[i] = be32toh(a.args[nargs + i]);
+		int status = (int)out[0];
+		if (status == RTAS_BUSY)
+			sleep_ns(1000000);
+		else if (status >= 9900 && status <= 9905)
+			sleep_ns(1000000L * (status == 9900 ? 1 : 10));
+		else
+			return status;
+	}
+}
+
+static int set_indicator(uint32_t type, uint32_t index, uint32_t state)
+{
+	uint32_t in[3] = {type, index, state}, out[1];
+	return rtas_call("set-indicator", 3, 1, in, out);
+}
+
+static int dr_entity_sense(uint32_t index, uint32_t *state)
+{
+	uint32_t in[2] = {SENSOR_DR_ENTITY, index}, out[2];
+	int rc = rtas_call("get-sensor-state", 2, 2, in, out);
+	*state = out[1];
+	return rc;
+}
+
+static int set_power(uint32_t domain, uint32_t level)
+{
+	uint32_t in[2] = {domain, level}, out[2];
+	if (domain == POWER_LIVE_INSERT)
+		return 0;
+	return rtas_call("set-power-level", 2, 2, in, out);
+}
+
+/* A hotplug slot as the PHB's device tree node describes it. */
+struct pci_slot {
+	char phb[160];          /* OF path of the PHB, "/pci@800000020000000" */
+	char name[64];          /* ibm,drc-names entry: rpaphp's slot name */
+	uint32_t power_domain;
+};
+
+/* The i-th string of a DRC list property: a count cell, then NUL-terminated strings. */
+static bool drc_string(const struct buf *prop, uint32_t i, char *out, size_t size)
+{
+	size_t at = 4;
+	for (uint32_t k = 0; at < prop->len; k++) {
+		const char *s = prop->data + at;
+		size_t n = strnlen(s, prop->len - at);
+		if (k == i) {
+			snprintf(out, size, "%.*s", (int)n, s);
+			return true;
+		}
+		at += n + 1;
+	}
+	return false;
+}
+
+/* Which PHB lists drc in its ibm,drc-indexes, and the slot's name and power domain. */
+static bool find_pci_slot(uint32_t drc, struct pci_slot *slot)
+{
+	size_t n;
+	char **phbs = list_dir("/proc/device-tree", "pci@", &n);
+	bool found = false;
+	for (size_t p = 0; p < n && !found; p++) {
+		char path[320];
+		struct buf idx = {0}, names = {0}, power = {0};
+		snprintf(path, sizeof(path), "/proc/device-tree/%s/ibm,drc-indexes", phbs[p]);
+		if (slurp(path, &idx) && idx.len >= 4) {
+			uint32_t count = be32_at(idx.data);
+			for (uint32_t i = 0; i < count && 4 + 4 * (i + 1) <= idx.len; i++) {
+				if (be32_at(idx.data + 4 + 4 * i) != drc)
+					continue;
+				snprintf(path, sizeof(path), "/proc/device-tree/%s/ibm,drc-names", phbs[p]);
+				found = slurp(path, &names) && drc_string(&names, i, slot->name, sizeof(slot->name));
+				snprintf(path, sizeof(path), "/proc/device-tree/%s/ibm,drc-power-domains", phbs[p]);
+				slot->power_domain = slurp(path, &power) && power.len >= 8 + 4 * i
+					? be32_at(power.data + 4 + 4 * i) : POWER_LIVE_INSERT;
+				snprintf(slot->phb, sizeof(slot->phb), "/%s", phbs[p]);
+				break;
+			}
+		}
+		buf_free(&idx);
+		buf_free(&names);
+		buf_free(&power);
+	}
+	free_list(phbs, n);
+	return found;
+}
+
+static bool write_file(const char *path, const char *data, size_t len)
+{
+	FILE *f = fopen(path, "we");
+	if (!f)
+		return false;
+	bool ok = fwrite(data, 1, len, f) == len;
+	return fclose(f) == 0 && ok;
+}
+
+/* The kernel's RTAS user buffer, mapped once: configure-connector's work area. */
+static unsigned char *rmo_map;
+static uint32_t rmo_phys;
+
+static bool map_rmo(char *why, size_t why_len)
+{
+	struct buf b = {0};
+	unsigned long long addr = 0;
+	unsigned size = 0;
+	if (rmo_map)
+		return true;
+	bool ok = slurp(RTAS_RMO_BUFFER, &b) && sscanf(b.data, "%llx %x", &addr, &size) == 2;
+	buf_free(&b);
+	if (!ok || size < CC_WORK_AREA) {
+		snprintf(why, why_len, "%s unreadable", RTAS_RMO_BUFFER);
+		return false;
+	}
+	int fd = open("/dev/mem", O_RDWR | O_SYNC | O_CLOEXEC);
+	void *p = fd < 0 ? MAP_FAILED : mmap(NULL, CC_WORK_AREA, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+	                                     (off_t)addr);
+	if (fd >= 0)
+		close(fd);
+	if (p == MAP_FAILED) {
+		snprintf(why, why_len, "mapping the RTAS buffer at %#llx through /dev/mem: %m", addr);
+		return false;
+	}
+	rmo_map = p;
+	rmo_phys = (uint32_t)addr;
+	return true;
+}
+
+/*
+ * ibm,configure-connector for drc, the result as /proc/ppc64/ofdt commands
+ * ("add_node <path> <name> <length> <bytes> ...", one per node, parents first)
+ * appended to cmds, each after its length (a size_t: values hold NUL bytes).
+ * False with why on an RTAS error.
+ */
+static bool configure_connector(uint32_t drc, const char *phb, struct buf *cmds, char *why, size_t why_len)
+{
+	char stack[8][256];     /* the OF path of the node at each depth */
+	int depth = -1;
+	struct buf node = {0};  /* the add_node command being built */
+	if (!map_rmo(why, why_len))
+		return false;
+	memset(rmo_map, 0, CC_WORK_AREA);
+	memcpy(rmo_map, &(uint32_t){htobe32(drc)}, 4);
+	for (;;) {
+		uint32_t in[2] = {rmo_phys, 0}, out[1];
+		int rc = rtas_call("ibm,configure-connector", 2, 1, in, out);
+		const unsigned char *wa = rmo_map;
+		if (rc == 1 || rc == 2 || rc == 4 || rc == 0) { /* a node ends: write what it had */
+			if (node.len) {
+				buf_reserve(cmds, sizeof(node.len) + node.len);
+				memcpy(cmds->data + cmds->len, &node.len, sizeof(node.len));
+				memcpy(cmds->data + cmds->len + sizeof(node.len), node.data, node.len);
+				cmds->len += sizeof(node.len) + node.len;
+			}
+			node.len = 0;
+		}
+		if (rc == 0)
+			break;
+		if (rc == 1 || rc == 2) {       /* next sibling, next child */
+			const char *name = (const char *)wa + be32_at(wa + 8);
+			if (rc == 2)
+				depth++;
+			if (depth < 0 || depth >= 8) {
+				snprintf(why, why_len, "configure-connector: node nesting %d", depth);
+				buf_free(&node);
+				return false;
+			}
+			snprintf(stack[depth], sizeof(stack[depth]), "%s/%s", depth ? stack[depth - 1] : phb, name);
+			buf_printf(&node, "add_node %s", stack[depth]);
+		} else if (rc == 3 && depth >= 0) {    /* next property of the current node */
+			const char *name = (const char *)wa + be32_at(wa + 8);
+			uint32_t len = be32_at(wa + 12);
+			buf_printf(&node, " %s %u ", name, len);
+			buf_reserve(&node, len);
+			memcpy(node.data + node.len, wa + be32_at(wa + 16), len);
+			node.len += len;
+			node.data[node.len] = '\0';
+		} else if (rc == 4) {   /* back to the parent */
+			depth--;
+		} else {
+			snprintf(why, why_len, "configure-connector returned %d", rc);
+			buf_free(&node);
+			return false;
+		}
+	}
+	buf_free(&node);
+	return true;
+}
+
+/* Paths of the PHB's child nodes whose ibm,my-drc-index is drc (what the slot holds). */
+static size_t slot_nodes(const struct pci_slot *slot, uint32_t drc, char paths[][256], size_t max)
+{
+	char dir[200];
+	size_t n, found = 0;
+	snprintf(dir, sizeof(dir), "/proc/device-tree%s", slot->phb);
+	char **kids = list_dir(dir, "", &n);
+	for (size_t i = 0; i < n && found < max; i++) {
+		char path[512];
+		struct buf b = {0};
+		snprintf(path, sizeof(path), "%s/%s/ibm,my-drc-index", dir, kids[i]);
+		if (slurp(path, &b) && b.len == 4 && be32_at(b.data) == drc)
+			snprintf(paths[found++], 256, "%s/%s", slot->phb, kids[i]);
+		buf_free(&b);
+	}
+	free_list(kids, n);
+	return found;
+}
+
+static bool slot_power(const struct pci_slot *slot, const char *on)
+{
+	char path[160];
+	snprintf(path, sizeof(path), "/sys/bus/pci/slots/%s/power", slot->name);
+	return write_file(path, on, 1);
+}
+
+/* drmgr -c pci -a: a card came into slot drc.  Returns the failed step, NULL on success. */
+static const char *pci_add(uint32_t drc, const struct pci_slot *slot, char *why, size_t why_len)
+{
+	uint32_t state = 0;
+	int rc;
+	struct buf cmds = {0};
+	if ((rc = set_indicator(INDICATOR_DR, drc, LED_ON)) != 0)
+		return snprintf(why, why_len, "rc %d", rc), "set-indicator dr-indicator on";
+	for (int i = 0; (rc = dr_entity_sense(drc, &state)) == 0 && state != ENTITY_PRESENT; i++) {
+		if (i == PRESENT_WAIT_S * 10)
+			return snprintf(why, why_len, "sensor state %u", state), "dr-entity-sense";
+		sleep_ns(100000000L);
+	}
+	if (rc != 0)
+		return snprintf(why, why_len, "rc %d", rc), "dr-entity-sense";
+	if ((rc = set_power(slot->power_domain, 100)) != 0)
+		return snprintf(why, why_len, "rc %d", rc), "set-power-level on";
+	if ((rc = set_indicator(INDICATOR_ISOLATION, drc, UNISOLATE)) != 0)
+		return snprintf(why, why_len, "rc %d", rc), "set-indicator unisolate";
+	if (!configure_connector(drc, slot->phb, &cmds, why, why_len)) {
+		set_indicator(INDICATOR_ISOLATION, drc, ISOLATE);
+		return "configure-connector";
+	}
+	for (size_t at = 0, len; at < cmds.len; at += sizeof(len) + len) {
+		memcpy(&len, cmds.data + at, sizeof(len));
+		const char *cmd = cmds.data + at + sizeof(len);
+		if (!write_file("/proc/ppc64/ofdt", cmd, len)) {
+			snprintf(why, why_len, "%.60s: %m", cmd);
+			buf_free(&cmds);
+			set_indicator(INDICATOR_ISOLATION, drc, ISOLATE);
+			return "device tree add_node";
+		}
+	}
+	buf_free(&cmds);
+	if (!slot_power(slot, "1"))
+		return snprintf(why, why_len, "/sys/bus/pci/slots/%s/power: %m", slot->name), "slot enable";
+	return NULL;
+}
+
+/* drmgr -c pci -r: the card in slot drc is to go.  Returns the failed step, NULL on success. */
+static const char *pci_remove(uint32_t drc, const struct pci_slot *slot, char *why, size_t why_len)
+{
+	char nodes[4][256];
+	int rc;
+	if (!slot_power(slot, "0"))
+		return snprintf(why, why_len, "/sys/bus/pci/slots/%s/power: %m", slot->name), "slot disable";
+	size_t n = slot_nodes(slot, drc, nodes, 4);
+	for (size_t i = 0; i < n; i++) {
+		char cmd[300];
+		int len = snprintf(cmd, sizeof(cmd), "remove_node %s", nodes[i]);
+		if (!write_file("/proc/ppc64/ofdt", cmd, (size_t)len))
+			return snprintf(why, why_len, "%.120s: %m", nodes[i]), "device tree remove_node";
+	}
+	if ((rc = set_indicator(INDICATOR_ISOLATION, drc, ISOLATE)) != 0)
+		return snprintf(why, why_len, "rc %d", rc), "set-indicator isolate";
+	if ((rc = set_power(slot->power_domain, 0)) != 0)
+		return snprintf(why, why_len, "rc %d", rc), "set-power-level off";
+	if ((rc = set_indicator(INDICATOR_DR, drc, LED_OFF)) != 0)
+		return snprintf(why, why_len, "rc %d", rc), "set-indicator dr-indicator off";
+	return NULL;
+}
+
+/* The hotplug section of a v6 RTAS event log (the kernel's get_pseries_errorlog). */
+static const unsigned char *hp_section(const unsigned char *log, size_t len)
+{
+	if (len < 8 || (log[0] & 0xff) < 6)
+		return NULL;
+	size_t ext = be32_at(log + 4), at = 8 + 16; /* fixed part, v6 extended header + company id */
+	size_t end = 8 + ext < len ? 8 + ext : len;
+	while (at + 8 <= end) {
+		uint16_t id = be16_at(log + at), size = be16_at(log + at + 2);
+		if (id == HP_SECTION_ID && at + 16 <= end)
+			return log + at + 8;
+		if (size < 8)
+			return NULL;
+		at += size;
+	}
+	return NULL;
+}
+
+static void handle_event(const unsigned char *log, size_t len, uint64_t tb_event)
+{
+	const unsigned char *hp = hp_section(log, len);
+	char why[200] = "";
+	struct pci_slot slot = {0};
+	if (!hp || (hp[0] != HP_TYPE_PCI && hp[0] != HP_TYPE_SLOT))
+		return;         /* not a PCI hotplug: not ours */
+	uint32_t drc = be32_at(hp + 4);
+	const char *action = hp[1] == HP_ADD ? "add" : hp[1] == HP_REMOVE ? "remove" : "unknown";
+	const char *failed = NULL;
+	if (hp[2] != HP_ID_DRC_INDEX || hp[1] == 0 || hp[1] > HP_REMOVE)
+		failed = "event", snprintf(why, sizeof(why), "action %u, id type %u not handled", hp[1], hp[2]);
+	else if (!find_pci_slot(drc, &slot))
+		failed = "find slot", snprintf(why, sizeof(why), "no PHB lists DRC %#x", drc);
+	else
+		failed = hp[1] == HP_ADD ? pci_add(drc, &slot, why, sizeof(why))
+		                         : pci_remove(drc, &slot, why, sizeof(why));
+	struct buf b = {0};
+	buf_printf(&b, "{\"drc\":%u,\"action\":\"%s\",\"slot\":", drc, action);
+	buf_json_str(&b, slot.name);
+	buf_printf(&b, ",\"failed\":");
+	buf_json_str(&b, failed ? failed : "");
+	buf_printf(&b, ",\"why\":");
+	buf_json_str(&b, why);
+	buf_printf(&b, ",\"tb_event\":%" PRIu64 ",\"tb_done\":%" PRIu64 "}", tb_event, mftb());
+	emit("dlpar", b.data);
+	buf_free(&b);
+}
+
+/* Reads the RTAS event log for PCI hotplug events, one at a time, on the boot CPU. */
+static void *dlpar_thread(void *arg)
+{
+	static unsigned char log[RTAS_LOG_READ];
+	pin_to(*(int *)arg, "dlpar");
+	int fd = open(RTAS_EVENT_LOG, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		char text[96];
+		snprintf(text, sizeof(text), "%s: %m: PCI hotplug events are not handled", RTAS_EVENT_LOG);
+		reply_error(-1, text);
+		return NULL;
+	}
+	for (;;) {
+		ssize_t n = read(fd, log, sizeof(log));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= (ssize_t)sizeof(int)) {
+			reply_error(-1, "reading the RTAS event log failed: PCI hotplug events are not handled");
+			return NULL;
+		}
+		/* each entry: the kernel's event count (an int), then the log */
+		handle_event(log + sizeof(int), (size_t)n - sizeof(int), mftb());
+	}
+}
+
+/* ---- rng: read every virtio-rng device through /dev/hwrng ---- */
+
+#define RNG_CLASS "/sys/class/misc/hw_random"
+#define RNG_BYTES 256           /* more than virtio-rng's own buffer: the read needs the device */
+#define RNG_WAIT_MS 2000
+
+/* Sum of /proc/interrupts counts per "virtio<N>-..." row, into counts[N]. */
+static void virtio_irqs(uint64_t counts[64])
+{
+	struct buf f = {0};
+	memset(counts, 0, 64 * sizeof(*counts));
+	if (!slurp("/proc/interrupts", &f))
+		return;
+	for (char *l = f.data, *next; l && *l; l = next) {
+		next = strchr(l, '\n');
+		if (next)
+			*next++ = '\0';
+		char *name = strstr(l, "virtio");
+		char *colon = strchr(l, ':');
+		if (!name || !colon)
+			continue;
+		unsigned dev = (unsigned)strtoul(name + 6, NULL, 10);
+		if (dev >= 64)
+			continue;
+		uint64_t sum = 0;
+		for (char *p = colon + 1; p < name;) {
+			char *end;
+			unsigned long long v = strtoull(p, &end, 10);
+			if (end == p)
+				break;
+			sum += v;
+			p = end;
+		}
+		counts[dev] += sum;
+	}
+	buf_free(&f);
+}
+
+/*
+ * Read RNG_BYTES from /dev/hwrng in a child, which is killed after
+ * RNG_WAIT_MS: a device that never answers blocks its reader in the kernel
+ * (a killable wait), and must not block the agent.  Returns the bytes read.
+ */
+static long read_hwrng(uint64_t *elapsed_us)
+{
+	int pipefd[2];
+	long got = 0;
+	struct timespec t0, t1;
+	if (pipe2(pipefd, O_CLOEXEC) != 0)
+		return -1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		char data[RNG_BYTES];
+		long total = 0;
+		int fd = open("/dev/hwrng", O_RDONLY);
+		while (fd >= 0 && total < RNG_BYTES) {
+			ssize_t n = read(fd, data + total, (size_t)(RNG_BYTES - total));
+			if (n <= 0)
+				break;
+			total += n;
+		}
+		(void)!write(pipefd[1], &total, sizeof(total));
+		_exit(0);
+	}
+	close(pipefd[1]);
+	if (pid > 0) {
+		struct pollfd p = {.fd = pipefd[0], .events = POLLIN};
+		if (poll(&p, 1, RNG_WAIT_MS) == 1 && read(pipefd[0], &got, sizeof(got)) != sizeof(got))
+			got = 0;
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	close(pipefd[0]);
+	*elapsed_us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+	return pid > 0 ? got : -1;
+}
+
+static void do_rng(long long req)
+{
+	struct buf available = {0}, current = {0}, out = {0};
+	size_t n;
+	char **pcis = list_dir("/sys/bus/pci/devices", "", &n);
+	buf_printf(&out, "{\"req\":%lld,\"devices\":[", req);
+	bool first = true;
+	for (size_t i = 0; i < n; i++) {
+		char dir[300];
+		size_t k;
+		snprintf(dir, sizeof(dir), "/sys/bus/pci/devices/%s", pcis[i]);
+		char **virtio = list_dir(dir, "virtio", &k);
+		for (size_t v = 0; v < k; v++) {
+			buf_printf(&out, "%s{\"pci\":", first ? "" : ",");
+			buf_json_str(&out, pcis[i]);
+			buf_printf(&out, ",\"virtio\":");
+			buf_json_str(&out, virtio[v]);
+			buf_printf(&out, "}");
+			first = false;
+		}
+		free_list(virtio, k);
+	}
+	free_list(pcis, n);
+	buf_printf(&out, "],\"reads\":[");
+	slurp(RNG_CLASS "/rng_current", &current);
+	rstrip(&current);
+	if (slurp(RNG_CLASS "/rng_available", &available)) {
+		char *save = NULL;
+		first = true;
+		for (char *name = strtok_r(available.data, " \n", &save); name; name = strtok_r(NULL, " \n", &save)) {
+			uint64_t before[64], after[64], us = 0;
+			if (strcmp(name, "none") == 0)
+				continue;
+			bool selected = write_file(RNG_CLASS "/rng_current", name, strlen(name));
+			virtio_irqs(before);
+			long got = selected ? read_hwrng(&us) : -1;
+			virtio_irqs(after);
+			buf_printf(&out, "%s{\"name\":", first ? "" : ",");
+			buf_json_str(&out, name);
+			buf_printf(&out, ",\"bytes\":%ld,\"us\":%" PRIu64 ",\"irqs\":{", got, us);
+			bool firstirq = true;
+			for (int d = 0; d < 64; d++)
+				if (after[d] > before[d]) {
+					buf_printf(&out, "%s\"virtio%d\":%" PRIu64, firstirq ? "" : ",", d, after[d] - before[d]);
+					firstirq = false;
+				}
+			buf_printf(&out, "}}");
+			first = false;
+		}
+	}
+	if (current.len && strcmp(current.data, "none") != 0)
+		write_file(RNG_CLASS "/rng_current", current.data, current.len);
+	buf_printf(&out, "]}");
+	emit("rng", out.data);
+	buf_free(&out);
+	buf_free(&available);
+	buf_free(&current);
+}
+
 static long long parse_id(const char *s)
 {
 	size_t n = strspn(s, "0123456789");
@@ -1480,6 +2061,8 @@ static void handle_command(char *line)
 		do_tbreset(req);
 	} else if (strcmp(line, "ipi") == 0) {
 		do_ipi(req);
+	} else if (strcmp(line, "rng") == 0) {
+		do_rng(req);
 	} else if (strcmp(line, "loadidle") == 0) {
 		do_load(req, LOAD_IDLE);
 	} else if (strcmp(line, "loadbusy") == 0) {
@@ -1579,6 +2162,8 @@ int main(void)
 	buf_free(&online);
 	if ((errno = pthread_create(&tid, NULL, supervisor, NULL)) != 0)
 		die("pthread_create supervisor");
+	if ((errno = pthread_create(&tid, NULL, dlpar_thread, &home_cpu)) != 0)
+		die("pthread_create dlpar");
 	command_loop();
 	return 0;
 }

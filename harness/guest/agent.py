@@ -16,6 +16,7 @@ from harness.guest.protocol import (
     LoadMode,
     Ok,
     Probe,
+    RngReport,
     TbStats,
     TbWarp,
     Tick,
@@ -24,13 +25,17 @@ from harness.guest.protocol import (
 from harness.qemu.console import Console
 
 _request_ids = itertools.count(1)
-R = TypeVar("R", Probe, TbStats, TbWarp, IpiReport, Ok)
+R = TypeVar("R", Probe, TbStats, TbWarp, IpiReport, RngReport, Ok)
 Beat = TypeVar("Beat", Busy, Tick)
 
 TBWARP_S = 4.0
 """The longest a ``tbwarp`` may take in the agent: twice its rendezvous and sampling time."""
 IPI_ANSWER_S = 1.0
 """How long the agent waits for one IPI round trip before reporting it lost (PROTOCOL.md)."""
+RNG_READ_S = 2.0
+"""How long the agent lets one /dev/hwrng read take before it kills the reader (PROTOCOL.md)."""
+RNG_DEVICES_MAX = 4
+"""The most virtio-rng devices a guest has in any scenario: the wait for ``rng`` allows for them."""
 
 
 class Agent:
@@ -83,6 +88,11 @@ class Agent:
         """
         cpus = len(self.online_cpus())
         return self._request("ipi", IpiReport, self.timeout + cpus * (cpus - 1) * IPI_ANSWER_S)
+
+    def rng(self) -> RngReport:
+        """Read every virtio-rng device in turn (PROTOCOL.md, "Device traffic"); each read
+        takes at most :data:`RNG_READ_S` in the agent."""
+        return self._request("rng", RngReport, self.timeout + RNG_DEVICES_MAX * RNG_READ_S)
 
     def online_cpus(self) -> tuple[int, ...]:
         """The CPUs the agent announced (``cpu`` messages) on this console, ascending."""

@@ -1,4 +1,4 @@
-"""The harness side of the guest agent's console protocol (guests/golden/PROTOCOL.md, v5).
+"""The harness side of the guest agent's console protocol (guests/golden/PROTOCOL.md, v6).
 
 Each agent line is ``##GM <type> <seq> <crc> <payload>`` anywhere in a console
 line (kernel text may precede the marker).  :func:`parse_line` turns one
@@ -20,7 +20,7 @@ from typing import Any, Final, Literal, TypeVar, get_args
 
 from harness.errors import HarnessError
 
-PROTOCOL_VERSION: Final = 5
+PROTOCOL_VERSION: Final = 6
 MARKER: Final = "##GM "
 
 LoadMode = Literal["idle", "busy", "timer"]
@@ -227,6 +227,54 @@ class IpiReport:
 
 
 @dataclass(frozen=True)
+class Dlpar:
+    """``dlpar``: the agent acted on a PCI hotplug event as drmgr would (PROTOCOL.md, "PCI
+    hotplug"); ``failed`` names the step that failed (``why`` says how), empty when all passed."""
+
+    seq: int
+    drc: int
+    action: str
+    slot: str
+    failed: str
+    why: str
+    tb_event: int
+    tb_done: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True)
+class VirtioDevice:
+    """A virtio device (``virtio<N>``, its name in /proc/interrupts) and its PCI function."""
+
+    pci: str
+    virtio: str
+
+
+@dataclass(frozen=True)
+class RngRead:
+    """One read of ``bytes`` (-1: the hwrng could not be selected) of 256 from /dev/hwrng with
+    ``name`` selected, in ``us``, and the interrupts each virtio device took meanwhile."""
+
+    name: str
+    bytes: int
+    us: int
+    irqs: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class RngReport:
+    """``rng``: every hwrng read in turn (PROTOCOL.md, "Device traffic")."""
+
+    seq: int
+    req: int
+    devices: tuple[VirtioDevice, ...]
+    reads: tuple[RngRead, ...]
+
+
+@dataclass(frozen=True)
 class Ok:
     """``ok``: reply to ``tbreset`` and to the load commands."""
 
@@ -243,7 +291,8 @@ class AgentError:
     error: str
 
 
-AgentMessage = Hello | CpuOnline | Busy | Tick | Probe | TbStats | TbWarp | IpiReport | Ok | AgentError
+AgentMessage = (Hello | CpuOnline | Busy | Tick | Probe | TbStats | TbWarp | IpiReport | Dlpar | RngReport
+                | Ok | AgentError)
 
 
 def parse_cpu_list(text: str) -> tuple[int, ...]:
@@ -370,6 +419,9 @@ class _Payload:
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise self._bad(key, "a list of objects")
         return [_Payload(f"{self._kind}.{key}[{i}]", v) for i, v in enumerate(value)]
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self._data)
 
     def str_map(self) -> dict[str, str]:
         """This object as a str -> str mapping (all keys read)."""
@@ -515,6 +567,36 @@ def _ipi(p: _Payload, seq: int) -> IpiReport:
     return msg
 
 
+def _dlpar(p: _Payload, seq: int) -> Dlpar:
+    msg = Dlpar(seq, drc=p.integer("drc"), action=p.choice("action", ("add", "remove", "unknown")),
+                slot=p.text("slot"), failed=p.text("failed"), why=p.text("why"),
+                tb_event=p.integer("tb_event"), tb_done=p.integer("tb_done"))
+    p.done()
+    return msg
+
+
+def _rng_read(p: _Payload) -> RngRead:
+    irqs = p.obj("irqs")
+    read = RngRead(name=p.text("name"), bytes=p.integer("bytes", -1), us=p.integer("us"),
+                   irqs=MappingProxyType({key: irqs.integer(key, 1) for key in irqs.keys()}))
+    irqs.done()
+    p.done()
+    return read
+
+
+def _virtio(p: _Payload) -> VirtioDevice:
+    dev = VirtioDevice(pci=p.text("pci"), virtio=p.text("virtio"))
+    p.done()
+    return dev
+
+
+def _rng(p: _Payload, seq: int) -> RngReport:
+    msg = RngReport(seq, req=p.integer("req"), devices=tuple(_virtio(d) for d in p.objs("devices")),
+                    reads=tuple(_rng_read(r) for r in p.objs("reads")))
+    p.done()
+    return msg
+
+
 def _ok(p: _Payload, seq: int) -> Ok:
     msg = Ok(seq, req=p.integer("req"))
     p.done()
@@ -536,6 +618,8 @@ _BUILDERS: Final[Mapping[str, Callable[[_Payload, int], AgentMessage]]] = {
     "tbstats": _tbstats,
     "tbwarp": _tbwarp,
     "ipi": _ipi,
+    "dlpar": _dlpar,
+    "rng": _rng,
     "ok": _ok,
     "error": _error,
 }

@@ -18,7 +18,7 @@ from harness.builds.model import Build
 from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.image import ensure_golden_image
-from harness.guest.protocol import THREAD_ROLES, Busy, CpuOnline, LoadMode, Tick, parse_cpu_list
+from harness.guest.protocol import THREAD_ROLES, Busy, CpuOnline, Dlpar, LoadMode, Tick, parse_cpu_list
 from harness.hosts.local import LocalHost
 from harness.hosts.workspace import SharedWorkspace
 from harness.qemu.argv import SidePaths, qemu_argv
@@ -33,7 +33,8 @@ BEAT_S = 10.0  # beats come every 250 ms; TCG on a loaded 2-core host is slower
 
 
 @contextmanager
-def booted(rundir: Path, smp: int, maxcpus: int) -> Iterator[tuple[QemuProcess, Agent]]:
+def booted(rundir: Path, smp: int, maxcpus: int,
+           devices: tuple[str, ...] = ()) -> Iterator[tuple[QemuProcess, Agent]]:
     """The golden guest running, its agent started (hello seen), QEMU killed on exit."""
     if shutil.which(HOST_QEMU) is None:
         pytest.skip(f"{HOST_QEMU} is not installed")
@@ -43,7 +44,7 @@ def booted(rundir: Path, smp: int, maxcpus: int) -> Iterator[tuple[QemuProcess, 
         properties=(("cap-cfpc", "broken"), ("cap-sbbc", "broken"), ("cap-ibs", "broken"),
                     ("cap-ccf-assist", "off"), ("x-vof", "on")),
         firmware="vof", accel="tcg", cpu="POWER9", memory_mb=512, smp=smp, maxcpus=maxcpus,
-        devices=(), kernel=image.kernel, initrd=image.initrd, append=image.kernel_cmdline,
+        devices=devices, kernel=image.kernel, initrd=image.initrd, append=image.kernel_cmdline,
     )
     build = Build(name="host", root=Path("/"), binary=HOST_QEMU)
     paths = SidePaths.for_role(rundir, "src")
@@ -162,3 +163,31 @@ def test_hotplugged_cpu_gets_its_threads(tmp_path: Path) -> None:
         assert probe.cpus_online == probe.cpus_present == "0-1"
         assert {(t.cpu, t.ran_on) for t in probe.threads} == {(0, 0), (1, 1)}
         assert [p.ticks > 0 for p in agent.ipi().pairs] == [True, True]
+
+
+def test_pci_hotplug_on_both_phbs_and_the_devices_read(tmp_path: Path) -> None:
+    """The agent does drmgr's part: the plugged device is probed, reads (MSI delivered), and an
+    unplug completes in QEMU (DEVICE_DELETED only once the guest isolated the slot)."""
+    with booted(tmp_path, 1, 1, ("spapr-pci-host-bridge,index=1,id=phb1",)) as (qemu, agent):
+        assert agent.rng().devices == ()
+        slots: set[str] = set()
+        for n, (bus, addr, pci) in enumerate((("pci.0", "0x3", "0000:00:03.0"),
+                                              ("phb1.0", "0x2", "0001:00:02.0"))):
+            qemu.monitor.cmd("device_add", driver="virtio-rng-pci", id=f"rng{n}", bus=bus, addr=addr)
+            added = qemu.console.wait_for(Dlpar, lambda m: m.slot not in slots, 30)
+            assert added is not None and added.ok and added.action == "add", added
+            slots.add(added.slot)
+            assert pci in {d.addr for d in agent.probe().pci}
+        report = agent.rng()
+        virtio = {d.pci: d.virtio for d in report.devices}
+        assert set(virtio) == {"0000:00:03.0", "0001:00:02.0"}
+        for read in report.reads:
+            assert read.bytes == 256 and len(read.irqs) == 1, report
+        assert {v for r in report.reads for v in r.irqs} == set(virtio.values())
+        qemu.monitor.cmd("device_del", id="rng0")
+        assert qemu.monitor.wait_event(
+            lambda e: e["event"] == "DEVICE_DELETED" and e["data"].get("device") == "rng0", 30)
+        removed = [d for d in qemu.console.messages() if isinstance(d, Dlpar) and d.action == "remove"]
+        assert len(removed) == 1 and removed[0].ok, removed
+        assert [d.pci for d in agent.rng().devices] == ["0001:00:02.0"]
+

@@ -13,6 +13,7 @@ from harness.guest.protocol import (
     Busy,
     CpuOnline,
     CpuTbStats,
+    Dlpar,
     Hello,
     IpiPair,
     IpiReport,
@@ -20,9 +21,12 @@ from harness.guest.protocol import (
     PciDevice,
     Probe,
     ProtocolError,
+    RngRead,
+    RngReport,
     TbStats,
     ThreadPlacement,
     Tick,
+    VirtioDevice,
     encode_command,
     parse_cpu_list,
     parse_line,
@@ -82,19 +86,26 @@ IPI = {
     "pairs": [{"from": 0, "to": 1, "ticks": 51200}, {"from": 1, "to": 0, "ticks": -1}],
 }
 
+# As the agent printed them for a virtio-rng-pci plugged on PHB 0 (QEMU 7.2, pseries-7.2).
+DLPAR = {"drc": 1073741848, "action": "add", "slot": "C24", "failed": "", "why": "",
+         "tb_event": 371691612, "tb_done": 429401131}
+RNG = {"req": 2, "devices": [{"pci": "0000:00:03.0", "virtio": "virtio0"}],
+       "reads": [{"name": "virtio_rng.0", "bytes": 256, "us": 15609, "irqs": {"virtio0": 2}},
+                 {"name": "virtio_rng.1", "bytes": -1, "us": 0, "irqs": {}}]}
+
 
 class TestParseValid:
     def test_hello(self) -> None:
-        line = agent_line("hello", 1, {"agent": 5, "tb_freq": 512000000, "cpus": "0-1"})
-        assert parse_line(line) == Hello(seq=1, agent=5, tb_freq=512000000, cpus="0-1")
+        line = agent_line("hello", 1, {"agent": 6, "tb_freq": 512000000, "cpus": "0-1"})
+        assert parse_line(line) == Hello(seq=1, agent=6, tb_freq=512000000, cpus="0-1")
 
     @pytest.mark.parametrize(
         ("line", "message"),
         [
-            # Verbatim from a boot of the golden image under QEMU 7.2 with -smp 2.
+            # As a boot of the golden image under QEMU 7.2 with -smp 2 prints it.
             (
-                '##GM hello 1 4172850b {"agent":5,"tb_freq":512000000,"cpus":"0-1"}\r',
-                Hello(seq=1, agent=5, tb_freq=512000000, cpus="0-1"),
+                '##GM hello 1 caa1bb12 {"agent":6,"tb_freq":512000000,"cpus":"0-1"}\r',
+                Hello(seq=1, agent=6, tb_freq=512000000, cpus="0-1"),
             ),
             ('##GM cpu 3 ad05a47f {"cpu":1}\r', CpuOnline(seq=3, cpu=1)),
             (
@@ -179,6 +190,20 @@ class TestParseValid:
 
     def test_ipi_with_one_cpu_has_no_pairs(self) -> None:
         assert parse_line(agent_line("ipi", 9, {"req": 1, "pairs": []})) == IpiReport(9, 1, ())
+
+    def test_dlpar(self) -> None:
+        msg = parse_line(agent_line("dlpar", 4, DLPAR))
+        assert msg == Dlpar(4, 1073741848, "add", "C24", "", "", 371691612, 429401131)
+        assert isinstance(msg, Dlpar) and msg.ok
+        failed = {**DLPAR, "failed": "configure-connector", "why": "configure-connector returned -9003"}
+        assert not parse_line(agent_line("dlpar", 5, failed)).ok  # type: ignore[union-attr]
+
+    def test_rng(self) -> None:
+        msg = parse_line(agent_line("rng", 9, RNG))
+        assert isinstance(msg, RngReport)
+        assert msg.devices == (VirtioDevice("0000:00:03.0", "virtio0"),)
+        assert msg.reads[0] == RngRead("virtio_rng.0", 256, 15609, {"virtio0": 2})
+        assert msg.reads[1].bytes == -1 and dict(msg.reads[1].irqs) == {}
 
     def test_ok_error(self) -> None:
         assert parse_line(agent_line("ok", 5, {"req": 3})) == Ok(seq=5, req=3)
@@ -274,10 +299,10 @@ class TestBadPayload:
             ("hello", {"agent": 2, "tb_freq": 1, "cpus": "0"}, "protocol 2"),
             ("hello", {"agent": 3, "tb_freq": 1, "cpus": "0"}, "protocol 3"),
             ("hello", {"agent": 4, "tb_freq": 1, "cpus": "0"}, "protocol 4"),
-            ("hello", {"agent": 5, "tb_freq": 512000000}, "lacks 'cpus'"),
-            ("hello", {"agent": 5, "tb_freq": 1, "cpus": ""}, "'cpus' must be a CPU list"),
-            ("hello", {"agent": 5, "tb_freq": 1, "cpus": "1-0"}, "'cpus' must be a CPU list"),
-            ("hello", {"agent": 5, "tb_freq": 1, "cpus": [0, 1]}, "'cpus' must be a string"),
+            ("hello", {"agent": 6, "tb_freq": 512000000}, "lacks 'cpus'"),
+            ("hello", {"agent": 6, "tb_freq": 1, "cpus": ""}, "'cpus' must be a CPU list"),
+            ("hello", {"agent": 6, "tb_freq": 1, "cpus": "1-0"}, "'cpus' must be a CPU list"),
+            ("hello", {"agent": 6, "tb_freq": 1, "cpus": [0, 1]}, "'cpus' must be a string"),
             ("probe", {**PROBE, "pci": [{"addr": "x"}]}, "lacks 'vendor'"),
             ("probe", {**PROBE, "phb_ranges": {"pci@1": 5}}, "must be a string"),
             ("probe", {**PROBE, "intc_names": "XICS"}, "list of strings"),
@@ -292,6 +317,11 @@ class TestBadPayload:
                 r"probe.threads\[0\] payload 'role' must be one of tick, busy, timer, ipi, report",
             ),
             ("probe", {**PROBE, "threads": [{"role": "ipi", "cpu": 0, "ran_on": -2}]}, "'ran_on'"),
+            ("dlpar", {**DLPAR, "action": "replace"}, "'action' must be one of add, remove, unknown"),
+            ("dlpar", {k: v for k, v in DLPAR.items() if k != "failed"}, "lacks 'failed'"),
+            ("rng", {**RNG, "reads": [{**RNG["reads"][0], "irqs": {"virtio0": 0}}]}, "'virtio0' must be"),
+            ("rng", {**RNG, "reads": [{**RNG["reads"][0], "bytes": -2}]}, "'bytes' must be"),
+            ("rng", {**RNG, "devices": [{"pci": "0000:00:03.0"}]}, "lacks 'virtio'"),
             ("tbstats", {"req": 2, "samples": 1}, "lacks 'cpus'"),
             ("tbstats", {**TBSTATS, "cpus": [{**CPU_STATS, "timer_wakeups": -1}]}, "'timer_wakeups'"),
             ("tbstats", {**TBSTATS, "cpus": [{**CPU_STATS, "watts": 1}]}, "unknown keys"),
