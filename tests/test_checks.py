@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 
+from harness.checks.devices import DeviceTraffic
 from harness.checks.generic import (
     GENERIC,
     STALL,
@@ -21,7 +22,18 @@ from harness.checks.generic import (
 from harness.checks.migrated_timebase import MigratedTimebase
 from harness.checks.result import HOST_OVERLOADED, CheckResult, Limits, Verdict
 from harness.errors import ConfigError
-from harness.guest.protocol import CpuTbStats, IpiPair, IpiReport, Probe, TbStats, ThreadPlacement, Tick
+from harness.guest.protocol import (
+    CpuTbStats,
+    IpiPair,
+    IpiReport,
+    Probe,
+    RngRead,
+    RngReport,
+    TbStats,
+    ThreadPlacement,
+    Tick,
+    VirtioDevice,
+)
 from harness.scenarios.hotplug import HotplugObservations, Plan
 from harness.scenarios.steps import Before
 
@@ -65,8 +77,14 @@ def _healthy(**changes: object) -> Observations:
         accel="kvm",  # the migrated timebase is applied (and checked) only under KVM
         migrated=(MigratedTimebase(1_800 * MS),),
         hop_downtimes_ms=(80,),
+        devices=DeviceTraffic(RNG, RNG, ("0000:00:00.0",)),
     )
     return dataclasses.replace(obs, **changes)
+
+
+RNG = RngReport(seq=12, req=6, devices=(VirtioDevice("0000:00:00.0", "virtio0"),),
+                reads=(RngRead("virtio_rng.0", 256, 2_800, {"virtio0": 2}),))
+"""The matrix's virtio-rng read with its interrupts counted, as on a healthy guest."""
 
 
 def _failed(obs: Observations) -> dict[str, str]:
@@ -83,6 +101,10 @@ class TestHealthyMigration:
 
     def test_every_check_is_named_and_evaluated(self) -> None:
         assert [r.invariant for r in _healthy().checks(LIMITS)] == list(GENERIC)
+
+    def test_a_scenario_that_does_not_read_the_devices_does_not_list_their_check(self) -> None:
+        names = [r.invariant for r in _healthy(devices=None).checks(LIMITS)]
+        assert names == [n for n in GENERIC if n != "virtio devices answer on the destination"]
 
     def test_a_tcg_cell_does_not_list_the_kvm_only_checks(self) -> None:
         names = [r.invariant for r in _healthy(accel="tcg").checks(LIMITS)]
@@ -315,3 +337,34 @@ class TestLoadedHost:
                      for c in (0, 1))
         result = _verdicts(_healthy(hop_gaps=(gaps,)))["timebase forward jump within bound"]
         assert (result.verdict, result.cause) == (Verdict.NOT_MEASURED, HOST_OVERLOADED)
+
+
+class TestDeviceTraffic:
+    NAME = "virtio devices answer on the destination"
+
+    def _after(self, *reads: RngRead, pci: str = "0000:00:00.0") -> Observations:
+        after = RngReport(seq=30, req=9, devices=(VirtioDevice(pci, "virtio0"),), reads=reads)
+        return _healthy(devices=DeviceTraffic(RNG, after, ("0000:00:00.0",)))
+
+    def test_a_read_that_times_out_fails_naming_the_device(self) -> None:
+        failed = _failed(self._after(RngRead("virtio_rng.0", 3, 2_001_000, {})))
+        assert failed[self.NAME].startswith("0000:00:00.0: no interrupt during any read "
+                                            "(reads without one: virtio_rng.0: 3 bytes in 2001 ms)")
+
+    def test_bytes_without_the_devices_interrupt_are_no_answer(self) -> None:
+        """A read served without the device's own interrupt (its MSI lost, data from elsewhere)."""
+        failed = _failed(self._after(RngRead("virtio_rng.0", 256, 900, {"virtio1": 1})))
+        assert "0000:00:00.0: no interrupt during any read" in failed[self.NAME]
+
+    def test_a_short_read_with_interrupts_fails(self) -> None:
+        failed = _failed(self._after(RngRead("virtio_rng.0", 64, 2_000_000, {"virtio0": 1})))
+        assert "0000:00:00.0: 64 of 256 bytes in 2000.0 ms, 1 interrupts" in failed[self.NAME]
+
+    def test_a_device_gone_from_the_guest_fails(self) -> None:
+        failed = _failed(self._after(RngRead("virtio_rng.0", 256, 900, {"virtio0": 2}), pci="0000:00:01.0"))
+        assert failed[self.NAME].startswith("0000:00:00.0: not in the guest")
+
+    def test_unanswered_is_not_measured(self) -> None:
+        obs = _healthy(devices=DeviceTraffic(RNG, None, ("0000:00:00.0",)), silence="no reply to 'rng'")
+        assert _verdicts(obs)[self.NAME].verdict == Verdict.NOT_MEASURED
+

@@ -39,12 +39,14 @@ class TestShippedMatrix:
         # + hotplug (11 variants 10.0>10.0, 3 on the 8 other pairs of the three builds,
         #   cpu-stopped-2ms on the 3 other pairs of 7.2 and 10.0)
         # + libvirt hotplug (memory-0ms, 7.2 and 10.0 both ways)
+        # + pcihotplug (17 variants 10.0>10.0, phb1 plug-0ms and unplug-0ms on the 9 pairs of the three)
         # + the references 10.2 and 11.1: with each other and the three both ways, baseline-idle on
         #   2 machine types; their 4 pairs through 6 more variants
         assert len(ids) == (16 * 2 + 4 * 6
                             + 3 * 3 * 3 + 3 * 3 * 2 + 3 * 3 + 2 * 2 + 2 * 2 + 3 * 3 + 3 * 3 * 3 * 2
                             + 3 * 3 * 3 + 3 * 4 + 2 * 2 + 3 * 3 + 3 * 3 * 2 + 3 * 3 + 2 * 2 * 2
-                            + 11 + 8 * 3 + 3 + 2 * 2) == len(set(ids))
+                            + 11 + 8 * 3 + 3 + 2 * 2
+                            + 17 + 8 * 2) == len(set(ids))
         assert {
             "qemu-7.2>qemu-7.2/pseries-7.2/baseline-idle",
             "qemu-7.2>qemu-10.0/pseries-7.2/baseline-idle",

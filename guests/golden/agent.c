@@ -1745,11 +1745,36 @@ static size_t slot_nodes(const struct pci_slot *slot, uint32_t drc, char paths[]
 	return found;
 }
 
-static bool slot_power(const struct pci_slot *slot, const char *on)
+/*
+ * Remove the PCI functions whose device tree node is one of nodes, through each one's sysfs
+ * remove file: what drmgr does for QEMU's slots, as rpaphp's slot power file would remove every
+ * device on the PHB's bus (QEMU puts every slot on the root bus).
+ */
+static bool remove_functions(char nodes[][256], size_t n, char *why, size_t why_len)
 {
-	char path[160];
-	snprintf(path, sizeof(path), "/sys/bus/pci/slots/%s/power", slot->name);
-	return write_file(path, on, 1);
+	size_t count;
+	bool ok = true;
+	char **devs = list_dir("/sys/bus/pci/devices", "", &count);
+	for (size_t d = 0; d < count && ok; d++) {
+		char path[320];
+		struct buf spec = {0};
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/devspec", devs[d]);
+		if (slurp(path, &spec)) {
+			rstrip(&spec);
+			for (size_t i = 0; i < n; i++) {
+				if (strcmp(spec.data, nodes[i]) != 0)
+					continue;
+				snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/remove", devs[d]);
+				if (!write_file(path, "1", 1)) {
+					snprintf(why, why_len, "%.150s: %m", path);
+					ok = false;
+				}
+			}
+		}
+		buf_free(&spec);
+	}
+	free_list(devs, count);
+	return ok;
 }
 
 /* drmgr -c pci -a: a card came into slot drc.  Returns the failed step, NULL on success. */
@@ -1786,8 +1811,10 @@ static const char *pci_add(uint32_t drc, const struct pci_slot *slot, char *why,
 		}
 	}
 	buf_free(&cmds);
-	if (!slot_power(slot, "1"))
-		return snprintf(why, why_len, "/sys/bus/pci/slots/%s/power: %m", slot->name), "slot enable";
+	/* as drmgr for QEMU's slots: the PCI core probes the new function (rpaphp's slot power file
+	 * works on the whole bus, and QEMU puts every slot on the PHB's root bus) */
+	if (!write_file("/sys/bus/pci/rescan", "1", 1))
+		return snprintf(why, why_len, "/sys/bus/pci/rescan: %m"), "PCI rescan";
 	return NULL;
 }
 
@@ -1796,9 +1823,9 @@ static const char *pci_remove(uint32_t drc, const struct pci_slot *slot, char *w
 {
 	char nodes[4][256];
 	int rc;
-	if (!slot_power(slot, "0"))
-		return snprintf(why, why_len, "/sys/bus/pci/slots/%s/power: %m", slot->name), "slot disable";
 	size_t n = slot_nodes(slot, drc, nodes, 4);
+	if (!remove_functions(nodes, n, why, why_len))
+		return "PCI remove";
 	for (size_t i = 0; i < n; i++) {
 		char cmd[300];
 		int len = snprintf(cmd, sizeof(cmd), "remove_node %s", nodes[i]);

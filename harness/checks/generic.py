@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
+from harness.checks.devices import NAME as NAME_DEVICES
+from harness.checks.devices import DeviceTraffic, devices_answer
 from harness.checks.migrated_timebase import NAME as NAME_MIGRATED_TB
 from harness.checks.migrated_timebase import CpuTicks, MigratedTimebase, migrated_timebase_check
 from harness.checks.result import (
@@ -101,6 +103,9 @@ class Observations:
     """Per hop under KVM: the spapr timebase its recorded stream carried (not read under TCG,
     whose cells do not list the check)."""
     hop_downtimes_ms: tuple[int, ...] = ()
+    devices: DeviceTraffic | None = None
+    """The virtio-rng reads before and after, in the scenarios that read them (None: not read,
+    and the cell does not list the check)."""
 
     @property
     def tick_gaps(self) -> tuple[TickGap, ...]:
@@ -384,6 +389,14 @@ def _migrated_tb(obs: Observations, limits: Limits) -> CheckResult:
     return migrated_timebase_check(hops, obs.probe_before.tb_freq, limits, STALL)
 
 
+def _devices(obs: Observations, limits: Limits) -> CheckResult:
+    traffic = obs.devices
+    assert traffic is not None  # listed only where the scenario read the devices
+    if traffic.after is None:
+        return obs.unanswered(NAME_DEVICES, "rng")
+    return devices_answer(traffic)
+
+
 GENERIC: dict[str, Check] = {
     "source is postmigrate": _status,
     "destination is running": _running,
@@ -400,13 +413,16 @@ GENERIC: dict[str, Check] = {
     "agent threads run on their CPUs": _threads_on_cpus,
     "PCI devices and BARs": _same("PCI devices and BARs", "pci", "/sys/bus/pci/devices/*/resource"),
     "PHB ranges": _same("PHB ranges", "phb_ranges", "/proc/device-tree/pci@*/ranges"),
+    NAME_DEVICES: _devices,
 }
 """Every generic check by name, in the order a reader wants them. (The guest's interrupt
 controller is not among them: the chip names in /proc/interrupts never change after boot, so
 comparing them measured nothing; the controller's state is compared in the machine state.)"""
 KVM_ONLY = frozenset({NAME_MIGRATED_TB})
 """Checks of what only KVM does (the destination applying the stream's timebase): a TCG cell
-does not list them at all, as it does not list the xiveblocks-kvm variant."""
+does not list them at all, as it does not list the xiveblocks-kvm variant. The device traffic
+check is listed only by the scenarios that read the devices (baseline, phb, xiveblocks and PCI
+hotplug: :attr:`Observations.devices`)."""
 
 
 def generic_checks(obs: Observations, limits: Limits, without: Collection[str] = ()) -> list[CheckResult]:
@@ -417,7 +433,8 @@ def generic_checks(obs: Observations, limits: Limits, without: Collection[str] =
         raise ConfigError("checks", ", ".join(sorted(unknown)), f"no such generic check; known: "
                           f"{', '.join(GENERIC)}")
     return [check(obs, limits) for name, check in GENERIC.items()
-            if name not in without and (name not in KVM_ONLY or obs.accel == "kvm")]
+            if name not in without and (name not in KVM_ONLY or obs.accel == "kvm")
+            and (name != NAME_DEVICES or obs.devices is not None)]
 
 
 def equal(invariant: str, before: object, after: object, evidence: str) -> CheckResult:

@@ -23,6 +23,9 @@ from harness.errors import HarnessError
 PROTOCOL_VERSION: Final = 6
 MARKER: Final = "##GM "
 
+RNG_READ_BYTES: Final = 256
+"""What each ``rng`` read asks of /dev/hwrng (more than virtio-rng keeps buffered)."""
+
 LoadMode = Literal["idle", "busy", "timer"]
 """What the CPUs do besides the 250 ms ticks (PROTOCOL.md, "Load modes")."""
 ThreadRole = Literal["tick", "busy", "timer", "ipi", "report"]
@@ -255,8 +258,8 @@ class VirtioDevice:
 
 @dataclass(frozen=True)
 class RngRead:
-    """One read of ``bytes`` (-1: the hwrng could not be selected) of 256 from /dev/hwrng with
-    ``name`` selected, in ``us``, and the interrupts each virtio device took meanwhile."""
+    """One read from /dev/hwrng with ``name`` selected: ``bytes`` of :data:`RNG_READ_BYTES` (-1:
+    ``name`` could not be selected) in ``us``, and the interrupts each virtio device took."""
 
     name: str
     bytes: int
@@ -420,7 +423,7 @@ class _Payload:
             raise self._bad(key, "a list of objects")
         return [_Payload(f"{self._kind}.{key}[{i}]", v) for i, v in enumerate(value)]
 
-    def keys(self) -> tuple[str, ...]:
+    def names(self) -> tuple[str, ...]:
         return tuple(self._data)
 
     def str_map(self) -> dict[str, str]:
@@ -578,7 +581,7 @@ def _dlpar(p: _Payload, seq: int) -> Dlpar:
 def _rng_read(p: _Payload) -> RngRead:
     irqs = p.obj("irqs")
     read = RngRead(name=p.text("name"), bytes=p.integer("bytes", -1), us=p.integer("us"),
-                   irqs=MappingProxyType({key: irqs.integer(key, 1) for key in irqs.keys()}))
+                   irqs=MappingProxyType({key: irqs.integer(key, 1) for key in irqs.names()}))
     irqs.done()
     p.done()
     return read

@@ -29,7 +29,8 @@ destination's windows give; the guest's assigned memory BARs lie in their
 PHB's windows on the destination (listed only where the guest assigned any:
 under VOF, pseries-2.8's kernel leaves a driverless device's BARs unassigned,
 SLOF and newer machine types assign them). Then every generic check,
-including the guest's PHB ranges and BARs unchanged. One vCPU, on purpose
+including the guest's PHB ranges and BARs unchanged, and both PHBs' virtio-rng read on the
+destination with their MSIs delivered (device traffic). One vCPU, on purpose
 (IPIs are then not applicable): every Debian build loses a second CPU after
 an incoming migration (7.2 and 5.2 its decrementer, 10.0 CPU 1 "RTAS
 stopped"), and on a 10.0 destination the 2-CPU guest then stops answering,
@@ -196,7 +197,7 @@ def _hex(fields: dict[str, int]) -> dict[str, str]:
 def run(ctx: ScenarioContext, variant: Variant[PhbWindows]) -> PhbObservations:
     src = ctx.start("src")
     dst = ctx.start("dst")
-    before = boot(ctx, src)
+    before = boot(ctx, src, devices=True)
     source_windows = phb_windows(hmp(src, "info mtree", ctx.rundir / "src-info-mtree.txt"))
     landed = land(ctx, src, dst, before)
     with ctx.phase("check"):

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from harness.checks.devices import DeviceTraffic
 from harness.checks.generic import Observations, Progress, TickGap, missed_tick
 from harness.checks.migrated_timebase import migrated_timebase
 from harness.checks.result import CheckResult, Limits, not_measured
 from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
-from harness.guest.protocol import Busy, IpiReport, LoadMode, Probe, TbStats, Tick, parse_cpu_list
+from harness.guest.protocol import Busy, IpiReport, LoadMode, Probe, RngReport, TbStats, Tick, parse_cpu_list
 
 if TYPE_CHECKING:
     from harness.hostload.hop import HopWatch
@@ -52,6 +53,8 @@ class Before:
     probe: Probe
     load: LoadMode
     cpus: tuple[int, ...]
+    devices: RngReport | None = None
+    """The virtio-rng reads on the source, when the scenario checks device traffic."""
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,10 @@ class Hop:
     """The stream the destination loaded, when recorded."""
 
 
-def boot(ctx: ScenarioContext, src: Side, load: LoadMode = "idle") -> Before:
-    """Run the paused source until every CPU ticks, put the guest in ``load``, probe, reset the
-    watchers."""
+def boot(ctx: ScenarioContext, src: Side, load: LoadMode = "idle", *, devices: bool = False) -> Before:
+    """Run the paused source until every CPU ticks, put the guest in ``load``, probe (and with
+    ``devices``, read every virtio-rng, which :func:`observe` then checks on the destination),
+    reset the watchers."""
     agent = Agent(src.console)
     with ctx.phase("boot"):
         src.monitor.cmd("cont")
@@ -79,8 +83,9 @@ def boot(ctx: ScenarioContext, src: Side, load: LoadMode = "idle") -> Before:
             for cpu in cpus:
                 agent.beat_after(Busy, 0, ctx.timeouts.beat_s, cpu=cpu)
         probe = agent.probe()
+        rng = agent.rng() if devices else None
         agent.tbreset()
-    return Before(probe, load, cpus)
+    return Before(probe, load, cpus, rng)
 
 
 def hop(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
@@ -161,9 +166,10 @@ class Asker:
 
 
 def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
-            hops: list[Hop]) -> Observations:
+            hops: list[Hop], devices: tuple[str, ...] | None = None) -> Observations:
     """What the guest saw, read on ``dst`` after the last hop from ``src``, whether or not every
-    CPU ticked on schedule: what the guest does not answer is left None."""
+    CPU ticked on schedule: what the guest does not answer is left None. When ``before`` read
+    the devices, the PCI functions ``devices`` (default: every virtio device it had) must answer."""
     source = Agent(src.console)
     accel = ctx.setup_of(dst.role).accel
     stalled = sorted(set(missed_tick(g for h in hops for g in h.gaps)))
@@ -182,6 +188,10 @@ def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
         probe: Probe | None = ask(Agent.probe)
         stats: TbStats | None = ask(Agent.tbstats)
         ipi: IpiReport | None = ask(Agent.ipi)
+        traffic = None
+        if before.devices is not None:
+            expected = devices if devices is not None else tuple(d.pci for d in before.devices.devices)
+            traffic = DeviceTraffic(before.devices, ask(Agent.rng), expected)
         return Observations(
             load=before.load,
             probe_before=before.probe,
@@ -198,6 +208,7 @@ def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
             ipi=ipi,
             silence=ask.silence,
             woken=woken,
+            devices=traffic,
         )
 
 

@@ -16,7 +16,8 @@ i/o, ramd, romd). A destination with another block set would drop memory (a
 block missing from the stream is not loaded) or refuse the stream.
 
 Variant ``xive`` (ic-mode=xive, pseries-4.0 and newer): those checks and the
-guest keeping XIVE, then every generic check (ticks, IPIs on XIVE, ...).
+guest keeping XIVE, then every generic check (ticks, IPIs on XIVE, the virtio-rng read with its
+MSI delivered through XIVE on the destination, ...).
 Variant ``kvm`` adds, on the destination, the ESB and TIMA mapped as RAM
 device regions at the source's addresses (remapped from the destination's
 host); it needs accel kvm with the in-kernel XIVE device, so a POWER9 or later
@@ -107,7 +108,7 @@ def _show(blocks: tuple[Block, ...]) -> list[str]:
 def run(ctx: ScenarioContext, variant: Variant[bool]) -> XiveBlocksObservations:
     src = ctx.start("src")
     dst = ctx.start("dst")
-    before = boot(ctx, src)
+    before = boot(ctx, src, devices=True)
     source_regions = region_types(hmp(src, "info mtree", ctx.rundir / "src-info-mtree.txt"))
     landed = land(ctx, src, dst, before)
     with ctx.phase("check"):

@@ -167,9 +167,11 @@ def test_hotplugged_cpu_gets_its_threads(tmp_path: Path) -> None:
 
 def test_pci_hotplug_on_both_phbs_and_the_devices_read(tmp_path: Path) -> None:
     """The agent does drmgr's part: the plugged device is probed, reads (MSI delivered), and an
-    unplug completes in QEMU (DEVICE_DELETED only once the guest isolated the slot)."""
-    with booted(tmp_path, 1, 1, ("spapr-pci-host-bridge,index=1,id=phb1",)) as (qemu, agent):
-        assert agent.rng().devices == ()
+    unplug completes in QEMU (DEVICE_DELETED only once the guest isolated the slot) and leaves
+    the other device on that PHB's bus alone."""
+    devices = ("spapr-pci-host-bridge,index=1,id=phb1", "virtio-rng-pci,bus=pci.0,addr=0x1")
+    with booted(tmp_path, 1, 1, devices) as (qemu, agent):
+        assert [d.pci for d in agent.rng().devices] == ["0000:00:01.0"]
         slots: set[str] = set()
         for n, (bus, addr, pci) in enumerate((("pci.0", "0x3", "0000:00:03.0"),
                                               ("phb1.0", "0x2", "0001:00:02.0"))):
@@ -180,7 +182,7 @@ def test_pci_hotplug_on_both_phbs_and_the_devices_read(tmp_path: Path) -> None:
             assert pci in {d.addr for d in agent.probe().pci}
         report = agent.rng()
         virtio = {d.pci: d.virtio for d in report.devices}
-        assert set(virtio) == {"0000:00:03.0", "0001:00:02.0"}
+        assert set(virtio) == {"0000:00:01.0", "0000:00:03.0", "0001:00:02.0"}
         for read in report.reads:
             assert read.bytes == 256 and len(read.irqs) == 1, report
         assert {v for r in report.reads for v in r.irqs} == set(virtio.values())
@@ -189,5 +191,5 @@ def test_pci_hotplug_on_both_phbs_and_the_devices_read(tmp_path: Path) -> None:
             lambda e: e["event"] == "DEVICE_DELETED" and e["data"].get("device") == "rng0", 30)
         removed = [d for d in qemu.console.messages() if isinstance(d, Dlpar) and d.action == "remove"]
         assert len(removed) == 1 and removed[0].ok, removed
-        assert [d.pci for d in agent.rng().devices] == ["0001:00:02.0"]
+        assert [d.pci for d in agent.rng().devices] == ["0000:00:01.0", "0001:00:02.0"]
 
