@@ -36,9 +36,8 @@ only the destination knows its core type (QEMU 10.0's POWER9 core is
 power9_v2.2, 7.2's power9_v2.0); QEMU treats it as cold-plugged
 (``spapr_drc_hotplugged`` is false while INMIGRATE). Which phase a cell
 caught is in its evidence: the DRC trace events of both QEMUs, the DRCs in
-the stream, and the console the new CPU was announced on. PCI hotplug is not
-a variant: this guest kernel's in-kernel DLPAR handles CPU and memory events
-only (PCI needs drmgr and the rpaphp module).
+the stream, and the console the new CPU was announced on. PCI hotplug is its
+own scenario (pcihotplug.py): the guest's part of it is done in user space.
 """
 
 from __future__ import annotations
