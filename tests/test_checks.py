@@ -364,6 +364,12 @@ class TestDeviceTraffic:
         failed = _failed(self._after(RngRead("virtio_rng.0", 256, 900, {"virtio0": 2}), pci="0000:00:01.0"))
         assert failed[self.NAME].startswith("0000:00:00.0: not in the guest")
 
+    def test_a_guest_without_a_virtio_device_has_nothing_to_read(self) -> None:
+        """Debian's kernel has no virtio driver: no device on the source, none expected."""
+        empty = RngReport(seq=12, req=6, devices=(), reads=())
+        obs = _healthy(devices=DeviceTraffic(empty, empty, ()))
+        assert _verdicts(obs)[self.NAME].verdict == Verdict.NOT_APPLICABLE
+
     def test_unanswered_is_not_measured(self) -> None:
         obs = _healthy(devices=DeviceTraffic(RNG, None, ("0000:00:00.0",)), silence="no reply to 'rng'")
         assert _verdicts(obs)[self.NAME].verdict == Verdict.NOT_MEASURED
