@@ -1992,11 +1992,45 @@ static long read_hwrng(uint64_t *elapsed_us)
 	return pid > 0 ? got : -1;
 }
 
+/*
+ * Select the hwrng name, in a child: after the switch the kernel adds early randomness from the
+ * new RNG under its read lock, uninterruptibly, and the kernel's hwrng fill thread holds that
+ * lock for as long as a device that never answers keeps it waiting.  The selection itself is
+ * done before that wait; a child still waiting after RNG_WAIT_MS is left to finish on its own
+ * (do_rng reaps it later).  Returns false if the name was refused or the child not started.
+ */
+static bool select_hwrng(const char *name)
+{
+	int pipefd[2];
+	bool ok = false;
+	if (pipe2(pipefd, O_CLOEXEC) != 0)
+		return false;
+	pid_t pid = fork();
+	if (pid == 0) {
+		char done = write_file(RNG_CLASS "/rng_current", name, strlen(name)) ? 1 : 0;
+		(void)!write(pipefd[1], &done, 1);
+		_exit(0);
+	}
+	close(pipefd[1]);
+	if (pid > 0) {
+		struct pollfd p = {.fd = pipefd[0], .events = POLLIN};
+		char done = 0;
+		if (poll(&p, 1, RNG_WAIT_MS) == 1)
+			ok = read(pipefd[0], &done, 1) == 1 && done;
+		else
+			ok = true; /* still in the early-randomness wait: the switch is made */
+	}
+	close(pipefd[0]);
+	return ok;
+}
+
 static void do_rng(long long req)
 {
 	struct buf available = {0}, current = {0}, out = {0};
 	size_t n;
 	char **pcis = list_dir("/sys/bus/pci/devices", "", &n);
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		; /* selections that waited longer than RNG_WAIT_MS last time */
 	buf_printf(&out, "{\"req\":%lld,\"devices\":[", req);
 	bool first = true;
 	for (size_t i = 0; i < n; i++) {
@@ -2025,7 +2059,7 @@ static void do_rng(long long req)
 			uint64_t before[64], after[64], us = 0;
 			if (strcmp(name, "none") == 0)
 				continue;
-			bool selected = write_file(RNG_CLASS "/rng_current", name, strlen(name));
+			bool selected = select_hwrng(name);
 			virtio_irqs(before);
 			long got = selected ? read_hwrng(&us) : -1;
 			virtio_irqs(after);
@@ -2043,7 +2077,7 @@ static void do_rng(long long req)
 		}
 	}
 	if (current.len && strcmp(current.data, "none") != 0)
-		write_file(RNG_CLASS "/rng_current", current.data, current.len);
+		select_hwrng(current.data);
 	buf_printf(&out, "]}");
 	emit("rng", out.data);
 	buf_free(&out);

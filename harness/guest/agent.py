@@ -33,7 +33,7 @@ TBWARP_S = 4.0
 IPI_ANSWER_S = 1.0
 """How long the agent waits for one IPI round trip before reporting it lost (PROTOCOL.md)."""
 RNG_READ_S = 2.0
-"""How long the agent lets one /dev/hwrng read take before it kills the reader (PROTOCOL.md)."""
+"""How long the agent lets one /dev/hwrng read, or one selection, take before it goes on."""
 RNG_DEVICES_MAX = 4
 """The most virtio-rng devices a guest has in any scenario: the wait for ``rng`` allows for them."""
 
@@ -90,9 +90,11 @@ class Agent:
         return self._request("ipi", IpiReport, self.timeout + cpus * (cpus - 1) * IPI_ANSWER_S)
 
     def rng(self) -> RngReport:
-        """Read every virtio-rng device in turn (PROTOCOL.md, "Device traffic"); each read
-        takes at most :data:`RNG_READ_S` in the agent."""
-        return self._request("rng", RngReport, self.timeout + RNG_DEVICES_MAX * RNG_READ_S)
+        """Read every virtio-rng device in turn (PROTOCOL.md, "Device traffic"); each device's
+        selection and its read take at most :data:`RNG_READ_S` each in the agent, and so does
+        putting the selection back."""
+        return self._request("rng", RngReport,
+                             self.timeout + (2 * RNG_DEVICES_MAX + 1) * RNG_READ_S)
 
     def online_cpus(self) -> tuple[int, ...]:
         """The CPUs the agent announced (``cpu`` messages) on this console, ascending."""

@@ -193,3 +193,17 @@ def test_pci_hotplug_on_both_phbs_and_the_devices_read(tmp_path: Path) -> None:
         assert len(removed) == 1 and removed[0].ok, removed
         assert [d.pci for d in agent.rng().devices] == ["0000:00:01.0", "0001:00:02.0"]
 
+
+
+def test_a_device_that_never_answers_is_named_and_the_agent_answers(tmp_path: Path) -> None:
+    """A virtio-rng throttled to 1 byte a minute: its read gets nothing, the other's is whole, and
+    the reply comes although the kernel's hwrng lock is then held by its fill thread."""
+    devices = ("virtio-rng-pci,bus=pci.0,addr=0x1",
+               "virtio-rng-pci,bus=pci.0,addr=0x2,max-bytes=1,period=60000")
+    with booted(tmp_path, 1, 1, devices) as (_, agent):
+        started = time.monotonic()
+        report = agent.rng()
+        assert time.monotonic() - started < 12
+        assert [(r.name, r.bytes == 256) for r in report.reads] == [
+            ("virtio_rng.0", True), ("virtio_rng.1", False)], report
+        agent.probe()  # still answering
