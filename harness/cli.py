@@ -13,6 +13,7 @@ import pytest
 from harness.errors import ConfigError, GoldmigError
 from harness.guest.image import DEFAULT_KERNEL, KERNELS
 from harness.paths import REPO_ROOT, reports_root
+from harness.report.bench import scenario_medians
 from harness.report.run_summary import CellOutcome, read_cells_json
 
 PHASES = ("provision", "boot", "migrate", "check")
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="parallel cells (pytest-xdist -n; 'auto' for one per core)")
             p.add_argument("--repeat", type=int, default=1, metavar="N",
                            help="run each cell N times; the summary gives pass counts and flaky cells")
+            p.add_argument("--guest-kernel", choices=KERNELS, default=None,
+                           help="boot the golden guest with this kernel instead of the matrix's "
+                                "guest.kernel (goldmig bench --guest-kernel debian: the old image)")
     guest = sub.add_parser("guest", help="build (or find cached) the golden guest and print its identity")
     guest.add_argument("--kernel", choices=KERNELS, default=DEFAULT_KERNEL,
                        help="goldmig: our own kernel (guests/golden/kernel/); debian: Debian's "
@@ -264,6 +268,8 @@ def _pytest(args: argparse.Namespace, extra: list[str], fresh: bool = True) -> i
         options += ["--repeat", str(args.repeat)]
     if getattr(args, "workers", "0") != "0":
         options += ["-n", args.workers]
+    if getattr(args, "guest_kernel", None):
+        options += ["--guest-kernel", args.guest_kernel]
     if "--collect-only" not in extra:
         options += ["--alluredir", str(reports / "allure-results"),
                     "--junitxml", str(reports / JUNIT_PARTIAL)]
@@ -364,6 +370,8 @@ def _print_bench(path: Path) -> None:
         overhead = total - sum(o.phases.get(p, 0.0) for p in PHASES)
         cols = [o.phases.get(p, 0.0) for p in PHASES] + [overhead, total]
         print(f"{o.cell:{width}}  " + "  ".join(f"{c:9.2f}" for c in cols) + f"  {o.outcome}")
+    print()
+    print("\n".join(scenario_medians(outcomes)))
     _print_driver_cost(outcomes)
 
 

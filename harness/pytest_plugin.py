@@ -15,6 +15,7 @@ known_failures entries that explained nothing in a run of all their cells
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -28,6 +29,7 @@ import pytest
 from harness.checks.verdict import CellVerdict, checks_json, failure_checks, judge
 from harness.drivers import DRIVERS
 from harness.errors import ConfigError, HarnessError, ProductFailure
+from harness.guest.image import KERNELS
 from harness.matrix.load import load_matrix
 from harness.matrix.model import Cell, KnownFailure, Matrix
 from harness.paths import REPO_ROOT, reports_root
@@ -54,6 +56,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--repeat", default=1, type=int, metavar="N",
                     help="run each selected cell N times; the summary gives each cell's pass count "
                          "and calls a cell whose outcome changed between runs flaky")
+    group.addoption("--guest-kernel", default=None, choices=KERNELS,
+                    help="the golden guest's kernel, instead of the matrix's guest.kernel")
     group.addoption("--shard", default=None, metavar="I/N",
                     help="run only shard I of N (1-based) of the selected cells, for splitting "
                          "a run across machines; merge the shards' allure-results directories")
@@ -74,6 +78,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--repeat") < 1:
         raise pytest.UsageError(f"goldmig: --repeat {config.getoption('--repeat')}: "
                                 "give a count of 1 or more")
+    if kernel := config.getoption("--guest-kernel"):
+        matrix = dataclasses.replace(matrix, guest=dataclasses.replace(matrix.guest, kernel=kernel))
     config.stash[_MATRIX_KEY] = matrix
     if getattr(config.option, "allure_report_dir", None):
         config.stash[_SAFE_LOGGER_KEY] = install_safe_logger(config)
