@@ -13,7 +13,7 @@ import pytest
 from harness.errors import ConfigError, GoldmigError
 from harness.guest.image import DEFAULT_KERNEL, KERNELS
 from harness.paths import REPO_ROOT, reports_root
-from harness.report.bench import scenario_medians
+from harness.report.bench import hello_medians, scenario_medians
 from harness.report.run_summary import CellOutcome, read_cells_json
 
 PHASES = ("provision", "boot", "migrate", "check")
@@ -371,7 +371,7 @@ def _print_bench(path: Path) -> None:
         cols = [o.phases.get(p, 0.0) for p in PHASES] + [overhead, total]
         print(f"{o.cell:{width}}  " + "  ".join(f"{c:9.2f}" for c in cols) + f"  {o.outcome}")
     print()
-    print("\n".join(scenario_medians(outcomes)))
+    print("\n".join([*scenario_medians(outcomes), *hello_medians(outcomes)]))
     _print_driver_cost(outcomes)
 
 

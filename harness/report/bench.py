@@ -8,6 +8,7 @@ from statistics import median
 
 from harness.report.run_summary import CellOutcome
 from harness.scenarios import SCENARIOS
+from harness.scenarios.steps import HELLO
 
 PHASES = ("boot", "migrate", "check", "total")
 RED = frozenset({"failed", "known", "broken"})
@@ -19,6 +20,26 @@ def scenario_of(cell: str) -> str:
     last = cell.rsplit("/", 1)[-1]
     names = [n for n in SCENARIOS if last == n or last.startswith(n + "-")]
     return max(names, key=len) if names else last
+
+
+def source_build(cell: str) -> str:
+    """The source build a cell id names (``libvirt:kvm:qemu-7.2>...`` is ``qemu-7.2``)."""
+    return cell.split(">", 1)[0].rsplit(":", 1)[-1]
+
+
+def hello_medians(outcomes: Iterable[CellOutcome]) -> list[str]:
+    """Per source build and CPU count: the median time from ``cont`` to the agent's hello (the
+    firmware, the guest kernel and init), from each cell's ``hello-<n>cpu`` timing."""
+    samples: dict[tuple[str, str], list[float]] = {}
+    for o in outcomes:
+        for key, seconds in o.phases.items():
+            if key.startswith(f"{HELLO}-"):
+                samples.setdefault((source_build(o.cell), key.removeprefix(f"{HELLO}-")), []).append(seconds)
+    if not samples:
+        return []
+    return ["cont to the agent's hello, median per source build (s):", *(
+        f"  {build:12} {cpus:>5}  {median(times):5.2f}  (max {max(times):5.2f}, {len(times)} boots)"
+        for (build, cpus), times in sorted(samples.items()))]
 
 
 def scenario_medians(outcomes: Iterable[CellOutcome]) -> list[str]:

@@ -40,6 +40,9 @@ STALLED_ANSWER_S = 2.0
 STALLED_BEAT_S = 2.0
 """How long a CPU that missed its tick gets to show a busy beat (a running spinner beats several
 times a second)."""
+HELLO = "hello"
+"""Prefix of the timing from ``cont`` to the agent's hello, per CPU count (``hello-2cpu``), kept with
+a cell's phases (part of its boot phase)."""
 PROBE_STALLED_S = 3.0
 """How long a guest with a stalled CPU gets to answer a probe."""
 
@@ -73,8 +76,11 @@ def boot(ctx: ScenarioContext, src: Side, load: LoadMode = "idle", *, devices: b
     reset the watchers."""
     agent = Agent(src.console)
     with ctx.phase("boot"):
+        started = time.monotonic()
         src.monitor.cmd("cont")
         cpus = parse_cpu_list(agent.hello(ctx.timeouts.boot_s).cpus)
+        # firmware, kernel and init: what the guest image decides (goldmig bench shows it per build)
+        ctx.phases[f"{HELLO}-{len(cpus)}cpu"] = time.monotonic() - started
         for cpu in cpus:
             agent.beat_after(Tick, 0, ctx.timeouts.beat_s, cpu=cpu)
     with ctx.phase("check"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.report.bench import scenario_medians, scenario_of
+from harness.report.bench import hello_medians, scenario_medians, scenario_of
 from harness.report.run_summary import CellOutcome
 
 
@@ -26,3 +26,14 @@ def test_medians_per_scenario_and_of_passing_and_red_cells() -> None:
     assert lines[1].split() == ["baseline", "3", "2.00", "0.50", "1.00", "4.00"]
     assert lines[2:] == ["median passed cell: 3.50 s over 2 cells",
                          "median red (failed, known, broken) cell: 5.00 s over 1 cells"]
+
+
+def test_hello_medians_per_source_build_and_cpu_count() -> None:
+    def cell(name: str, key: str, seconds: float) -> CellOutcome:
+        return CellOutcome(name, "passed", phases={key: seconds, "total": 3.0})
+    lines = hello_medians([cell("qemu-7.2>qemu-10.0/m/baseline-idle", "hello-2cpu", 0.6),
+                           cell("libvirt:qemu-7.2>qemu-7.2/m/baseline-idle", "hello-2cpu", 0.8),
+                           cell("qemu-7.2>qemu-7.2/m/phb-windows", "hello-1cpu", 0.5)])
+    assert [line.split() for line in lines[1:]] == [
+        ["qemu-7.2", "1cpu", "0.50", "(max", "0.50,", "1", "boots)"],
+        ["qemu-7.2", "2cpu", "0.70", "(max", "0.80,", "2", "boots)"]]
