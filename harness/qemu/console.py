@@ -41,6 +41,8 @@ class Console:
         self._reader: threading.Thread | None = None
         self._cond = threading.Condition()
         self._messages: list[AgentMessage] = []
+        self._pending = b""
+        """Bytes after the last newline: the start of a line still being written."""
         self.corrupt_lines: list[str] = []
         self.closed_by_peer = False
 
@@ -98,6 +100,18 @@ class Console:
             if self.closed_by_peer or time.monotonic() >= deadline:
                 return None
 
+    def continue_from(self, source: Console) -> None:
+        """Take the line ``source`` was in the middle of as the start of this console's stream:
+        the guest's console is one byte stream, which a migration that stops the source while the
+        agent writes a line splits between the two QEMUs' consoles. Only before this console
+        received anything (a destination still paused after the load)."""
+        with source._cond:
+            tail = source._pending
+        with self._cond:
+            if self._messages or self.corrupt_lines or self._pending:
+                raise HarnessError(f"{self.name}: continue_from {source.name} after output arrived")
+            self._pending = tail
+
     def close(self) -> None:
         if self._sock is not None:
             with contextlib.suppress(OSError):
@@ -108,7 +122,6 @@ class Console:
 
     def _read(self) -> None:
         assert self._sock is not None
-        pending = b""
         while True:
             try:
                 chunk = self._sock.recv(65536)
@@ -119,8 +132,8 @@ class Console:
                     self.closed_by_peer = True
                     self._cond.notify_all()
                 return
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
+            with self._cond:
+                *lines, self._pending = (self._pending + chunk).split(b"\n")
             for raw in lines:
                 self._take(raw.decode("utf-8", errors="replace").rstrip("\r"))
 

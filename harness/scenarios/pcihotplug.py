@@ -55,6 +55,7 @@ from harness.guest.protocol import Dlpar, Probe
 from harness.machinestate.parse import parse_registers
 from harness.qemu.memmap import hmp
 from harness.scenarios.declare import MachineChange, Scenario, Variant
+from harness.scenarios.hotplug import TRACED
 from harness.scenarios.steps import Before, Hop, boot, observe, probe_after, tick_gaps
 from harness.stream.drc import DRC_STATES, Drc, drcs_in
 
@@ -226,6 +227,8 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> PciHotplugObservations:
     plan = variant.data
     src = ctx.start("src")
     dst = ctx.start("dst")
+    for side in (src, dst):  # which side the guest's set-indicator and configure-connector reached
+        side.trace(TRACED)
     before = boot(ctx, src, devices=True)
     source = Agent(src.console)
     refusal: list[str] = []
@@ -259,6 +262,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> PciHotplugObservations:
             dst.monitor.cmd("device_add", **plan.device())
             given = True
         result = ctx.migrate(src, dst)
+        dst.console.continue_from(src.console)  # a dlpar line the stop cut in two
         dst.monitor.cmd("cont")
     destination = Agent(dst.console)
     with ctx.phase("check"):

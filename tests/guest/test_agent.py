@@ -190,3 +190,29 @@ class TestRequests:
         finally:
             console.close()
             guest.close()
+
+
+def test_a_line_the_stop_cut_in_two_is_whole_on_the_destination(tmp_path: Path) -> None:
+    """The source's console ends inside a line; the destination's starts with its rest."""
+    servers = []
+    consoles = []
+    for name in ("src", "dst"):
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(tmp_path / name))
+        server.listen(1)
+        console = Console(name, tmp_path / name)
+        console.connect(lambda: True, 5)
+        servers.append(server.accept()[0])
+        consoles.append(console)
+    src, dst = consoles
+    text = '{"cpu":0,"n":3,"tb":77}'
+    line = f"##GM tick 9 {zlib.crc32(f'tick 9 {text}'.encode()):08x} {text}\r\n".encode()
+    servers[0].sendall(line[:15])
+    wait_until(lambda: src._pending == line[:15])
+    dst.continue_from(src)
+    servers[1].sendall(line[15:])
+    assert dst.wait_for(Tick, lambda t: t.n == 3, 5) is not None
+    assert not src.messages() and not dst.corrupt_lines
+    for sock, console in zip(servers, consoles, strict=True):
+        sock.close()
+        console.close()
