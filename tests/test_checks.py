@@ -370,6 +370,12 @@ class TestDeviceTraffic:
         obs = _healthy(devices=DeviceTraffic(empty, empty, ()))
         assert _verdicts(obs)[self.NAME].verdict == Verdict.NOT_APPLICABLE
 
+    def test_a_stalled_guest_is_not_asked_and_the_stall_is_the_cause(self) -> None:
+        gaps = (TickGap(0, _tick(0, 7, 1_750), None, 1_830), TickGap(1, _tick(1, 7, 1_760), None, 1_830))
+        obs = _healthy(hop_gaps=(gaps,), devices=DeviceTraffic(RNG, None, ("0000:00:00.0",)))
+        verdict = _verdicts(obs)[self.NAME]
+        assert (verdict.verdict, verdict.cause) == (Verdict.NOT_MEASURED, "timer-ticks-on-schedule")
+
     def test_unanswered_is_not_measured(self) -> None:
         obs = _healthy(devices=DeviceTraffic(RNG, None, ("0000:00:00.0",)), silence="no reply to 'rng'")
         assert _verdicts(obs)[self.NAME].verdict == Verdict.NOT_MEASURED

@@ -392,6 +392,9 @@ def _migrated_tb(obs: Observations, limits: Limits) -> CheckResult:
 def _devices(obs: Observations, limits: Limits) -> CheckResult:
     traffic = obs.devices
     assert traffic is not None  # listed only where the scenario read the devices
+    if traffic.after is None and obs.stalled:
+        return not_measured(NAME_DEVICES, "not read: a CPU missed its tick, and the guest's device "
+                            "reads wait on its timers", cause=STALL)
     if traffic.after is None:
         return obs.unanswered(NAME_DEVICES, "rng")
     return devices_answer(traffic)

@@ -46,9 +46,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from harness.checks.generic import Observations, TickGap, generic_checks, missed_tick
+from harness.checks.generic import STALL, Observations, TickGap, generic_checks, missed_tick
 from harness.checks.migrated_timebase import migrated_timebase
-from harness.checks.result import CheckResult, Limits, not_measured
+from harness.checks.result import CheckResult, Limits, check_id, not_measured
 from harness.errors import QmpCommandError
 from harness.guest.agent import Agent
 from harness.guest.protocol import Dlpar, Probe
@@ -56,7 +56,7 @@ from harness.machinestate.parse import parse_registers
 from harness.qemu.memmap import hmp
 from harness.scenarios.declare import MachineChange, Scenario, Variant
 from harness.scenarios.hotplug import TRACED
-from harness.scenarios.steps import Before, Hop, boot, observe, probe_after, tick_gaps
+from harness.scenarios.steps import STALLED_ANSWER_S, Before, Hop, boot, observe, probe_after, tick_gaps
 from harness.stream.drc import DRC_STATES, Drc, drcs_in
 
 if TYPE_CHECKING:
@@ -155,6 +155,10 @@ class PciHotplugObservations:
 
     def _handled_check(self) -> CheckResult:
         name = f"guest handled the {self.plan.action} event"
+        if not self.handled and missed_tick(self.gaps):
+            return not_measured(name, f"no dlpar line within {STALLED_ANSWER_S:.0f} s of the "
+                                f"destination resuming, and CPUs {missed_tick(self.gaps)} missed their "
+                                "tick: the guest's handling sleeps on its timers", cause=STALL)
         done = [f"{side}: {d.action} {'ok' if d.ok else f'failed at {d.failed} ({d.why})'}"
                 for side, d in self.handled]
         ok = any(d.ok and d.action == ("add" if self.plan.action == "plug" else "remove")
@@ -187,11 +191,15 @@ class PciHotplugObservations:
         carried = "not sent (ready)" if drc is None else (
             f"{DRC_STATES.get(drc.state, drc.state)}"
             + (", unplug requested" if drc.unplug_requested else ""))
-        if line is not None and line.tb_done <= self.stop_tb:
+        if line is None:
+            return not_measured(name, f"the guest reported no {want_action}, so how far it had got "
+                                f"at the stop is not known (the stream carried: {carried})",
+                                cause=check_id(f"guest handled the {self.plan.action} event"))
+        if line.tb_done <= self.stop_tb:
             progress, ok = "done on the source", drc is None
             want = ("not sent: the DRC ready" if self.plan.action == "plug"
                     else "not sent: the device released")
-        elif line is None or line.tb_event > self.stop_tb:
+        elif line.tb_event > self.stop_tb:
             progress = "not begun at the stop"
             if self.plan.action == "plug":
                 ok, want = drc is not None and drc.state == PHYSICAL_POWERON, "physical poweron (not ready)"
@@ -199,8 +207,7 @@ class PciHotplugObservations:
                 ok, want = drc is not None and drc.unplug_requested, "unplug requested"
         else:
             progress, ok, want = "in progress at the stop", True, "any state on the way"
-        timing = ("no dlpar line" if line is None else
-                  f"event read at tb {line.tb_event}, done at tb {line.tb_done}")
+        timing = f"event read at tb {line.tb_event}, done at tb {line.tb_done}"
         return CheckResult(name, ok, want, carried,
                            f"spapr_drc {self.plan.drc:#x} in the recorded stream; the guest's "
                            f"handling {progress} (timebase at the stop {self.stop_tb}; {timing})")
@@ -268,8 +275,9 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> PciHotplugObservations:
     with ctx.phase("check"):
         gaps = tick_gaps(source, destination, before.cpus, ctx.limits, result.figures.downtime_ms,
                          watch=ctx.hop_watch(dst))
-        if plan.action != "refused":
-            _handled(dst, plan, HANDLED_S, already=_lines(src, plan))
+        if plan.action != "refused":  # a guest without timer interrupts sleeps for good: not long
+            _handled(dst, plan, STALLED_ANSWER_S if missed_tick(gaps) else HANDLED_S,
+                     already=_lines(src, plan))
         deleted = tuple(name for name, side in (("source", src), ("destination", dst))
                         if any(_deleted(e) for e in side.monitor.events()))
         if plan.action == "unplug" and given and "destination" not in deleted:

@@ -197,7 +197,9 @@ def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
         traffic = None
         if before.devices is not None:
             expected = devices if devices is not None else tuple(d.pci for d in before.devices.devices)
-            traffic = DeviceTraffic(before.devices, ask(Agent.rng), expected)
+            # not asked of a stalled guest: the agent's reads wait on its timers (poll, and RCU in
+            # the kernel's hwrng switch), which a CPU without timer interrupts never fires
+            traffic = DeviceTraffic(before.devices, None if stalled else ask(Agent.rng), expected)
         return Observations(
             load=before.load,
             probe_before=before.probe,
