@@ -160,6 +160,9 @@ def _machine_state(src: Side, dst: Side, deadline: float, live: bool,
         log.info("destination %s %s", dst.role, "running" if live else "paused (non-live)")
         return None, f"{dst.role} was not started with -S: it ran before it could be read"
     _wait_destination_running(dst, deadline, "paused")
+    # the guest's console is one byte stream: an agent line the stop cut in two ends on the
+    # destination's console, which must start with the source's unfinished part
+    dst.console.continue_from(src.console)
     log.info("destination %s held paused with the stream loaded: reading its machine state", dst.role)
     seen = time.monotonic()
     files = {side: evidence / f"machine-{src.role}-{dst.role}-{side}.txt" if evidence else None

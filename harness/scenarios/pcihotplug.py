@@ -268,8 +268,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> PciHotplugObservations:
         if plan.action == "unplug" and _present(src):
             dst.monitor.cmd("device_add", **plan.device())
             given = True
-        result = ctx.migrate(src, dst)
-        dst.console.continue_from(src.console)  # a dlpar line the stop cut in two
+        result = ctx.migrate(src, dst)  # which joins a dlpar line the stop cut in two
         dst.monitor.cmd("cont")
     destination = Agent(dst.console)
     with ctx.phase("check"):
