@@ -182,8 +182,8 @@ class HotplugObservations:
                         else f"no new CPU within {ONLINE_S:.0f} s",
                         f"the agent's cpu announcements; migration started {self.migrate_after_ms} ms "
                         f"after device_add; DRCs in the stream: {_drcs(self.drcs)}; guest kernel on "
-                        f"the destination: {self.kernel_said or 'nothing'}; CPUs present in the guest "
-                        f"after: {self.probe_after.cpus_present if self.probe_after else 'no answer'}; "
+                        f"the destination: {self.kernel_said or 'nothing'}; CPUs present and online in the "
+                        f"guest after: {_present_online(self.probe_after)}; "
                         f"CPUs that missed their tick after the migration: {missed_tick(self.gaps)}"),
             self._online(),
         ]
@@ -246,6 +246,10 @@ class HotplugObservations:
     def _ipis(self) -> CheckResult:
         """Between the agent's CPUs, a plugged or unplugged one included."""
         return ipis_delivered(self.seen, len(self.agent_cpus))
+
+
+def _present_online(probe: Probe | None) -> str:
+    return f"{probe.cpus_present} and {probe.cpus_online}" if probe else "no answer"
 
 
 def _sides(src: bool, dst: bool) -> str:
