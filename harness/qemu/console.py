@@ -43,6 +43,8 @@ class Console:
         self._messages: list[AgentMessage] = []
         self._pending = b""
         """Bytes after the last newline: the start of a line still being written."""
+        self._finishes_for: Console | None = None
+        """The console whose unfinished line this one's first line completes (see continue_from)."""
         self.corrupt_lines: list[str] = []
         self.closed_by_peer = False
 
@@ -101,16 +103,31 @@ class Console:
                 return None
 
     def continue_from(self, source: Console) -> None:
-        """Take the line ``source`` was in the middle of as the start of this console's stream:
-        the guest's console is one byte stream, which a migration that stops the source while the
-        agent writes a line splits between the two QEMUs' consoles. Only before this console
-        received anything (a destination still paused after the load)."""
+        """Complete the line ``source`` was in the middle of with this console's first bytes: the
+        guest's console is one byte stream, which a migration that stops the source while the
+        agent writes a line splits between the two QEMUs' consoles. The line is the source's
+        message (the guest made it there, before the stop: a tick in it is not a tick of this
+        side). Only before this console received anything (a destination paused after the load)."""
         with source._cond:
             tail = source._pending
         with self._cond:
             if self._messages or self.corrupt_lines or self._pending:
                 raise HarnessError(f"{self.name}: continue_from {source.name} after output arrived")
-            self._pending = tail
+            if tail:
+                self._pending, self._finishes_for = tail, source
+
+    def wait_for_either(self, other: Console, kind: type[M], match: Callable[[M], bool],
+                        timeout: float) -> M | None:
+        """The first message of ``kind`` satisfying ``match`` on this console or on ``other`` (a
+        source whose last line a destination completed), or None after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in other.messages():
+                if isinstance(message, kind) and match(message):
+                    return message
+            found = self.wait_for(kind, match, min(0.2, max(0.0, deadline - time.monotonic())))
+            if found is not None or time.monotonic() >= deadline:
+                return found
 
     def close(self) -> None:
         if self._sock is not None:
@@ -134,8 +151,12 @@ class Console:
                 return
             with self._cond:
                 *lines, self._pending = (self._pending + chunk).split(b"\n")
-            for raw in lines:
-                self._take(raw.decode("utf-8", errors="replace").rstrip("\r"))
+                finishes = self._finishes_for if lines else None
+                if lines:
+                    self._finishes_for = None
+            for number, raw in enumerate(lines):
+                owner = finishes if number == 0 and finishes is not None else self
+                owner._take(raw.decode("utf-8", errors="replace").rstrip("\r"))
 
     def _take(self, line: str) -> None:
         try:

@@ -319,7 +319,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
             Asker(Agent(dst.console, timeout=STALLED_ANSWER_S))(Agent.probe)
         if plan.action == "plug":
             deadline = time.monotonic() + ONLINE_S  # for the announcement and the first tick
-            new_cpu, announced_on = _announced(destination, new_on_src, before)
+            new_cpu, announced_on = _announced(source, destination, before)
             ticked_on_src = any(g.cpu == new_cpu for g in gaps)
             if ticked_on_src:  # its gap says whether it ticks here
                 new_ticked = any(g.cpu == new_cpu and g.first_after is not None for g in gaps)
@@ -410,11 +410,15 @@ def _new_cpus(agent: Agent, before: Before) -> tuple[int, ...]:
     return tuple(c for c in agent.online_cpus() if c not in before.cpus)
 
 
-def _announced(destination: Agent, on_src: tuple[int, ...], before: Before) -> tuple[int | None, str]:
-    if on_src:
-        return on_src[0], "source"
-    message = destination.console.wait_for(CpuOnline, lambda m: m.cpu not in before.cpus, ONLINE_S)
-    return (message.cpu, "destination") if message else (None, "nowhere")
+def _announced(source: Agent, destination: Agent, before: Before) -> tuple[int | None, str]:
+    """The plugged CPU's number and the console it was announced on (the source's, when its line
+    was cut by the stop and completed on the destination's console, too)."""
+    def new(m: CpuOnline) -> bool:
+        return m.cpu not in before.cpus
+    message = destination.console.wait_for_either(source.console, CpuOnline, new, ONLINE_S)
+    if message is None:
+        return None, "nowhere"
+    return message.cpu, "source" if message in source.console.messages() else "destination"
 
 
 def _deleted(side: Side, name: str) -> tuple[str, ...]:

@@ -275,8 +275,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> PciHotplugObservations:
         gaps = tick_gaps(source, destination, before.cpus, ctx.limits, result.figures.downtime_ms,
                          watch=ctx.hop_watch(dst))
         if plan.action != "refused":  # a guest without timer interrupts sleeps for good: not long
-            _handled(dst, plan, STALLED_ANSWER_S if missed_tick(gaps) else HANDLED_S,
-                     already=_lines(src, plan))
+            _handled(dst, plan, STALLED_ANSWER_S if missed_tick(gaps) else HANDLED_S, source=src)
         deleted = tuple(name for name, side in (("source", src), ("destination", dst))
                         if any(_deleted(e) for e in side.monitor.events()))
         if plan.action == "unplug" and given and "destination" not in deleted:
@@ -309,12 +308,14 @@ def _lines(side: Side, plan: Plan) -> tuple[Dlpar, ...]:
     return tuple(m for m in side.console.messages() if isinstance(m, Dlpar) and m.drc == plan.drc)
 
 
-def _handled(side: Side, plan: Plan, timeout: float, already: tuple[Dlpar, ...] = ()) -> Dlpar | None:
-    """The guest's dlpar line for the plan's DRC on ``side``, waited for unless ``already`` there
-    (the guest handled it on the source)."""
-    if already:
-        return already[-1]
-    return side.console.wait_for(Dlpar, lambda m: m.drc == plan.drc, timeout)
+def _handled(side: Side, plan: Plan, timeout: float, source: Side | None = None) -> Dlpar | None:
+    """The guest's dlpar line for the plan's DRC on ``side``, or on the ``source`` it migrated
+    from (handled there; its line may be completed by the destination's console after the stop)."""
+    def match(m: Dlpar) -> bool:
+        return m.drc == plan.drc
+    if source is None:
+        return side.console.wait_for(Dlpar, match, timeout)
+    return side.console.wait_for_either(source.console, Dlpar, match, timeout)
 
 
 def _deleted(event: dict[str, object]) -> bool:

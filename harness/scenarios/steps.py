@@ -128,6 +128,8 @@ def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: 
             Tick, lambda t, c=cpu, n=last.n: t.cpu == c and t.n > n,  # type: ignore[misc]
             max(0.0, deadline - time.monotonic()))
         waited = (time.monotonic() - resumed) * 1000
+        # a tick line the stop cut in two is the source's, completed once the destination ran
+        last = source.latest(Tick, cpu=cpu) or last
         gaps.append(TickGap(cpu, last, first, round(waited)))
     if watch is None:
         return tuple(gaps)

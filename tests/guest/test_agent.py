@@ -193,7 +193,8 @@ class TestRequests:
 
 
 def test_a_line_the_stop_cut_in_two_is_whole_on_the_destination(tmp_path: Path) -> None:
-    """The source's console ends inside a line; the destination's starts with its rest."""
+    """The source's console ends inside a line; the destination's starts with its rest: the line
+    is the source's (the guest wrote it there), and the destination's lines after it are its own."""
     servers = []
     consoles = []
     for name in ("src", "dst"):
@@ -210,9 +211,13 @@ def test_a_line_the_stop_cut_in_two_is_whole_on_the_destination(tmp_path: Path) 
     servers[0].sendall(line[:15])
     wait_until(lambda: src._pending == line[:15])
     dst.continue_from(src)
-    servers[1].sendall(line[15:])
-    assert dst.wait_for(Tick, lambda t: t.n == 3, 5) is not None
-    assert not src.messages() and not dst.corrupt_lines
+    text4 = '{"cpu":0,"n":4,"tb":77}'
+    later = f"##GM tick 10 {zlib.crc32(f'tick 10 {text4}'.encode()):08x} {text4}\r\n".encode()
+    servers[1].sendall(line[15:] + later)
+    assert src.wait_for(Tick, lambda t: t.n == 3, 5) is not None
+    assert dst.wait_for(Tick, lambda t: t.n == 4, 5) is not None
+    assert [m.n for m in dst.messages() if isinstance(m, Tick)] == [4] and not dst.corrupt_lines
+    assert dst.wait_for_either(src, Tick, lambda t: t.n == 3, 1) is not None
     for sock, console in zip(servers, consoles, strict=True):
         sock.close()
         console.close()
