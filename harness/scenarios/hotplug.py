@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from harness.checks.generic import Observations, TickGap, generic_checks, ipis_delivered, missed_tick
 from harness.checks.result import CheckResult, Limits, check_id, not_measured
-from harness.errors import GuestUnresponsive, QmpCommandError
+from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.protocol import CpuOnline, Probe, Tick, parse_cpu_list
 from harness.qemu.machine import Dimm
@@ -60,6 +60,7 @@ from harness.scenarios.steps import (
     Before,
     Hop,
     boot,
+    device_add_refusal,
     observe,
     probe_after,
     tick_gaps,
@@ -280,7 +281,8 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
     migrate_after = None
     if plan.action == "refused":
         src.monitor.cmd("migrate-set-parameters", **{"max-bandwidth": REFUSED_BANDWIDTH})
-        result = ctx.migrate(src, dst, while_active=lambda: refusal.append(_try_plug(src, slot)))
+        result = ctx.migrate(src, dst,
+                             while_active=lambda: refusal.append(device_add_refusal(src, **_core(slot))))
     else:
         # Switch over at the first chance (QEMU checks after 100 ms), so the delay places the stop.
         src.monitor.cmd("migrate-set-parameters", **{"downtime-limit": SWITCHOVER_MS})
@@ -364,17 +366,13 @@ def _slot(side: Side, core_id: int) -> dict[str, Any]:
                 if c["props"].get("core-id") == core_id)
 
 
+def _core(slot: dict[str, Any]) -> dict[str, Any]:
+    """device_add's arguments for the plugged core in ``slot``."""
+    return {"driver": slot["type"], "id": CORE_ID, **slot["props"]}
+
+
 def _plug(side: Side, slot: dict[str, Any]) -> None:
-    side.monitor.cmd("device_add", driver=slot["type"], id=CORE_ID, **slot["props"])
-
-
-def _try_plug(side: Side, slot: dict[str, Any]) -> str:
-    """device_add during the migration: QEMU's refusal, or ``accepted``."""
-    try:
-        _plug(side, slot)
-    except QmpCommandError as exc:
-        return f"{exc.error_class}: {exc.desc}"
-    return "accepted"
+    side.monitor.cmd("device_add", **_core(slot))
 
 
 def _memory_grown(agent: Agent, before: Before, timeout: float) -> Probe | None:

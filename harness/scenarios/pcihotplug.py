@@ -49,19 +49,24 @@ from typing import TYPE_CHECKING, Any, Literal
 from harness.checks.generic import STALL, Observations, TickGap, generic_checks, missed_tick
 from harness.checks.migrated_timebase import migrated_timebase
 from harness.checks.result import CheckResult, Limits, check_id, not_measured
-from harness.errors import QmpCommandError
 from harness.guest.agent import Agent
 from harness.guest.protocol import Dlpar, Probe
-from harness.machinestate.parse import parse_registers
-from harness.qemu.memmap import hmp
 from harness.scenarios.declare import MachineChange, Scenario, Variant
 from harness.scenarios.hotplug import TRACED
-from harness.scenarios.steps import STALLED_ANSWER_S, Before, Hop, boot, observe, probe_after, tick_gaps
+from harness.scenarios.steps import (
+    STALLED_ANSWER_S,
+    Before,
+    Hop,
+    boot,
+    device_add_refusal,
+    observe,
+    probe_after,
+    tick_gaps,
+)
 from harness.stream.drc import DRC_STATES, Drc, drcs_in
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
+    from harness.migration.run import MigrationResult
     from harness.runner.context import ScenarioContext
     from harness.runner.side import Side
 
@@ -129,9 +134,9 @@ class PciHotplugObservations:
     migrate_after_ms: int | None
     drcs: tuple[Drc, ...]
     stop_tb: int | None
-    """The guest's timebase when the source stopped: under TCG the stopped source's TB (``info
-    registers``: TCG's timebase follows the virtual clock, which stops with the VM), under KVM the
-    stream's ``guest_timebase`` (KVM's TB is not in ``info registers``)."""
+    """The guest's timebase when the source stopped: under TCG the stopped source's TB in the
+    hop's machine state (``info registers``: TCG's timebase follows the virtual clock, which stops
+    with the VM), under KVM the stream's ``guest_timebase`` (KVM's TB is not in ``info registers``)."""
     probe_after: Probe | None
     gaps: tuple[TickGap, ...]
     seen: Observations
@@ -183,8 +188,9 @@ class PciHotplugObservations:
         """The DRC the stream carried against the guest's progress at the stop."""
         name = "DRC in the stream agrees with the guest's progress"
         if self.stop_tb is None:
-            return not_measured(name, "the guest's timebase at the stop was not read (under KVM it "
-                                "is the stream's guest_timebase: stream not recorded or not decoded)")
+            return not_measured(name, "the guest's timebase at the stop was not read (under TCG it "
+                                "is the source's TB in the hop's machine state, under KVM the "
+                                "stream's guest_timebase: not read, or stream not recorded)")
         want_action = "add" if self.plan.action == "plug" else "remove"
         line = next((d for _, d in self.handled if d.action == want_action), None)
         drc = next((d for d in self.drcs if d.index == self.plan.drc), None)
@@ -243,7 +249,8 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> PciHotplugObservations:
     given = False
     if plan.action == "refused":
         src.monitor.cmd("migrate-set-parameters", **{"max-bandwidth": REFUSED_BANDWIDTH})
-        result = ctx.migrate(src, dst, while_active=lambda: refusal.append(_try_plug(src, plan)))
+        result = ctx.migrate(src, dst,
+                             while_active=lambda: refusal.append(device_add_refusal(src, **plan.device())))
     else:
         if plan.action == "plug":
             if plan.destination_device:  # before the stream comes, as libvirt does
@@ -283,7 +290,7 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> PciHotplugObservations:
         on_src, on_dst = _present(src), _present(dst)
         stream = result.stream
         drcs = drcs_in(stream) if stream is not None else ()
-        stop_tb = _stop_tb(ctx, src, stream)
+        stop_tb = _stop_tb(ctx, result)
         probed = probe_after(dst, bool(missed_tick(gaps)))
     expected = tuple(d.pci for d in before.devices.devices if d.pci != plan.pci) if before.devices else ()
     if plan.action == "plug":
@@ -295,12 +302,13 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> PciHotplugObservations:
                                   probed, gaps, seen)
 
 
-def _stop_tb(ctx: ScenarioContext, src: Side, stream: Path | None) -> int | None:
+def _stop_tb(ctx: ScenarioContext, result: MigrationResult) -> int | None:
     """The guest's timebase at the stop (see :attr:`PciHotplugObservations.stop_tb`)."""
     if ctx.setup_of("dst").accel == "kvm":
-        return migrated_timebase(stream).value
-    registers = parse_registers(hmp(src, "info registers -a", ctx.rundir / "src-info-registers.txt"))
-    tb = registers[0].fields.get("TB") if registers else None
+        return migrated_timebase(result.stream).value
+    state = result.machine_state
+    cpu = next((c for c in state.source.components if c.name == "CPU 0"), None) if state else None
+    tb = cpu.fields.get("TB") if cpu else None
     return int(tb) if tb is not None else None
 
 
@@ -335,15 +343,6 @@ def _present(side: Side) -> bool:
                     found += devices([bridge])
         return found
     return any(d.get("qdev_id") == DEVICE_ID for d in devices(side.monitor.cmd("query-pci")))
-
-
-def _try_plug(side: Side, plan: Plan) -> str:
-    """device_add during the migration: QEMU's refusal, or ``accepted``."""
-    try:
-        side.monitor.cmd("device_add", **plan.device())
-    except QmpCommandError as exc:
-        return f"{exc.error_class}: {exc.desc}"
-    return "accepted"
 
 
 def _variant(action: Action, phb: int, delay_ms: int | None) -> Variant[Plan]:

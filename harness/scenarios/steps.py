@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.checks.devices import DeviceTraffic
 from harness.checks.generic import Observations, Progress, TickGap, missed_tick
 from harness.checks.migrated_timebase import migrated_timebase
 from harness.checks.result import CheckResult, Limits, not_measured
-from harness.errors import GuestUnresponsive
+from harness.errors import GuestUnresponsive, QmpCommandError
 from harness.guest.agent import Agent
 from harness.guest.protocol import Busy, IpiReport, LoadMode, Probe, RngReport, TbStats, Tick, parse_cpu_list
 
@@ -147,6 +147,15 @@ def probe_after(dst: Side, stalled: bool) -> Probe | None:
         if not stalled:
             raise
         return None
+
+
+def device_add_refusal(side: Side, **device: Any) -> str:
+    """``device_add`` during a migration: QEMU's refusal (``<class>: <desc>``), or ``accepted``."""
+    try:
+        side.monitor.cmd("device_add", **device)
+    except QmpCommandError as exc:
+        return f"{exc.error_class}: {exc.desc}"
+    return "accepted"
 
 
 def to_busy(agent: Agent) -> bool:
