@@ -66,8 +66,9 @@
 
 #define PROTOCOL_VERSION 6
 #define MAX_CPUS 256            /* CPU numbers at or above this are not watched */
-#define BUSY_PER_SECOND 4       /* target busy beat rate */
-#define CALIBRATION_WINDOWS 4   /* one-off calibration: 4 windows of 1/BUSY_PER_SECOND s */
+#define BUSY_PER_SECOND 10      /* target busy beat rate */
+#define CALIBRATION_WINDOWS 4   /* one-off calibration: 4 windows of ... */
+#define CALIBRATION_SPLIT 4     /* ... 1/CALIBRATION_SPLIT of a beat each (25 ms) */
 #define SPIN_BATCH 4096         /* spinner iterations between stats flushes and mode checks */
 #define TICK_NS 250000000L      /* tick heartbeat period */
 #define TIMER_NS 1000000L       /* timer-load sleep */
@@ -912,15 +913,16 @@ static struct tb_stats read_stats(struct cpu_slot *s)
 }
 
 /*
- * Once, at start: count iterations of the real loop in a few windows of
- * 1/BUSY_PER_SECOND s and keep the best, since interference (boot leftovers,
+ * Once, at start: count iterations of the real loop in a few short windows
+ * (a fraction of a beat: the first load switch waits for calibration, so it
+ * is kept to 100 ms) and keep the best, since interference (boot leftovers,
  * a busy host) only ever lowers a count.  After that the beat is driven by
  * the iteration count alone, so it measures CPU progress, not time.
  * Calibration samples do not count in the statistics.
  */
 static void calibrate(struct cpu_slot *s, struct spin *sp)
 {
-	const uint64_t window = tb_freq / BUSY_PER_SECOND;
+	const uint64_t window = tb_freq / BUSY_PER_SECOND / CALIBRATION_SPLIT;
 	uint64_t best = 0;
 	sp->countdown = UINT64_MAX;
 	sp->prev = mftb();
@@ -932,7 +934,7 @@ static void calibrate(struct cpu_slot *s, struct spin *sp)
 		if (sp->iter - iter > best)
 			best = sp->iter - iter;
 	}
-	sp->busy_every = best ? best : 1;
+	sp->busy_every = best ? best * CALIBRATION_SPLIT : 1;
 	sp->countdown = sp->busy_every;
 	sp->batch = (struct tb_stats){0};
 }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import time
 from typing import TypeVar
 
 from harness.errors import GuestUnresponsive
@@ -24,6 +26,7 @@ from harness.guest.protocol import (
 )
 from harness.qemu.console import Console
 
+_log = logging.getLogger("goldmig.agent")
 _request_ids = itertools.count(1)
 R = TypeVar("R", Probe, TbStats, TbWarp, IpiReport, RngReport, Ok)
 Beat = TypeVar("Beat", Busy, Tick)
@@ -52,6 +55,7 @@ class Agent:
 
     def hello(self, timeout: float) -> Hello:
         hello = self.console.wait_for(Hello, lambda _: True, timeout)
+        _log.debug("%s: hello %s", self.console.name, "seen" if hello else "not seen")
         if hello is None:
             raise GuestUnresponsive(
                 f"{self.console.name}: the guest agent did not start within {timeout}s "
@@ -114,6 +118,8 @@ class Agent:
     def beat_after(self, kind: type[Beat], after: int, timeout: float, *, cpu: int) -> Beat:
         """The first ``kind`` heartbeat of ``cpu`` numbered above ``after``."""
         beat = self.console.wait_for(kind, lambda b: b.cpu == cpu and b.n > after, timeout)
+        _log.debug("%s: %s of cpu %d after #%d: %s", self.console.name, kind.__name__.lower(), cpu,
+                   after, f"#{beat.n}" if beat else "none")
         if beat is None:
             raise GuestUnresponsive(
                 f"{self.console.name}: no {kind.__name__.lower()} heartbeat from cpu {cpu} "
@@ -124,10 +130,14 @@ class Agent:
     def _request(self, command: str, reply: type[R], timeout: float | None = None) -> R:
         req = next(_request_ids)
         wait = self.timeout if timeout is None else timeout
+        sent = time.monotonic()
+        _log.debug("%s -> %s (request %d)", self.console.name, command, req)
         self.console.send(encode_command(command, req))
         answer = self.console.wait_for(
             (reply, AgentError), lambda m: m.req == req, wait  # type: ignore[arg-type]
         )
+        _log.debug("%s <- %s: %s in %.1f ms", self.console.name, command,
+                   type(answer).__name__ if answer else "nothing", (time.monotonic() - sent) * 1000)
         if answer is None:
             raise GuestUnresponsive(
                 f"{self.console.name}: no reply to {command!r} (request {req}) within {wait}s"

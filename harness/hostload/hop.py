@@ -15,6 +15,10 @@ class HopWatch:
     def stop(self) -> HopStarvation:
         return HopStarvation(tuple(w.stop() for w in self.windows))
 
+    def so_far(self) -> HopStarvation:
+        """The windows' readings until now, the windows left open."""
+        return HopStarvation(tuple(w.so_far() for w in self.windows))
+
 
 @dataclass(frozen=True)
 class HopStarvation:

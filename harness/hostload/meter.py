@@ -212,6 +212,12 @@ class Window:
         self._reading = self.meter.measure(self._first, self.meter.sample(), self._threads)
         return self._reading
 
+    def so_far(self) -> Starvation:
+        """What the host did to the QEMU since the window opened, the window left open."""
+        if self.state is not WindowState.OPEN:
+            raise HostLoadError(f"{self.meter.role}: Window.so_far() called in state {self.state.value}")
+        return self.meter.measure(self._first, self.meter.sample(), self._threads)
+
     @property
     def reading(self) -> Starvation:
         if self._reading is None:

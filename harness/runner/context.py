@@ -8,6 +8,7 @@ happened (the cell's ExitStack owns it).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,7 @@ class ScenarioContext:
     _workspaces: dict[int, Workspace] = field(default_factory=dict)
     _meters: dict[int, StarvationMeter | None] = field(default_factory=dict)
     _watches: dict[int, HopWatch] = field(default_factory=dict)
+    _conts: dict[int, float] = field(default_factory=dict)
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         """Time a block as one of the benchmark's phases (boot, migrate, check, ...)."""
@@ -96,6 +98,18 @@ class ScenarioContext:
         ws = self._workspaces[id(on)]
         staged = replace(setup, kernel=ws.stage(setup.kernel), initrd=ws.stage(setup.initrd))
         return self.driver.start(self, name, build, staged, ws, incoming)
+
+    def cont(self, side: Side) -> float:
+        """Let the paused ``side`` run (QMP ``cont``), once; returns when it was told to.
+
+        The guest boots from then on, so what the scenario does next (start the
+        destination) overlaps its boot; :func:`harness.scenarios.steps.boot`
+        then waits for the guest (and sends ``cont`` itself if nobody did).
+        """
+        if id(side) not in self._conts:
+            self._conts[id(side)] = time.monotonic()
+            side.monitor.cmd("cont")
+        return self._conts[id(side)]
 
     def migrate(self, src: Side, dst: Side, *, timeout: float | None = None,
                 cut_after_bytes: int | None = None,

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 def run(ctx: ScenarioContext, variant: Variant[LoadMode]) -> Observations:
     src = ctx.start("src")
+    ctx.cont(src)  # the guest boots while the destination starts
     dst = ctx.start("dst")
     before = boot(ctx, src, variant.data, devices=True)
     there = hop(ctx, src, dst, before)

@@ -88,6 +88,7 @@ def _line_with(text: str, needle: str) -> str | None:
 
 def run(ctx: ScenarioContext, variant: Variant[str]) -> CapsObservations:
     src = ctx.start("src")
+    ctx.cont(src)  # the guest boots while the destination starts
     dst = ctx.start("dst")
     before = boot(ctx, src)
     for side in (src, dst):

@@ -265,9 +265,10 @@ def _drcs(drcs: tuple[Drc, ...]) -> str:
 def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
     plan = variant.data
     src = ctx.start("src")
+    src.trace(TRACED)  # which side the guest's set-indicator and configure-connector reached
+    ctx.cont(src)  # the guest boots while the destination starts
     dst = ctx.start("dst")
-    for side in (src, dst):  # which side the guest's set-indicator and configure-connector reached
-        side.trace(TRACED)
+    dst.trace(TRACED)
     before = boot(ctx, src)
     source = Agent(src.console)
     slot = _free_core(src)

@@ -82,6 +82,7 @@ class IntcObservations:
 
 def run(ctx: ScenarioContext, variant: Variant[str]) -> IntcObservations:
     src = ctx.start("src")
+    ctx.cont(src)  # the guest boots while the destination starts
     dst = ctx.start("dst")
     before = boot(ctx, src)
     result = ctx.migrate(src, dst)

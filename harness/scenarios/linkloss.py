@@ -49,6 +49,7 @@ class LinkLossObservations:
 
 def run(ctx: ScenarioContext, variant: Variant[None]) -> LinkLossObservations:
     src = ctx.start("src")
+    ctx.cont(src)  # the guest boots while the destination starts
     dst = ctx.start("dst")
     before = boot(ctx, src)
     src.monitor.cmd("migrate-set-parameters", **{"max-bandwidth": BANDWIDTH})

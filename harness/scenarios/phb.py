@@ -196,6 +196,7 @@ def _hex(fields: dict[str, int]) -> dict[str, str]:
 
 def run(ctx: ScenarioContext, variant: Variant[PhbWindows]) -> PhbObservations:
     src = ctx.start("src")
+    ctx.cont(src)  # the guest boots while the destination starts
     dst = ctx.start("dst")
     before = boot(ctx, src, devices=True)
     source_windows = phb_windows(hmp(src, "info mtree", ctx.rundir / "src-info-mtree.txt"))

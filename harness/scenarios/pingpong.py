@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 def run(ctx: ScenarioContext, variant: Variant[None]) -> Observations:
     src = ctx.start("src")
+    ctx.cont(src)  # the guest boots while the destination starts
     dst = ctx.start("dst")
     before = boot(ctx, src)
     there = hop(ctx, src, dst, before)

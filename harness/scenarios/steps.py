@@ -3,7 +3,10 @@
 Timer interrupts are checked on schedule, not eventually: right after each
 hop the harness waits, without sending the guest anything (console input is
 an interrupt that can wake a stalled CPU and hide the stall), for every CPU's
-next tick, and gives up a second after the bound. A CPU whose tick does not
+next tick, and gives up one tick period after the bound, plus however long
+the host kept that CPU's vCPU thread waiting for a host CPU meanwhile (a
+loaded host's late tick must arrive to be seen as the host's doing), a
+second after the bound at most. A CPU whose tick does not
 come is recorded (the tick check fails on it), and the harness goes on: its
 next agent command wakes the guest (console input is an interrupt), which is
 said in the evidence of what is measured after it, and what the guest no
@@ -33,13 +36,17 @@ if TYPE_CHECKING:
     from harness.runner.context import ScenarioContext
     from harness.runner.side import Side
 
-LATE_MARGIN_S = 1.0
-"""How long past the tick-gap bound the harness keeps waiting before it calls a CPU stalled."""
+LATE_MARGIN_S = 0.25
+"""How long past the tick-gap bound the harness waits for a CPU's tick when the host did not keep
+the CPU's vCPU thread waiting: one tick period."""
+LATE_MARGIN_MAX_S = 1.0
+"""The longest past the tick-gap bound the harness waits for a CPU's tick, however long the host
+kept its vCPU thread waiting, and when that is not measured."""
 STALLED_ANSWER_S = 2.0
 """How long a guest with a stalled CPU gets to answer each request."""
-STALLED_BEAT_S = 2.0
-"""How long a CPU that missed its tick gets to show a busy beat (a running spinner beats several
-times a second)."""
+STALLED_BEAT_S = 1.0
+"""How long a CPU that missed its tick gets to show a busy beat (a running spinner beats about
+ten times a second)."""
 HELLO = "hello"
 """Prefix of the timing from ``cont`` to the agent's hello, per CPU count (``hello-2cpu``), kept with
 a cell's phases (part of its boot phase)."""
@@ -71,13 +78,13 @@ class Hop:
 
 
 def boot(ctx: ScenarioContext, src: Side, load: LoadMode = "idle", *, devices: bool = False) -> Before:
-    """Run the paused source until every CPU ticks, put the guest in ``load``, probe (and with
+    """Run the source (unless :meth:`ScenarioContext.cont` did) until every CPU ticks, put the
+    guest in ``load``, probe (and with
     ``devices``, read every virtio-rng, which :func:`observe` then checks on the destination),
     reset the watchers."""
     agent = Agent(src.console)
     with ctx.phase("boot"):
-        started = time.monotonic()
-        src.monitor.cmd("cont")
+        started = ctx.cont(src)
         cpus = parse_cpu_list(agent.hello(ctx.timeouts.boot_s).cpus)
         # firmware, kernel and init: what the guest image decides (goldmig bench shows it per build)
         ctx.phases[f"{HELLO}-{len(cpus)}cpu"] = time.monotonic() - started
@@ -109,24 +116,30 @@ def hop(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
 def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: Limits,
               downtime_ms: int, earlier: tuple[TickGap, ...] = (),
               watch: HopWatch | None = None) -> tuple[TickGap, ...]:
-    """Each CPU's last tick on the source and first on the destination, waiting at most the
-    gap bound plus :data:`LATE_MARGIN_S` from now (the destination has just resumed).
+    """Each CPU's last tick on the source and first on the destination, waiting from now (the
+    destination has just resumed) for as long as :func:`tick_deadline` says.
 
     ``earlier`` is the previous hop's gaps, when the source was that hop's destination: a CPU
     that never ticked there keeps its last tick from before that hop. ``watch`` (the hop's
     starvation windows, :meth:`ScenarioContext.hop_watch`) is closed here: each gap then says
     how long the host kept that CPU waiting."""
     resumed = time.monotonic()
-    deadline = resumed + limits.gap_bound_ms(downtime_ms) / 1000 + LATE_MARGIN_S
+    bound_s = limits.gap_bound_ms(downtime_ms) / 1000
     before = {g.cpu: g.last_before for g in earlier}
     gaps = []
     for cpu in cpus:
         last = source.latest(Tick, cpu=cpu) or before.get(cpu)
         if last is None:
             raise AssertionError(f"CPU {cpu} never ticked on the source")  # boot() waited for it
-        first = destination.console.wait_for(
-            Tick, lambda t, c=cpu, n=last.n: t.cpu == c and t.n > n,  # type: ignore[misc]
-            max(0.0, deadline - time.monotonic()))
+        deadline = tick_deadline(resumed + bound_s, watch, cpu)
+        while True:
+            first = destination.console.wait_for(
+                Tick, lambda t, c=cpu, n=last.n: t.cpu == c and t.n > n,  # type: ignore[misc]
+                max(0.0, deadline - time.monotonic()))
+            later = tick_deadline(resumed + bound_s, watch, cpu) if first is None else deadline
+            if later <= deadline:
+                break
+            deadline = later  # the host kept the vCPU waiting meanwhile: its tick may still come
         waited = (time.monotonic() - resumed) * 1000
         # a tick line the stop cut in two is the source's, completed once the destination ran
         last = source.latest(Tick, cpu=cpu) or last
@@ -135,6 +148,17 @@ def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: 
         return tuple(gaps)
     host = watch.stop()
     return tuple(dataclasses.replace(g, starved_ms=host.of_cpu(g.cpu), host=host.describe()) for g in gaps)
+
+
+def tick_deadline(bound_at: float, watch: HopWatch | None, cpu: int) -> float:
+    """When to stop waiting for ``cpu``'s first tick after a hop whose gap bound ends at
+    ``bound_at``: :data:`LATE_MARGIN_S` after it, later by as long as the host has so far kept the
+    CPU's vCPU thread waiting for a host CPU (``watch``), :data:`LATE_MARGIN_MAX_S` after it at
+    most, and when that is not measured."""
+    starved = watch.so_far().of_cpu(cpu) if watch is not None else None
+    if starved is None:
+        return bound_at + LATE_MARGIN_MAX_S
+    return bound_at + min(LATE_MARGIN_S + starved / 1000, LATE_MARGIN_MAX_S)
 
 
 def probe_after(dst: Side, stalled: bool) -> Probe | None:

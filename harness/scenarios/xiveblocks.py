@@ -107,6 +107,7 @@ def _show(blocks: tuple[Block, ...]) -> list[str]:
 
 def run(ctx: ScenarioContext, variant: Variant[bool]) -> XiveBlocksObservations:
     src = ctx.start("src")
+    ctx.cont(src)  # the guest boots while the destination starts
     dst = ctx.start("dst")
     before = boot(ctx, src, devices=True)
     source_regions = region_types(hmp(src, "info mtree", ctx.rundir / "src-info-mtree.txt"))
