@@ -279,9 +279,6 @@ class SshHost:
             sock = socket.create_connection(
                 (target.address, target.port), timeout=target.connect_timeout
             )
-            # every request is a few small packets waiting on an answer: without this, Nagle's
-            # algorithm holds each behind the peer's delayed ACK (40 ms a command, measured)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 5)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
