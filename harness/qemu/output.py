@@ -14,11 +14,20 @@ TAIL_CHARS = 1500
 """The tail of QEMU's output given on the lines below."""
 
 
+CAUSES = ("Entering checkstop state",)
+"""How lines start that give the reason QEMU stops the guest, and that a register dump after them
+pushes out of its last lines (target/ppc's powerpc_checkstop, then cpu_dump_state)."""
+
+
 def last_words(output: str) -> str:
-    """QEMU's last few non-blank output lines joined on one line, or "no output"."""
+    """QEMU's last few non-blank output lines joined on one line, after the last line that gave a
+    reason (:data:`CAUSES`) if that is further up; or "no output"."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    said = " | ".join(lines[-WORDS:])
-    return said[-WORDS_CHARS:] if said else "no output"
+    said = " | ".join(lines[-WORDS:])[-WORDS_CHARS:]
+    cause = next((line for line in reversed(lines[:-WORDS]) if line.startswith(CAUSES)), None)
+    if cause is not None:
+        return f"{cause} | ... | {said}"
+    return said or "no output"
 
 
 def start_failure(who: str, exitcode: int | None, why: str, output: str) -> str:
