@@ -29,6 +29,7 @@ from harness.runner.evidence import keep_evidence
 from harness.runner.explain import diff_last_hop, summarise_streams
 from harness.runner.roles import Hop
 from harness.runner.rundir import make_rundir
+from harness.runner.side import stop_all
 from harness.runner.timing import timed
 from harness.scenarios import SCENARIOS
 from harness.scenarios.declare import MachineChange, Needs, ScenarioResult
@@ -236,6 +237,7 @@ def _drive(
                 with timed(record.phases, "check"):
                     record.checks = [*record.observations.checks(limits), *completed(record.migrations),
                                      *machine_state_checks(record.migrations)]
+                stop_all(ctx.started)  # the QEMUs are not needed any more; the stack would stop them in turn
             except MigrationFailed:
                 if site.builds_here and record.hops:  # the diff records reference streams here
                     hop = record.hops[-1]

@@ -39,12 +39,24 @@ def _matrix() -> Matrix:
     return load_matrix(REPO_ROOT / "matrix.yaml")
 
 
+def _show_evidence(evidence: Path, lines: int = 80) -> None:
+    """Print the tail of the cell's log and of every console it kept (shown with a failure)."""
+    for log in sorted(evidence.rglob("*.log")):
+        if log.name == "harness.log" or "console" in log.name or "serial" in log.name:
+            print(f"==> {log.relative_to(evidence)} (last {lines} lines)")
+            print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
+
+
 def test_the_guest_migrates_between_two_kvm_hosts(tmp_path: Path) -> None:
     matrix = _matrix()
     cell = next(c for c in matrix.cells() if c.id == SMOKE)
     record = CellRecord(cell, tmp_path / "evidence")
 
-    run_cell(cell, matrix, record)
+    try:
+        run_cell(cell, matrix, record)
+    except BaseException:
+        _show_evidence(tmp_path / "evidence")  # pytest rotates tmp_path: the failure report keeps it
+        raise
 
     assert record.parameters["accel"] == "kvm" and "nested KVM hosts" in record.parameters["hosts"]
     checks = {c.invariant: c for c in record.checks}
