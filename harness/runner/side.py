@@ -92,6 +92,8 @@ def stop_all(sides: Sequence[Side]) -> None:
     once all have been stopped."""
     if not sides:
         return
+    for side in sides:  # here: qemu.qmp's connection belongs to the thread that opened it
+        side.monitor.close()
     with ThreadPoolExecutor(max_workers=len(sides), thread_name_prefix="stop") as pool:
         stopping = [pool.submit(side.stop) for side in sides]
     for stopped in stopping:

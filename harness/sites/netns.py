@@ -3,6 +3,7 @@ SSH (an sshd per namespace), the stream crossing a veth link over TCP."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ class NamespaceSite(OnThisMachine):
         pair = stack.enter_context(NamespacePair(
             builds[0].root, builds[1].root, writable=[rundir], readable=readable,
             side_readable=(builds[0].own_dirs, builds[1].own_dirs), evidence=rundir))
-        by_side: dict[str, Host] = {"a": pair.host("a"), "b": pair.host("b")}
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="connect") as pool:  # handshakes at once
+            by_side: dict[str, Host] = dict(zip("ab", pool.map(pair.host, "ab"), strict=True))
         return Placement({name: by_side[r.side] for name, r in ROLES.items()},
                          lambda src, dst: NamespaceTransport(pair, ROLES[dst.role].side, recording))
 
