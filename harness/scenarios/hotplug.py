@@ -341,10 +341,10 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> HotplugObservations:
         # A CPU stuck in a plug or unplug can hold the guest's console input path: a short probe.
         stuck = stalled or (plan.action == "plug" and not new_ticked) or (
             plan.action == "unplug" and "destination" not in deleted)
-        probed = probe_after(dst, stuck)
+        probed, silence = probe_after(dst, stuck)
     cpus = tuple(sorted({*before.cpus, *((new_cpu,) if new_cpu is not None and new_ticked else ())}))
     seen = observe(ctx, src, dst, Before(before.probe, before.load, cpus),
-                   [Hop(result.figures, gaps, result.stream)])
+                   [Hop(result.figures, gaps, result.stream)], silence=silence)
     return HotplugObservations(
         plan, before, new_cpu, announced_on, ticked_on_src, new_ticked, core_src, core_dst, mem_after,
         deleted,

@@ -90,12 +90,12 @@ def run(ctx: ScenarioContext, variant: Variant[str]) -> IntcObservations:
         gaps = tick_gaps(Agent(src.console), Agent(dst.console), before.cpus, ctx.limits,
                          result.figures.downtime_ms, watch=ctx.hop_watch(dst))
         # the controller first: measured whatever follows, if the guest can still answer
-        after = probe_after(dst, bool(missed_tick(gaps)))
+        after, silence = probe_after(dst, bool(missed_tick(gaps)))
         stream_intc = None
         if result.stream is not None:
             spapr = summarise(result.stream).as_dict().get("spapr") or {}
             stream_intc = (spapr.get("cas") or {}).get("interrupt_controller")
-    seen = observe(ctx, src, dst, before, [Hop(result.figures, gaps, result.stream)])
+    seen = observe(ctx, src, dst, before, [Hop(result.figures, gaps, result.stream)], silence=silence)
     return IntcObservations(variant.data, stream_intc, before.probe, after, gaps,
                             result.figures.downtime_ms, seen)
 

@@ -45,9 +45,11 @@ def land(ctx: ScenarioContext, src: Side, dst: Side, before: Before) -> Landed:
 
 
 def the_rest(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
-             landed: Landed) -> Observations:
-    """The generic observations after the scenario's own."""
-    return observe(ctx, src, dst, before, [Hop(landed.result.figures, landed.gaps, landed.result.stream)])
+             landed: Landed, silence: str = "") -> Observations:
+    """The generic observations after the scenario's own (``silence``: what those left
+    unanswered, see :func:`~harness.scenarios.steps.observe`)."""
+    return observe(ctx, src, dst, before, [Hop(landed.result.figures, landed.gaps, landed.result.stream)],
+                   silence=silence)
 
 
 def own_first(own: list[CheckResult], seen: Observations, limits: Limits,

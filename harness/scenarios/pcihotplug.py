@@ -292,11 +292,12 @@ def run(ctx: ScenarioContext, variant: Variant[Plan]) -> PciHotplugObservations:
         stream = result.stream
         drcs = drcs_in(stream) if stream is not None else ()
         stop_tb = _stop_tb(ctx, result)
-        probed = probe_after(dst, bool(missed_tick(gaps)))
+        probed, silence = probe_after(dst, bool(missed_tick(gaps)))
     expected = tuple(d.pci for d in before.devices.devices if d.pci != plan.pci) if before.devices else ()
     if plan.action == "plug":
         expected += (plan.pci,)
-    seen = observe(ctx, src, dst, before, [Hop(result.figures, gaps, stream)], devices=expected)
+    seen = observe(ctx, src, dst, before, [Hop(result.figures, gaps, stream)], devices=expected,
+                   silence=silence)
     handled = tuple((side.role, d) for side in (src, dst) for d in _lines(side, plan))
     return PciHotplugObservations(plan, before, on_src, on_dst, given, handled, deleted,
                                   refusal[0] if refusal else None, migrate_after, drcs, stop_tb,

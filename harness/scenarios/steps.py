@@ -161,16 +161,17 @@ def tick_deadline(bound_at: float, watch: HopWatch | None, cpu: int) -> float:
     return bound_at + min(LATE_MARGIN_S + starved / 1000, LATE_MARGIN_MAX_S)
 
 
-def probe_after(dst: Side, stalled: bool) -> Probe | None:
-    """The destination's probe, with a short timeout while a CPU is ``stalled``; None when the
-    guest then does not answer (the checks say so). A guest silent with no CPU stalled is the
-    failure: :class:`GuestUnresponsive` is raised."""
+def probe_after(dst: Side, stalled: bool) -> tuple[Probe | None, str]:
+    """The destination's probe, with a short timeout while a CPU is ``stalled``, and what went
+    unanswered: (None, why) when the guest then does not answer (the checks say so; hand ``why``
+    to :func:`observe`, which then asks nothing more), (probe, "") otherwise. A guest silent with
+    no CPU stalled is the failure: :class:`GuestUnresponsive` is raised."""
     try:
-        return Agent(dst.console, timeout=PROBE_STALLED_S if stalled else 10.0).probe()
-    except GuestUnresponsive:
+        return Agent(dst.console, timeout=PROBE_STALLED_S if stalled else 10.0).probe(), ""
+    except GuestUnresponsive as exc:
         if not stalled:
             raise
-        return None
+        return None, str(exc)
 
 
 def device_add_refusal(side: Side, **device: Any) -> str:
@@ -190,11 +191,12 @@ def to_busy(agent: Agent) -> bool:
 
 class Asker:
     """Asks the agent one thing after another until it stops answering; then each further
-    question is skipped (None), and :attr:`silence` says what went unanswered first."""
+    question is skipped (None), and :attr:`silence` says what went unanswered first (``silence``:
+    what already did, before this asker)."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, silence: str = "") -> None:
         self.agent = agent
-        self.silence = ""
+        self.silence = silence
 
     def __call__(self, question: Callable[[Agent], T]) -> T | None:
         if self.silence:
@@ -207,14 +209,16 @@ class Asker:
 
 
 def observe(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
-            hops: list[Hop], devices: tuple[str, ...] | None = None) -> Observations:
+            hops: list[Hop], devices: tuple[str, ...] | None = None, *, silence: str = "") -> Observations:
     """What the guest saw, read on ``dst`` after the last hop from ``src``, whether or not every
-    CPU ticked on schedule: what the guest does not answer is left None. When ``before`` read
-    the devices, the PCI functions ``devices`` (default: every virtio device it had) must answer."""
+    CPU ticked on schedule: what the guest does not answer is left None, and so is everything
+    once it did not answer (``silence``: what the scenario's own question after the hop left
+    unanswered, :func:`probe_after`). When ``before`` read the devices, the PCI functions
+    ``devices`` (default: every virtio device it had) must answer."""
     source = Agent(src.console)
     accel = ctx.setup_of(dst.role).accel
     stalled = sorted(set(missed_tick(g for h in hops for g in h.gaps)))
-    ask = Asker(Agent(dst.console, timeout=STALLED_ANSWER_S if stalled else 10.0))
+    ask = Asker(Agent(dst.console, timeout=STALLED_ANSWER_S if stalled else 10.0), silence)
     woken = (f"CPUs {stalled} missed their tick; the harness then sent the agent its next command "
              "over the console (an interrupt to the guest) to measure the rest") if stalled else ""
     with ctx.phase("check"):

@@ -115,14 +115,14 @@ def run(ctx: ScenarioContext, variant: Variant[bool]) -> XiveBlocksObservations:
     with ctx.phase("check"):
         destination_blocks = ram_blocks(hmp(dst, "info ramblock", ctx.rundir / "dst-info-ramblock.txt"))
         destination_regions = region_types(hmp(dst, "info mtree", ctx.rundir / "dst-info-mtree.txt"))
-        after = probe_after(dst, landed.stalled)
+        after, silence = probe_after(dst, landed.stalled)
         stream_blocks = None
         if landed.result.stream is not None:
             ram = summarise(landed.result.stream).ram
             stream_blocks = tuple(Block(b.name, b.size) for b in ram.blocks) if ram else ()
     return XiveBlocksObservations(variant.data, before.probe, after, stream_blocks, destination_blocks,
                                   source_regions, destination_regions, landed,
-                                  the_rest(ctx, src, dst, before, landed))
+                                  the_rest(ctx, src, dst, before, landed, silence))
 
 
 XIVE = MachineChange(properties=(("ic-mode", "xive"),), smp=1, maxcpus=1)

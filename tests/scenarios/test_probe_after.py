@@ -13,7 +13,7 @@ import pytest
 from harness.errors import GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.protocol import Probe
-from harness.scenarios.steps import PROBE_STALLED_S, probe_after
+from harness.scenarios.steps import PROBE_STALLED_S, Asker, probe_after
 
 PROBE = Probe(seq=1, req=1, tb=512_000_000, tb_freq=512_000_000, uptime="5.00", intc="XIVE",
               intc_names=("XIVE-IRQ",), cpus_online="0", cpus_present="0", mem_total_kb=480000,
@@ -44,14 +44,22 @@ def _guest(monkeypatch: pytest.MonkeyPatch, answers: bool) -> Guest:
 @pytest.mark.parametrize(("stalled", "wait"), [(False, 10.0), (True, PROBE_STALLED_S)])
 def test_the_probe_answered(monkeypatch: pytest.MonkeyPatch, stalled: bool, wait: float) -> None:
     guest = _guest(monkeypatch, answers=True)
-    assert probe_after(DST, stalled) == PROBE
+    assert probe_after(DST, stalled) == (PROBE, "")
     assert guest.waits == [wait]
 
 
-def test_a_stalled_guest_that_is_silent_leaves_the_probe_none(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stalled_guest_that_is_silent_leaves_the_probe_none_and_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     guest = _guest(monkeypatch, answers=False)
-    assert probe_after(DST, stalled=True) is None
+    assert probe_after(DST, stalled=True) == (None, "dst: no reply to 'probe'")
     assert guest.waits == [PROBE_STALLED_S] == [3.0]
+
+
+def test_an_asker_given_that_silence_asks_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    guest = _guest(monkeypatch, answers=True)
+    ask = Asker(Agent(DST.console), "dst: no reply to 'probe'")
+    assert ask(Agent.probe) is None
+    assert guest.waits == [] and ask.silence == "dst: no reply to 'probe'"
 
 
 def test_a_silent_guest_with_no_cpu_stalled_is_the_failure(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,7 +64,7 @@ class SilentConsole:
 
 def test_a_cpu_the_host_kept_waiting_meanwhile_is_waited_for_longer_then_called_tickless() -> None:
     source: Any = SimpleNamespace(name="src", messages=lambda: [Tick(seq=1, cpu=0, n=7, tb=1)])
-    destination = SilentConsole()
+    destination: Any = SilentConsole()
     limits = Limits(tb_slack_ms=500)
     watch = Watch(0.0, 300.0, 300.0)  # the vCPU thread waited 300 ms for a host CPU during the first wait
 
