@@ -78,18 +78,16 @@ class Hop:
 
 
 def boot(ctx: ScenarioContext, src: Side, load: LoadMode = "idle", *, devices: bool = False) -> Before:
-    """Run the source (unless :meth:`ScenarioContext.cont` did) until every CPU ticks, put the
-    guest in ``load``, probe (and with
-    ``devices``, read every virtio-rng, which :func:`observe` then checks on the destination),
-    reset the watchers."""
+    """Run the source (unless :meth:`ScenarioContext.cont` did) until the agent says hello, put
+    the guest in ``load``, probe (and with ``devices``, read every virtio-rng, which
+    :func:`observe` then checks on the destination), wait for every CPU's first tick (it comes
+    250 ms after the agent starts: the questions before it cost no time) and reset the watchers."""
     agent = Agent(src.console)
     with ctx.phase("boot"):
         started = ctx.cont(src)
         cpus = parse_cpu_list(agent.hello(ctx.timeouts.boot_s).cpus)
         # firmware, kernel and init: what the guest image decides (goldmig bench shows it per build)
         ctx.phases[f"{HELLO}-{len(cpus)}cpu"] = time.monotonic() - started
-        for cpu in cpus:
-            agent.beat_after(Tick, 0, ctx.timeouts.beat_s, cpu=cpu)
     with ctx.phase("check"):
         agent.set_load(load)
         if load == "busy":
@@ -97,6 +95,8 @@ def boot(ctx: ScenarioContext, src: Side, load: LoadMode = "idle", *, devices: b
                 agent.beat_after(Busy, 0, ctx.timeouts.beat_s, cpu=cpu)
         probe = agent.probe()
         rng = agent.rng() if devices else None
+        for cpu in cpus:
+            agent.beat_after(Tick, 0, ctx.timeouts.beat_s, cpu=cpu)
         agent.tbreset()
     return Before(probe, load, cpus, rng)
 
