@@ -46,6 +46,13 @@ class TickGap:
     (source and destination); None when not measured."""
     host: str = ""
     """The host's figures around the hop, as evidence."""
+    timer_resumed: bool | None = None
+    """Whether the CPU's next tick after ``first_after`` came too, on schedule: only that one
+    proves the destination's timer, as its sleep began there, while ``first_after`` can end a
+    sleep the source's timer ended just before the stop (written once the destination ran).
+    None when not waited for (no ``first_after``)."""
+    next_waited_ms: int = 0
+    """How long the harness waited for that next tick after seeing ``first_after``."""
 
     @property
     def gap(self) -> int | None:
@@ -63,8 +70,9 @@ class Progress:
 
 
 def missed_tick(gaps: Iterable[TickGap]) -> list[int]:
-    """The CPUs, in ``gaps``' order, whose first tick after the hop never came."""
-    return [g.cpu for g in gaps if g.first_after is None]
+    """The CPUs, in ``gaps``' order, whose first tick after the hop, or the one after it, never
+    came."""
+    return [g.cpu for g in gaps if g.first_after is None or g.timer_resumed is False]
 
 
 STALL = "timer-ticks-on-schedule"
@@ -150,6 +158,10 @@ def ticks_on_schedule(gaps: tuple[TickGap, ...], downtime_ms: int, tb_freq: int,
         if gap.first_after is None:
             late.append(f"CPU {gap.cpu}: no tick after #{gap.last_before.n} within {gap.waited_ms} ms "
                         "of the destination resuming")
+        elif gap.timer_resumed is False:
+            late.append(f"CPU {gap.cpu}: no tick after #{gap.first_after.n} within {gap.next_waited_ms} ms "
+                        f"of it (its first on the destination, {gap_ms:.0f} ms after #{gap.last_before.n}: "
+                        "a sleep the source's timer ended; the destination's timer never fired)")
         elif verdict is Judgement.EXCEEDED:
             late.append(f"CPU {gap.cpu}: tick #{gap.last_before.n} to #{gap.first_after.n} took "
                         f"{gap_ms:.0f} ms of timebase")

@@ -116,8 +116,9 @@ def hop(ctx: ScenarioContext, src: Side, dst: Side, before: Before,
 def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: Limits,
               downtime_ms: int, earlier: tuple[TickGap, ...] = (),
               watch: HopWatch | None = None) -> tuple[TickGap, ...]:
-    """Each CPU's last tick on the source and first on the destination, waiting from now (the
-    destination has just resumed) for as long as :func:`tick_deadline` says.
+    """Each CPU's last tick on the source, its first on the destination, waiting from now (the
+    destination has just resumed) for as long as :func:`tick_deadline` says, and whether the
+    tick after that came within one period plus the slack (:attr:`TickGap.timer_resumed`).
 
     ``earlier`` is the previous hop's gaps, when the source was that hop's destination: a CPU
     that never ticked there keeps its last tick from before that hop. ``watch`` (the hop's
@@ -131,23 +132,36 @@ def tick_gaps(source: Agent, destination: Agent, cpus: tuple[int, ...], limits: 
         last = source.latest(Tick, cpu=cpu) or before.get(cpu)
         if last is None:
             raise AssertionError(f"CPU {cpu} never ticked on the source")  # boot() waited for it
-        deadline = tick_deadline(resumed + bound_s, watch, cpu)
-        while True:
-            first = destination.console.wait_for(
-                Tick, lambda t, c=cpu, n=last.n: t.cpu == c and t.n > n,  # type: ignore[misc]
-                max(0.0, deadline - time.monotonic()))
-            later = tick_deadline(resumed + bound_s, watch, cpu) if first is None else deadline
-            if later <= deadline:
-                break
-            deadline = later  # the host kept the vCPU waiting meanwhile: its tick may still come
+        first = _tick_after(destination, cpu, last.n, resumed + bound_s, watch)
         waited = (time.monotonic() - resumed) * 1000
         # a tick line the stop cut in two is the source's, completed once the destination ran
         last = source.latest(Tick, cpu=cpu) or last
         gaps.append(TickGap(cpu, last, first, round(waited)))
+    for i, gap in enumerate(gaps):
+        if gap.first_after is None:
+            continue
+        seen = resumed + gap.waited_ms / 1000  # no later than that the first one was in
+        then = _tick_after(destination, gap.cpu, gap.first_after.n,
+                           seen + (limits.tick_period_ms + limits.tb_slack_ms) / 1000, watch)
+        gaps[i] = dataclasses.replace(gap, timer_resumed=then is not None,
+                                      next_waited_ms=round((time.monotonic() - seen) * 1000))
     if watch is None:
         return tuple(gaps)
     host = watch.stop()
     return tuple(dataclasses.replace(g, starved_ms=host.of_cpu(g.cpu), host=host.describe()) for g in gaps)
+
+
+def _tick_after(destination: Agent, cpu: int, n: int, bound_at: float, watch: HopWatch | None) -> Tick | None:
+    """``cpu``'s first tick numbered above ``n`` on ``destination``, waited for until
+    :func:`tick_deadline` past ``bound_at``; None if it did not come by then."""
+    deadline = tick_deadline(bound_at, watch, cpu)
+    while True:
+        tick = destination.console.wait_for(
+            Tick, lambda t: t.cpu == cpu and t.n > n, max(0.0, deadline - time.monotonic()))
+        later = tick_deadline(bound_at, watch, cpu) if tick is None else deadline
+        if later <= deadline:
+            return tick
+        deadline = later  # the host kept the vCPU waiting meanwhile: its tick may still come
 
 
 def tick_deadline(bound_at: float, watch: HopWatch | None, cpu: int) -> float:
