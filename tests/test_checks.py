@@ -131,6 +131,15 @@ class TestTicksOnSchedule:
         gaps = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_580), 800),)
         assert "timer ticks on schedule" not in _failed(_healthy(hop_gaps=(gaps,)))
 
+    def test_a_first_tick_on_schedule_without_the_next_one_fails_and_is_a_stall(self) -> None:
+        # CPU 0's first tick ended a sleep the source's timer had ended; the destination's never fired
+        gaps = (TickGap(0, _tick(0, 7, 1_750), _tick(0, 8, 2_001), 20, timer_resumed=False,
+                        next_waited_ms=1_000),
+                TickGap(1, _tick(1, 7, 1_760), _tick(1, 8, 2_012), 30, timer_resumed=True))
+        failed = _failed(_healthy(hop_gaps=(gaps,)))
+        assert "CPU 0: no tick after #8 within 1000 ms of it" in failed["timer ticks on schedule"]
+        assert missed_tick(gaps) == [0]
+
 
 
 class TestPerCpu:

@@ -176,7 +176,8 @@ def ticks_on_schedule(gaps: tuple[TickGap, ...], downtime_ms: int, tb_freq: int,
                             f"{'; '.join(starved)}; {host}", bound=bound, cause=HOST_OVERLOADED)
     return CheckResult(
         "timer ticks on schedule", not late, bound, f"gaps: {shown}",
-        ("; ".join(late) or "each CPU's last tick on the source and first on the destination (timebase)")
+        ("; ".join(late) or "each CPU's last tick on the source and first on the destination (timebase), "
+         "and the next one on the destination within a period and the slack")
         + (f"; host: {host}" if host else ""),
     )
 
