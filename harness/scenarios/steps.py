@@ -6,7 +6,9 @@ an interrupt that can wake a stalled CPU and hide the stall), for every CPU's
 next tick, and gives up one tick period after the bound, plus however long
 the host kept that CPU's vCPU thread waiting for a host CPU meanwhile (a
 loaded host's late tick must arrive to be seen as the host's doing), a
-second after the bound at most. A CPU whose tick does not
+second after the bound at most; then, the same way, for the tick after it
+(the first can end a sleep the source's timer ended just before the stop:
+only the second proves the destination's timer). A CPU whose tick does not
 come is recorded (the tick check fails on it), and the harness goes on: its
 next agent command wakes the guest (console input is an interrupt), which is
 said in the evidence of what is measured after it, and what the guest no
@@ -165,8 +167,8 @@ def _tick_after(destination: Agent, cpu: int, n: int, bound_at: float, watch: Ho
 
 
 def tick_deadline(bound_at: float, watch: HopWatch | None, cpu: int) -> float:
-    """When to stop waiting for ``cpu``'s first tick after a hop whose gap bound ends at
-    ``bound_at``: :data:`LATE_MARGIN_S` after it, later by as long as the host has so far kept the
+    """When to stop waiting for a tick of ``cpu`` after a hop, whose bound ends at ``bound_at``:
+    :data:`LATE_MARGIN_S` after it, later by as long as the host has so far kept the
     CPU's vCPU thread waiting for a host CPU (``watch``), :data:`LATE_MARGIN_MAX_S` after it at
     most, and when that is not measured."""
     starved = watch.so_far().of_cpu(cpu) if watch is not None else None
