@@ -86,8 +86,10 @@ def test_a_killed_destination_under_a_known_failure_is_a_crash_not_known(
     matrix = load_matrix(_matrix(tmp_path, ["baseline-idle"]))
     matrix = dataclasses.replace(matrix, known_failures=shipped.known_failures)
     (cell,) = matrix.cells()
-    killer = threading.Thread(target=_kill_after_migrate,
-                              args=(cell_tmp, "dst", 1.5, processes_mentioning), daemon=True)
+    # 0.3 s after the destination resumes: while the harness waits for the ticks the lost
+    # decrementer stops (about 1 s), as the user's kill 1.5 s after migrate did when cells were slower
+    killer = threading.Thread(target=_kill_after_resume,
+                              args=(cell_tmp, "dst", 0.3, processes_mentioning), daemon=True)
     killer.start()
     record = CellRecord(cell, tmp_path / "evidence")
     with pytest.raises(QemuCrashed) as raised:
@@ -105,13 +107,14 @@ def test_a_killed_destination_under_a_known_failure_is_a_crash_not_known(
     assert (tmp_path / "evidence" / "dst-serial.log").exists()
 
 
-def _kill_after_migrate(runs: Path, role: str, delay: float,
-                        processes_mentioning: Callable[[str], list[int]]) -> None:
-    """SIGKILL ``role``'s QEMU ``delay`` seconds after the harness sent it migrate-incoming."""
+def _kill_after_resume(runs: Path, role: str, delay: float,
+                       processes_mentioning: Callable[[str], list[int]]) -> None:
+    """SIGKILL ``role``'s QEMU ``delay`` seconds after the harness resumed it (``cont``) after the
+    migration."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         logs = list(runs.glob(f"*/{role}-qmp.log"))
-        if logs and "migrate-incoming" in logs[0].read_text():
+        if logs and '"execute": "cont"' in logs[0].read_text():
             time.sleep(delay)
             for pid in processes_mentioning(str(logs[0].parent / f"{role}.qmp")):
                 os.kill(pid, signal.SIGKILL)
