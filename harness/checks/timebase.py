@@ -112,6 +112,16 @@ def jump_within_bound(hop: HopTimebase, tb_freq: int, limits: Limits) -> CheckRe
     )
 
 
+def kept_apart(warp: TbWarp) -> list[int]:
+    """The CPUs the host never ran beside another during a ``tbwarp`` window: every CPU sampled,
+    none is behind another, and these were never compared (what :func:`in_step` calls the host's
+    load, not measured); empty when the window measured something either way."""
+    unpaired = [c.cpu for c in warp.cpus if c.cross == 0]
+    if any(c.max_warp for c in warp.cpus) or not all(c.samples for c in warp.cpus):
+        return []
+    return unpaired
+
+
 def in_step(hop: HopTimebase, tb_freq: int) -> CheckResult:
     """Every CPU's timebase in step with the others': no CPU's sample below the one another CPU
     took just before it under the lock, so no CPU behind another by more than the sampling
@@ -132,8 +142,8 @@ def in_step(hop: HopTimebase, tb_freq: int) -> CheckResult:
                   f"sampling interval (smallest step between two CPUs' samples) {interval} ticks "
                   f"= {interval * 1e6 / tb_freq:.2f} us, largest "
                   f"{max(c.max_gap for c in crossed) * 1e6 / tb_freq:.0f} us")
-    if unpaired and not behind and all(c.samples for c in warp.cpus):
-        return not_measured(name, f"hop {hop.number}: CPUs {unpaired} never sampled right after another "
+    if apart := kept_apart(warp):
+        return not_measured(name, f"hop {hop.number}: CPUs {apart} never sampled right after another "
                             f"CPU in the {warp.window * 1000 / tb_freq:.0f} ms window, so nothing was "
                             "compared for them: their vCPUs did not run at the same time (the host "
                             "gave them no CPUs together; seen at -n 2 with nested hosts, 4 L0 QEMUs on 2 "

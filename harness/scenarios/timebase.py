@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from harness.checks.generic import STALL, Observations, TickGap, generic_checks, missed_tick
 from harness.checks.result import CheckResult, Limits
-from harness.checks.timebase import HopTimebase, hop_checks, ticks_after
+from harness.checks.timebase import HopTimebase, hop_checks, kept_apart, ticks_after
 from harness.errors import ConfigError, GuestUnresponsive
 from harness.guest.agent import Agent
 from harness.guest.protocol import TbStats, TbWarp
@@ -134,9 +134,9 @@ def _measure(ctx: ScenarioContext, src: Side, dst: Side, before: Before, number:
         # "jump" on both CPUs at once)
         stats: TbStats | None = ask(Agent.tbstats)
         warp: TbWarp | None = ask(Agent.tbwarp)
-        if warp is not None and any(c.cross == 0 and c.samples for c in warp.cpus):
-            # some CPU never sampled right after another: the host ran the vCPUs one at a time in
-            # that window (right after a hop, its busiest moment); compare once more
+        if warp is not None and kept_apart(warp):
+            # the host ran the vCPUs one at a time in that window (right after a hop, its busiest
+            # moment), so nothing was compared for some CPU: compare once more
             warp = ask(Agent.tbwarp) or warp
     return HopTimebase(number, downtime_ms, gaps, stats, warp, ask.silence)
 
