@@ -21,16 +21,14 @@ from typing import TYPE_CHECKING
 from harness.checks.generic import Observations
 from harness.guest.protocol import LoadMode
 from harness.scenarios.declare import Scenario, Variant
-from harness.scenarios.steps import boot, hop, observe
+from harness.scenarios.steps import boot, hop, observe, start_pair
 
 if TYPE_CHECKING:
     from harness.runner.context import ScenarioContext
 
 
 def run(ctx: ScenarioContext, variant: Variant[LoadMode]) -> Observations:
-    src = ctx.start("src")
-    ctx.cont(src)  # the guest boots while the destination starts
-    dst = ctx.start("dst")
+    src, dst = start_pair(ctx)
     before = boot(ctx, src, variant.data, devices=True)
     there = hop(ctx, src, dst, before)
     return observe(ctx, src, dst, before, [there])

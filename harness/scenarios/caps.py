@@ -39,7 +39,7 @@ from harness.checks.generic import equal
 from harness.checks.result import CheckResult, Limits
 from harness.errors import MigrationFailed, MigrationTimeout, QemuCrashed
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
-from harness.scenarios.steps import CarriedOn, boot, carried_on
+from harness.scenarios.steps import CarriedOn, boot, carried_on, start_pair
 
 if TYPE_CHECKING:
     from harness.runner.context import ScenarioContext
@@ -87,9 +87,7 @@ def _line_with(text: str, needle: str) -> str | None:
 
 
 def run(ctx: ScenarioContext, variant: Variant[str]) -> CapsObservations:
-    src = ctx.start("src")
-    ctx.cont(src)  # the guest boots while the destination starts
-    dst = ctx.start("dst")
+    src, dst = start_pair(ctx)
     before = boot(ctx, src)
     for side in (src, dst):
         side.monitor.cmd("migrate-set-capabilities",

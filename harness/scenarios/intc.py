@@ -27,7 +27,7 @@ from harness.checks.result import CheckResult, Limits
 from harness.guest.agent import Agent
 from harness.guest.protocol import Probe
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
-from harness.scenarios.steps import Hop, boot, observe, probe_after, tick_gaps
+from harness.scenarios.steps import Hop, boot, observe, probe_after, start_pair, tick_gaps
 from harness.stream import summarise
 
 if TYPE_CHECKING:
@@ -81,9 +81,7 @@ class IntcObservations:
 
 
 def run(ctx: ScenarioContext, variant: Variant[str]) -> IntcObservations:
-    src = ctx.start("src")
-    ctx.cont(src)  # the guest boots while the destination starts
-    dst = ctx.start("dst")
+    src, dst = start_pair(ctx)
     before = boot(ctx, src)
     result = ctx.migrate(src, dst)
     with ctx.phase("check"):

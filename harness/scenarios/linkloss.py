@@ -16,7 +16,7 @@ from harness.checks.generic import equal
 from harness.checks.result import CheckResult, Limits
 from harness.errors import MigrationFailed, MigrationTimeout
 from harness.scenarios.declare import Scenario, single
-from harness.scenarios.steps import CarriedOn, boot, carried_on
+from harness.scenarios.steps import CarriedOn, boot, carried_on, start_pair
 
 if TYPE_CHECKING:
     from harness.runner.context import ScenarioContext
@@ -48,9 +48,7 @@ class LinkLossObservations:
 
 
 def run(ctx: ScenarioContext, variant: Variant[None]) -> LinkLossObservations:
-    src = ctx.start("src")
-    ctx.cont(src)  # the guest boots while the destination starts
-    dst = ctx.start("dst")
+    src, dst = start_pair(ctx)
     before = boot(ctx, src)
     src.monitor.cmd("migrate-set-parameters", **{"max-bandwidth": BANDWIDTH})
     try:

@@ -50,7 +50,7 @@ from harness.guest.protocol import Probe
 from harness.qemu.memmap import Window, hmp, phb_windows
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
 from harness.scenarios.measured import Landed, land, own_first, the_rest
-from harness.scenarios.steps import boot
+from harness.scenarios.steps import boot, start_pair
 from harness.stream.phb import PhbFields, phb_fields
 
 if TYPE_CHECKING:
@@ -195,9 +195,7 @@ def _hex(fields: dict[str, int]) -> dict[str, str]:
 
 
 def run(ctx: ScenarioContext, variant: Variant[PhbWindows]) -> PhbObservations:
-    src = ctx.start("src")
-    ctx.cont(src)  # the guest boots while the destination starts
-    dst = ctx.start("dst")
+    src, dst = start_pair(ctx)
     before = boot(ctx, src, devices=True)
     source_windows = phb_windows(hmp(src, "info mtree", ctx.rundir / "src-info-mtree.txt"))
     landed = land(ctx, src, dst, before)

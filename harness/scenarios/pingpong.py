@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from harness.checks.generic import Observations
 from harness.scenarios.declare import Scenario, single
-from harness.scenarios.steps import boot, hop, observe
+from harness.scenarios.steps import boot, hop, observe, start_pair
 
 if TYPE_CHECKING:
     from harness.runner.context import ScenarioContext
@@ -19,9 +19,7 @@ if TYPE_CHECKING:
 
 
 def run(ctx: ScenarioContext, variant: Variant[None]) -> Observations:
-    src = ctx.start("src")
-    ctx.cont(src)  # the guest boots while the destination starts
-    dst = ctx.start("dst")
+    src, dst = start_pair(ctx)
     before = boot(ctx, src)
     there = hop(ctx, src, dst, before)
     back = ctx.start("back")

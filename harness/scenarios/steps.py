@@ -79,6 +79,14 @@ class Hop:
     """The stream the destination loaded, when recorded."""
 
 
+def start_pair(ctx: ScenarioContext) -> tuple[Side, Side]:
+    """The source, let run (its guest boots from then on: :func:`boot` waits for it), and the
+    destination, started while the guest boots."""
+    src = ctx.start("src")
+    ctx.cont(src)
+    return src, ctx.start("dst")
+
+
 def boot(ctx: ScenarioContext, src: Side, load: LoadMode = "idle", *, devices: bool = False) -> Before:
     """Run the source (unless :meth:`ScenarioContext.cont` did) until the agent says hello, put
     the guest in ``load``, probe (and with ``devices``, read every virtio-rng, which

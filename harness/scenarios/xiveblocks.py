@@ -38,7 +38,7 @@ from harness.guest.protocol import Probe
 from harness.qemu.memmap import Block, hmp, ram_blocks, region_types
 from harness.scenarios.declare import MachineChange, Needs, Scenario, Variant
 from harness.scenarios.measured import Landed, land, own_first, the_rest
-from harness.scenarios.steps import boot, probe_after
+from harness.scenarios.steps import boot, probe_after, start_pair
 from harness.stream import summarise
 
 if TYPE_CHECKING:
@@ -106,9 +106,7 @@ def _show(blocks: tuple[Block, ...]) -> list[str]:
 
 
 def run(ctx: ScenarioContext, variant: Variant[bool]) -> XiveBlocksObservations:
-    src = ctx.start("src")
-    ctx.cont(src)  # the guest boots while the destination starts
-    dst = ctx.start("dst")
+    src, dst = start_pair(ctx)
     before = boot(ctx, src, devices=True)
     source_regions = region_types(hmp(src, "info mtree", ctx.rundir / "src-info-mtree.txt"))
     landed = land(ctx, src, dst, before)
