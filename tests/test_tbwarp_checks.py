@@ -13,7 +13,14 @@ import pytest
 
 from harness.checks.generic import Observations, TickGap
 from harness.checks.result import HOST_OVERLOADED, CheckResult, Limits, Verdict
-from harness.checks.timebase import HopTimebase, hop_checks, in_step, jump_within_bound, never_backwards
+from harness.checks.timebase import (
+    HopTimebase,
+    hop_checks,
+    in_step,
+    jump_within_bound,
+    kept_apart,
+    never_backwards,
+)
 from harness.guest.protocol import (
     CpuTbStats,
     CpuWarp,
@@ -105,6 +112,14 @@ class TestInStep:
         result = in_step(_hop(warp=_warp(_side(0, max_warp=5), never)), FREQ)
         assert result.verdict is Verdict.FAILED
         assert "CPUs [1] never sampled after another CPU" in result.evidence
+
+    def test_only_a_window_with_nothing_compared_and_nothing_behind_is_kept_apart(self) -> None:
+        # what the timebase scenario asks again: never a window that showed a CPU behind
+        never = _side(1, cross=0, min_gap=0, max_gap=0)
+        assert kept_apart(_warp(_side(0), never)) == [1]
+        assert kept_apart(_warp(_side(0, max_warp=5), never)) == []
+        assert kept_apart(_warp(_side(0), _side(1))) == []
+        assert kept_apart(_warp(_side(0, cross=0), _side(1, samples=0, cross=0))) == []
 
     def test_a_cpu_that_took_no_part_fails(self) -> None:
         silent = _side(1, samples=0, cross=0, min_gap=0, max_gap=0)
